@@ -1,0 +1,47 @@
+# OSMF: every target sets up what it needs first (a pinned virtual environment, Delta jars).
+# The environment lives outside the checkout, keyed by the hash of requirements.lock, so a fresh
+# clone (CI) reuses it instead of downloading torch again. Override with OSMF_VENV=... if needed.
+SHELL := /bin/bash
+LOCK := requirements.lock
+LOCK_ID := $(shell cat $(LOCK) cluster/setup_env.sh | sha1sum | cut -c1-12)
+OSMF_CACHE ?= $(HOME)/.cache/osmf
+OSMF_VENV ?= $(OSMF_CACHE)/venv-$(LOCK_ID)
+PY := PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/python
+PYTEST_ARGS ?=
+WORLD ?=
+
+.PHONY: help setup demo test test-all simulate bench bench-simulate ddl clean
+
+help:
+	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
+	@echo "make test            set up, then run the default (fast) test suite"
+	@echo "make test-all        also the slow tests"
+	@echo "make simulate        simulate the ad world into the local Delta warehouse (WORLD='--users 1000 ...')"
+	@echo "make bench           all benchmarks (bench-simulate)"
+	@echo "make ddl             regenerate sql/ddl/ from the table catalog"
+
+setup:
+	@bash cluster/setup_env.sh "$(OSMF_VENV)" "$(LOCK)"
+
+demo: setup
+	$(PY) jobs/demo.py $(WORLD)
+
+test: setup
+	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS) tests
+
+test-all: setup
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+simulate: setup
+	$(PY) jobs/simulate.py $(WORLD)
+
+bench: bench-simulate
+
+bench-simulate: setup
+	$(PY) jobs/bench_simulate.py
+
+ddl: setup
+	$(PY) -m osmf_core.ddl --out sql/ddl
+
+clean:
+	rm -rf warehouse reports/*.json spark-warehouse metastore_db derby.log .pytest_cache

@@ -1,0 +1,35 @@
+"""Simulate the ad world and load the raw tables (users, products, creatives, impressions).
+
+    python jobs/simulate.py --users 20000 --products 280          # local, embedded default
+    spark-submit ... jobs/simulate.py --users 40000000 --products 2000000 --partitions 4000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from osmf_core.config import add_spark_args, spark_settings
+from osmf_core.simulate import add_world_args, run, world_config
+from osmf_core.spark import build_spark
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_world_args(ap)
+    ap.add_argument("--summary-json", help="also write the summary to this file")
+    add_spark_args(ap)
+    args = ap.parse_args(argv)
+    cfg, settings = world_config(args), spark_settings(args)
+    spark = build_spark(settings)
+    result = run(spark, cfg, settings.warehouse)
+    print(json.dumps(result.summary, indent=2))
+    if args.summary_json:
+        with open(args.summary_json, "w") as fh:
+            json.dump(result.summary, fh, indent=2)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

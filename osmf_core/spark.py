@@ -1,0 +1,44 @@
+"""The one SparkSession builder: Delta's extension and catalog, jars from Maven Central (cached by ivy)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from delta import configure_spark_with_delta_pip
+from pyspark.sql import SparkSession
+
+from osmf_core.config import SparkSettings
+
+
+def build_spark(settings: SparkSettings | None = None) -> SparkSession:
+    """A SparkSession with Delta. Under spark-submit the master and jars it was given win."""
+    s = settings or SparkSettings()
+    # local mode: python workers run the same interpreter as the driver
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(s.app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.warehouse.dir", f"{s.warehouse.rstrip('/')}/_spark_sql")
+        .config("spark.sql.shuffle.partitions", str(s.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", str(s.show_progress).lower())
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # Delta rebuilds table state with this many tasks (default 50): too many for small tables
+        .config("spark.databricks.delta.snapshotPartitions", str(s.shuffle_partitions))
+    )
+    if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", "") and not _under_spark_submit():
+        builder = builder.master(s.master).config("spark.driver.memory", s.driver_memory)
+    for key, value in s.conf.items():
+        builder = builder.config(key, str(value))
+    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel(s.log_level)
+    spark.conf.set("warehouse", s.warehouse)  # ${warehouse} in sql/ files
+    return spark
+
+
+def _under_spark_submit() -> bool:
+    """True when spark-submit launched this python (it sets the master for us)."""
+    return "SPARK_SUBMIT_OPTS" in os.environ or os.environ.get("SPARK_ENV_LOADED") == "1"

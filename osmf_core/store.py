@@ -1,0 +1,90 @@
+"""Read and write catalog tables as Delta: schema enforced, reruns replace their partitions."""
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from osmf_core.catalog import Table
+
+
+class SchemaMismatch(ValueError):
+    """A DataFrame does not carry the columns its catalog table declares."""
+
+
+def conform(df: DataFrame, t: Table) -> DataFrame:
+    """Columns of `t` in catalog order, cast to the declared types; missing or extra columns are an error."""
+    have, want = set(df.columns), set(t.column_names)
+    if have != want:
+        raise SchemaMismatch(
+            f"{t.fqn}: missing columns {sorted(want - have)}, unexpected columns {sorted(have - want)}")
+    out = []
+    for c in t.columns:
+        src = df.schema[c.name].dataType
+        if src != c.dtype and not _safe_cast(src, c.dtype):
+            raise SchemaMismatch(f"{t.fqn}.{c.name}: declared {c.dtype.simpleString()}, got {src.simpleString()}")
+        same = src.simpleString() == c.dtype.simpleString()  # equal up to nullability of elements
+        out.append(F.col(c.name) if same else F.col(c.name).cast(c.dtype).alias(c.name))
+    return df.select(out)
+
+
+def _safe_cast(src, dst) -> bool:
+    """Casts that never lose information: widening integers, float to double, and null literals."""
+    order = ["tinyint", "smallint", "int", "bigint"]
+    s, d = src.simpleString(), dst.simpleString()
+    if s == "void":
+        return True
+    if s in order and d in order:
+        return order.index(s) <= order.index(d)
+    return s == d or (s, d) in {("float", "double"), ("int", "double"), ("bigint", "double")}
+
+
+def ensure_table(spark: SparkSession, t: Table, warehouse: str) -> None:
+    """Create the Delta table with its declared schema (NOT NULL constraints included) if it is absent."""
+    (DeltaTable.createIfNotExists(spark)
+     .location(t.path(warehouse))
+     .addColumns(t.schema)
+     .partitionedBy(*t.partition_by)
+     .comment(t.comment or t.grain)
+     .execute())
+
+
+def write_table(df: DataFrame, t: Table, warehouse: str, replace_where: str | None = None) -> None:
+    """Write `df` to table `t`, replacing what this run wrote before.
+
+    Unpartitioned tables are replaced whole. Partitioned tables have exactly the partitions present in
+    `df` replaced (a rerun of a run date never duplicates rows), unless `replace_where` names the slice
+    to replace, which also clears it when `df` is empty.
+    """
+    df = conform(df, t)
+    spark = df.sparkSession
+    ensure_table(spark, t, warehouse)
+    writer = df.write.format("delta").mode("overwrite")
+    if replace_where is not None:
+        writer = writer.option("replaceWhere", replace_where)
+    elif t.partition_by:
+        writer = writer.option("partitionOverwriteMode", "dynamic")
+    writer.save(t.path(warehouse))
+
+
+def read_table(spark: SparkSession, t: Table, warehouse: str, version: int | None = None) -> DataFrame:
+    """The table as a DataFrame (optionally at an older Delta version)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(t.path(warehouse))
+
+
+def table_exists(spark: SparkSession, t: Table, warehouse: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, t.path(warehouse))
+
+
+def register_tables(spark: SparkSession, tables, warehouse: str) -> list[str]:
+    """Make existing tables queryable by name (raw.users, ...) in this session's catalog."""
+    done = []
+    for t in tables:
+        if table_exists(spark, t, warehouse):
+            spark.sql(f"create schema if not exists {t.layer}")
+            spark.sql(f"create table if not exists {t.fqn} using delta location '{t.path(warehouse)}'")
+            done.append(t.fqn)
+    return done

@@ -1,0 +1,14 @@
+-- gaip.rejects: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- grain: one row per rejected input row
+-- key: run_date, source, row_json
+create schema if not exists gaip;
+create table if not exists gaip.rejects (
+  run_date date not null comment 'load run that saw the row',
+  source   string not null comment 'table the row was meant for',
+  reason   string not null comment 'first rule the row broke',
+  row_json string not null comment 'the rejected row as JSON'
+)
+using delta
+partitioned by (run_date, source)
+location '${warehouse}/gaip/rejects'
+comment 'quarantine: rows in = rows accepted + rows here';
