@@ -96,7 +96,8 @@ def _c(name, dtype, comment="", nullable=False):
 
 _LONG, _INT, _STR, _DBL, _FLT = T.LongType(), T.IntegerType(), T.StringType(), T.DoubleType(), T.FloatType()
 _DATE, _BIN, _TS = T.DateType(), T.BinaryType(), T.TimestampType()
-_VEC = T.ArrayType(T.FloatType(), containsNull=False)
+# Delta enforces NOT NULL on top-level columns only, so array elements are declared nullable
+_VEC = T.ArrayType(T.FloatType(), containsNull=True)
 
 # ----------------------------------------------------------------------------------------- raw
 USERS = Table(
@@ -163,8 +164,8 @@ GROUPS = Table(
      _c("silhouette", _DBL, "mean silhouette coefficient at k_star"),
      _c("size", _LONG, "users in the group"),
      _c("centroid", _VEC, "group centroid of e_u|t"),
-     _c("points", T.ArrayType(_VEC, containsNull=False), "percentile points, one per entry of the percentile set"),
-     _c("percentiles", T.ArrayType(_INT, containsNull=False), "the percentile set used")),
+     _c("points", T.ArrayType(_VEC, containsNull=True), "percentile points, one per entry of the percentile set"),
+     _c("percentiles", T.ArrayType(_INT, containsNull=True), "the percentile set used")),
     grain="one row per (run date, product, group)",
     key=("run_date", "product_id", "group_id"),
     partition_by=("run_date",),

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from osmf_core import catalog as C
-from osmf_core.store import write_table
+from osmf_core.store import read_table, write_table
 
 REASON = "_reject_reason"
 
@@ -132,3 +132,24 @@ def load(raw: DataFrame, labeled: DataFrame, t: C.Table, warehouse: str, run_dat
     finally:
         labeled.unpersist()
     return report
+
+
+def ingest(raw: DataFrame, fqn: str, warehouse: str, run_date: dt.date) -> LoadReport:
+    """Load external rows for a raw table: label them by that table's rules, then `load`.
+
+    Impressions are checked against the users and creatives already in the warehouse, creatives
+    against the products.
+    """
+    spark = raw.sparkSession
+    if fqn == C.USERS.fqn:
+        labeled = label_users(raw)
+    elif fqn == C.PRODUCTS.fqn:
+        labeled = label_rows(raw, C.PRODUCTS)
+    elif fqn == C.CREATIVES.fqn:
+        labeled = label_creatives(raw, read_table(spark, C.PRODUCTS, warehouse))
+    elif fqn == C.IMPRESSIONS.fqn:
+        labeled = label_impressions(raw, read_table(spark, C.USERS, warehouse),
+                                    read_table(spark, C.CREATIVES, warehouse))
+    else:
+        raise ValueError(f"ingest loads the raw tables only, not {fqn!r}")
+    return load(raw, labeled, C.table(fqn), warehouse, run_date)

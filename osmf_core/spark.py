@@ -23,13 +23,14 @@ def build_spark(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.warehouse.dir", f"{s.warehouse.rstrip('/')}/_spark_sql")
         .config("spark.sql.shuffle.partitions", str(s.shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.ansi.enabled", "true")  # a narrowing cast that overflows fails, never wraps
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", str(s.show_progress).lower())
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         # Delta rebuilds table state with this many tasks (default 50): too many for small tables
         .config("spark.databricks.delta.snapshotPartitions", str(s.shuffle_partitions))
     )
-    if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", "") and not _under_spark_submit():
+    if not _under_spark_submit():
         builder = builder.master(s.master).config("spark.driver.memory", s.driver_memory)
     for key, value in s.conf.items():
         builder = builder.config(key, str(value))
@@ -40,5 +41,5 @@ def build_spark(settings: SparkSettings | None = None) -> SparkSession:
 
 
 def _under_spark_submit() -> bool:
-    """True when spark-submit launched this python (it sets the master for us)."""
-    return "SPARK_SUBMIT_OPTS" in os.environ or os.environ.get("SPARK_ENV_LOADED") == "1"
+    """True when spark-submit launched this python: its JVM is up and already has master and jars."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
