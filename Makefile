@@ -9,14 +9,21 @@ OSMF_VENV ?= $(OSMF_CACHE)/venv-$(LOCK_ID)
 PY := PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/python
 PYTEST_ARGS ?=
 WORLD ?=
+FEATURES ?=
+TRAIN ?=
+ABLATION ?=
+NUM_GPUS ?= 1
+DS_CONFIG ?= cluster/deepspeed/paag.json
 
-.PHONY: help setup demo test test-all simulate bench bench-simulate ddl clean
+.PHONY: help setup demo test test-all simulate features train-paag paag-ablation bench bench-simulate ddl clean
 
 help:
 	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
 	@echo "make test            set up, then run the default (fast) test suite"
 	@echo "make test-all        also the slow tests"
 	@echo "make simulate        simulate the ad world into the local Delta warehouse (WORLD='--users 1000 ...')"
+	@echo "make train-paag      encoder features + PAAG training under the DeepSpeed launcher (TRAIN='--epochs 2')"
+	@echo "make paag-ablation   the Table 2 ladder: AUROC of five rungs over seeds vs the oracle"
 	@echo "make bench           all benchmarks (bench-simulate)"
 	@echo "make ddl             regenerate sql/ddl/ from the table catalog"
 
@@ -34,6 +41,17 @@ test-all: setup
 
 simulate: setup
 	$(PY) jobs/simulate.py $(WORLD)
+
+features: setup
+	@test -d warehouse/raw/impressions || $(MAKE) simulate
+	$(PY) jobs/paag_features.py $(FEATURES)
+
+train-paag: features
+	PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/deepspeed --num_gpus $(NUM_GPUS) jobs/train_paag.py \
+		--deepspeed_config $(DS_CONFIG) $(TRAIN)
+
+paag-ablation: features
+	$(PY) jobs/paag_ablation.py $(ABLATION)
 
 bench: bench-simulate
 

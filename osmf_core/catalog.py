@@ -7,6 +7,7 @@ Layers:
   raw   the ad platform's logs (simulated by default, loaded through osmf_core.quality)
   gaip  the Grouped Advertising Image Preference tables written by the nightly regroup
   gen   prompts and generated creatives
+  feat  model inputs: frozen-encoder features and training rows
 """
 from __future__ import annotations
 
@@ -251,10 +252,51 @@ GENERATED = Table(
     partition_by=("run_date",),
 )
 
+# ---------------------------------------------------------------------------------------- feat
+# Frozen-encoder features, computed once per product / creative so training reads small rows.
+TITLE_TOKENS = Table(
+    "feat", "title_tokens",
+    (_c("product_id", _LONG, "product"),
+     _c("encoder", _STR, "text encoder that made the features"),
+     _c("n_tokens", _INT, "tokens of the title"),
+     _c("dim", _INT, "feature size of a token"),
+     _c("features", _VEC, "max_tokens x dim token features, row-major, zero past n_tokens")),
+    grain="one row per (product, text encoder)",
+    key=("product_id", "encoder"),
+)
+
+IMAGE_PATCHES = Table(
+    "feat", "image_patches",
+    (_c("creative_id", _LONG, "creative"),
+     _c("encoder", _STR, "image encoder that made the features"),
+     _c("n_patches", _INT, "patches of the image"),
+     _c("dim", _INT, "feature size of a patch"),
+     _c("features", _VEC, "n_patches x dim patch features, row-major")),
+    grain="one row per (creative, image encoder)",
+    key=("creative_id", "encoder"),
+)
+
+PAAG_EXAMPLES = Table(
+    "feat", "paag_examples",
+    (_c("split", _STR, "train (earlier days) or test (the last days of the window)"),
+     _c("event_date", _DATE, "day of the impression"),
+     _c("impression_id", _LONG, "impression"),
+     _c("user_id", _LONG, "viewer"),
+     _c("product_id", _LONG, "product of the creative"),
+     _c("creative_id", _LONG, "creative shown"),
+     _c("clicked", _INT, "label"),
+     *(_c(a, _INT, desc) for a, (_, desc) in USER_ATTRIBUTES.items())),
+    grain="one row per impression of the log window, with the viewer's attributes",
+    key=("impression_id",),
+    partition_by=("split",),
+    comment="PAAG training rows, read through petastorm",
+)
+
 TABLES: tuple[Table, ...] = (
     USERS, PRODUCTS, CREATIVES, IMPRESSIONS,
     REJECTS, GROUPS, USER_GROUPS, GROUP_CTR, PAIRS, METRICS,
     PROMPTS, GENERATED,
+    TITLE_TOKENS, IMAGE_PATCHES, PAAG_EXAMPLES,
 )
 
 

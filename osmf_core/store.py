@@ -41,7 +41,12 @@ def _safe_cast(src, dst) -> bool:
 
 
 def ensure_table(spark: SparkSession, t: Table, warehouse: str) -> None:
-    """Create the Delta table with its declared schema (NOT NULL constraints included) if it is absent."""
+    """Create the Delta table with its declared schema (NOT NULL constraints included) if it is absent.
+
+    An existing table is left as it is: Delta itself refuses a write whose columns do not fit it.
+    """
+    if DeltaTable.isDeltaTable(spark, t.path(warehouse)):
+        return
     (DeltaTable.createIfNotExists(spark)
      .location(t.path(warehouse))
      .addColumns(t.schema)

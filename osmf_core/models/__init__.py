@@ -1,0 +1,1 @@
+"""Model architectures (no training loops here: see osmf_core/training/)."""

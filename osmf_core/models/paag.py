@@ -1,0 +1,135 @@
+"""PAAG: the product-aware preference model of the OSMF paper (section 3.2, eq. 1-4).
+
+  e_u   = MLP([emb_1(a_1); ...; emb_20(a_20)])                      user embedding, d = 128
+  e_u|t = CA(Q = e_u,   K = V = title token features)               product-aware user
+  e_u|c = CA(Q = e_u|t, K = V = creative patch features)            creative-aware user
+  y     = h_t(e_t) + h_v(e_v) + h_u|c(e_u|c)                        click logit, BCE on clicks
+
+Attention over a single key would be constant (a softmax of one score is 1), so CA attends over the
+tokens of the title and the patches of the image, with a residual path: e_u|t depends on both the
+user and the product. The ablation rungs of the paper's Table 2 switch branches off.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from osmf_core.catalog import USER_ATTRIBUTES
+
+RUNGS = ("I", "I+U", "I+U+T", "I+U+T+UT", "full")
+
+
+@dataclass
+class PAAGConfig:
+    rung: str = "full"  # I, I+U, I+U+T, I+U+T+UT or full (Table 2)
+    d: int = 128  # embedding size of e_u, e_t, e_v
+    attr_dim: int = 16  # embedding size of each user attribute
+    heads: int = 4  # attention heads of CA
+    text_dim: int = 384  # size of the title token features (MiniLM: 384)
+    image_dim: int = 1280  # size of the image patch features (MobileNetV2: 1280)
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        if self.rung not in RUNGS:
+            raise ValueError(f"rung must be one of {RUNGS}, got {self.rung!r}")
+        if self.d % self.heads:
+            raise ValueError(f"d ({self.d}) must be divisible by heads ({self.heads})")
+
+    @property
+    def uses_user(self) -> bool:
+        return self.rung != "I"
+
+    @property
+    def uses_title(self) -> bool:
+        return self.rung in ("I+U+T", "I+U+T+UT", "full")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CrossAttention(nn.Module):
+    """CA(Q, K=V): one query vector attends over a padded set of tokens; residual and layer norm."""
+
+    def __init__(self, d: int, heads: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, query: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """query (B,d), tokens (B,T,d), mask (B,T) True where a token exists -> (B,d)."""
+        out, _ = self.attn(query[:, None], tokens, tokens, key_padding_mask=~mask, need_weights=False)
+        x = self.norm1(query + out[:, 0])
+        return self.norm2(x + self.ffn(x))
+
+
+def _head(d: int, dropout: float) -> nn.Module:
+    return nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, 1))
+
+
+def _masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class PAAG(nn.Module):
+    def __init__(self, cfg: PAAGConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d
+        self.attr_emb = nn.ModuleList(nn.Embedding(card, cfg.attr_dim) for card, _ in USER_ATTRIBUTES.values())
+        self.user_mlp = nn.Sequential(nn.Linear(cfg.attr_dim * len(USER_ATTRIBUTES), 2 * d), nn.GELU(),
+                                      nn.Linear(2 * d, d), nn.LayerNorm(d))
+        self.text_proj = nn.Linear(cfg.text_dim, d)  # E_T -> 128
+        self.image_proj = nn.Linear(cfg.image_dim, d)  # E_I -> 128
+        self.ca_title = CrossAttention(d, cfg.heads, cfg.dropout)
+        self.ca_image = CrossAttention(d, cfg.heads, cfg.dropout)
+        self.h_v, self.h_t, self.h_u = (_head(d, cfg.dropout) for _ in range(3))
+        # frozen-encoder features are standardised with statistics of the training data (set_feature_stats),
+        # kept as buffers so that a saved model carries them
+        for name, dim in (("text", cfg.text_dim), ("image", cfg.image_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(dim))
+            self.register_buffer(f"{name}_std", torch.ones(dim))
+
+    @torch.no_grad()
+    def set_feature_stats(self, title, title_mask, patches, patch_mask, base_rate: float) -> None:
+        """Per-dimension mean and std of the token and patch features, and the click base rate as the
+        starting bias of the image head (numpy or torch arrays)."""
+        for name, feats, mask in (("text", title, title_mask), ("image", patches, patch_mask)):
+            valid = torch.as_tensor(feats)[torch.as_tensor(mask)]
+            getattr(self, f"{name}_mean").copy_(valid.mean(0))
+            getattr(self, f"{name}_std").copy_(valid.std(0).clamp_min(1e-3))
+        self.h_v[-1].bias.fill_(float(torch.logit(torch.tensor(base_rate))))
+
+    def _text(self, title):
+        return self.text_proj((title - self.text_mean) / self.text_std)
+
+    def _image(self, patches):
+        return self.image_proj((patches - self.image_mean) / self.image_std)
+
+    def user_embedding(self, attrs: torch.Tensor) -> torch.Tensor:
+        """e_u from integer attribute codes (B, 20)."""
+        return self.user_mlp(torch.cat([emb(attrs[:, i]) for i, emb in enumerate(self.attr_emb)], dim=-1))
+
+    def product_aware(self, attrs, title, title_mask) -> torch.Tensor:
+        """e_u|t: the user's preference given the product's title tokens (B,T,text_dim)."""
+        return self.ca_title(self.user_embedding(attrs), self._text(title), title_mask)
+
+    def forward(self, attrs, title, title_mask, patches, patch_mask) -> torch.Tensor:
+        """Click logits (B,) from attribute codes, title token features and image patch features."""
+        cfg = self.cfg
+        v = self._image(patches)
+        logit = self.h_v(_masked_mean(v, patch_mask))[:, 0]  # I: image-level CTR
+        t = self._text(title) if cfg.uses_title else None
+        if cfg.uses_title:
+            logit = logit + self.h_t(_masked_mean(t, title_mask))[:, 0]
+        if cfg.uses_user:
+            u = self.user_embedding(attrs)
+            if cfg.rung in ("I+U+T+UT", "full"):
+                u = self.ca_title(u, t, title_mask)  # e_u|t
+            if cfg.rung == "full":
+                u = self.ca_image(u, v, patch_mask)  # e_u|c
+            logit = logit + self.h_u(u)[:, 0]
+        return logit

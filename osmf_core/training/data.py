@@ -1,0 +1,144 @@
+"""Training inputs read through petastorm from the files of a Delta table snapshot.
+
+The active files of the snapshot come from the Delta log (the `deltalake` package), so a reader sees
+exactly one version of the table; petastorm's batch reader streams their row groups (sharded per rank),
+and a bounded buffer shuffles rows. No pandas dump of a whole table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from deltalake import DeltaTable
+from petastorm import make_batch_reader
+
+from osmf_core import catalog as C
+
+ATTRS = list(C.USER_ATTRIBUTES)
+EXAMPLE_FIELDS = ["impression_id", "user_id", "product_id", "creative_id", "clicked", *ATTRS]
+
+
+def snapshot_files(t: C.Table, warehouse: str, partition: dict | None = None) -> list[str]:
+    """URLs of the Parquet files of the table's current snapshot, optionally of one partition."""
+    filters = [(k, "=", str(v)) for k, v in (partition or {}).items()] or None
+    files = DeltaTable(t.path(warehouse)).file_uris(partition_filters=filters)
+    if not files:
+        raise FileNotFoundError(f"{t.fqn} at {t.path(warehouse)} has no files for {partition or 'any partition'}")
+    return sorted(f if "://" in f else f"file://{f}" for f in files)
+
+
+def read_columns(t: C.Table, warehouse: str, fields: list[str], partition: dict | None = None,
+                 shard: int = 0, shards: int = 1, shuffle_seed: int | None = None):
+    """Yield dicts of numpy columns, one per Parquet row group, through petastorm's batch reader."""
+    files = snapshot_files(t, warehouse, partition)
+    if shuffle_seed is not None:  # file order from our own seeded RNG: petastorm's is not reproducible
+        files = [files[i] for i in np.random.default_rng(shuffle_seed).permutation(len(files))]
+    shards = min(shards, len(files)) if shards > 1 else 1
+    with make_batch_reader(files, schema_fields=fields, num_epochs=1, workers_count=1, shuffle_row_groups=False,
+                           cur_shard=shard if shards > 1 else None, shard_count=shards if shards > 1 else None,
+                           reader_pool_type="dummy") as reader:
+        for batch in reader:
+            yield {f: np.asarray(getattr(batch, f)) for f in fields}
+
+
+def example_batches(warehouse: str, split: str, batch_size: int, seed: int | None, shard: int = 0,
+                    shards: int = 1, buffer_rows: int = 65_536, drop_last: bool = False):
+    """Batches of feat.paag_examples rows; shuffled through a buffer when a seed is given."""
+    rng = np.random.default_rng(seed) if seed is not None else None
+    pending: list[dict] = []
+    held = 0
+
+    def flush(final: bool):
+        nonlocal pending, held
+        cols = {f: np.concatenate([p[f] for p in pending]) for f in EXAMPLE_FIELDS}
+        n = len(cols["clicked"])
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        full = n - n % batch_size
+        for lo in range(0, full, batch_size):
+            yield {f: v[order[lo:lo + batch_size]] for f, v in cols.items()}
+        rest = order[full:]
+        if final:
+            pending, held = [], 0
+            if len(rest) and not drop_last:
+                yield {f: v[rest] for f, v in cols.items()}
+        else:
+            pending = [{f: v[rest] for f, v in cols.items()}]
+            held = len(rest)
+
+    for group in read_columns(C.PAAG_EXAMPLES, warehouse, EXAMPLE_FIELDS, {"split": split}, shard, shards,
+                              shuffle_seed=seed):
+        pending.append(group)
+        held += len(group["clicked"])
+        if held >= buffer_rows:
+            yield from flush(final=False)
+    if held:
+        yield from flush(final=True)
+
+
+@dataclass
+class FeatureBank:
+    """Frozen-encoder features of every product title and creative image, padded, indexed by id."""
+
+    product_ids: np.ndarray  # sorted
+    title: np.ndarray  # (P, T, text_dim) float32
+    title_mask: np.ndarray  # (P, T) bool
+    creative_ids: np.ndarray  # sorted
+    patches: np.ndarray  # (C, N, image_dim) float32
+    patch_mask: np.ndarray  # (C, N) bool
+
+    @staticmethod
+    def _load(t: C.Table, warehouse: str, encoder: str, id_col: str, n_col: str):
+        ids, feats, counts, dim = [], [], [], None
+        for g in read_columns(t, warehouse, [id_col, "encoder", n_col, "dim", "features"]):
+            keep = g["encoder"] == encoder
+            ids.append(g[id_col][keep])
+            counts.append(g[n_col][keep])
+            feats.extend(list(g["features"][keep]))
+            if keep.any():
+                dim = int(g["dim"][keep][0])
+        if dim is None:
+            raise ValueError(f"{t.fqn} has no features from encoder {encoder!r}: run the features job")
+        ids, counts = np.concatenate(ids), np.concatenate(counts)
+        order = np.argsort(ids)
+        width = int(counts.max())
+        out = np.zeros((len(ids), width, dim), dtype=np.float32)
+        mask = np.zeros((len(ids), width), dtype=bool)
+        for row, i in enumerate(order):  # rows hold n x dim features, or max_n x dim zero-padded
+            f = np.asarray(feats[i], dtype=np.float32).reshape(-1, dim)[:counts[i]]
+            out[row, :counts[i]] = f
+            mask[row, :counts[i]] = True
+        return ids[order], out, mask
+
+    @classmethod
+    def load(cls, warehouse: str, text_encoder: str, image_encoder: str | None) -> "FeatureBank":
+        pid, title, tmask = cls._load(C.TITLE_TOKENS, warehouse, text_encoder, "product_id", "n_tokens")
+        if image_encoder is None:  # e_u|t needs titles only
+            cid, patches, pmask = np.zeros(0, np.int64), np.zeros((0, 1, 1), np.float32), np.zeros((0, 1), bool)
+        else:
+            cid, patches, pmask = cls._load(C.IMAGE_PATCHES, warehouse, image_encoder, "creative_id", "n_patches")
+        return cls(pid, title, tmask, cid, patches, pmask)
+
+    @staticmethod
+    def _rows(sorted_ids: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
+        rows = np.searchsorted(sorted_ids, wanted)
+        rows = np.minimum(rows, len(sorted_ids) - 1)
+        if len(wanted) and not (sorted_ids[rows] == wanted).all():
+            missing = np.unique(wanted[sorted_ids[rows] != wanted])[:5]
+            raise KeyError(f"no features for {what} {missing.tolist()}: rerun the features job")
+        return rows
+
+    def titles(self, product_ids: np.ndarray):
+        rows = self._rows(self.product_ids, np.asarray(product_ids), "products")
+        return self.title[rows], self.title_mask[rows]
+
+    def images(self, creative_ids: np.ndarray):
+        rows = self._rows(self.creative_ids, np.asarray(creative_ids), "creatives")
+        return self.patches[rows], self.patch_mask[rows]
+
+    @property
+    def text_dim(self) -> int:
+        return self.title.shape[-1]
+
+    @property
+    def image_dim(self) -> int:
+        return self.patches.shape[-1]

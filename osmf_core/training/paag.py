@@ -1,0 +1,209 @@
+"""Train and evaluate PAAG with DeepSpeed, fed by petastorm; serve e_u|t to other jobs.
+
+One process with gloo on CPU by default; under the DeepSpeed launcher on a GPU node, one process per
+GPU (each reads its own shard of the table's files). Checkpoints every `save_every` steps hold the
+engine, the optimizer, the data position and the RNG state, so a killed run resumes where it left off.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from osmf_core.models.paag import PAAG, PAAGConfig
+from osmf_core.training.data import ATTRS, FeatureBank, example_batches
+
+CHECKPOINTS = "checkpoints"
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainConfig:
+    # data
+    warehouse: str = "warehouse"  # Delta warehouse with feat.* tables
+    text_encoder: str = "minilm"  # which rows of feat.title_tokens to use
+    image_encoder: str = "mobilenet_v2"  # which rows of feat.image_patches to use
+    # model
+    model: PAAGConfig = field(default_factory=PAAGConfig)
+    # optimisation (batch size and learning rate override the DeepSpeed JSON)
+    deepspeed_config: str = "cluster/deepspeed/paag.json"  # DeepSpeed JSON: optimizer, precision, ZeRO
+    epochs: int = 2
+    batch_size: int = 512  # per process
+    lr: float = 2e-3
+    max_steps: int = 0  # stop after this many steps (0 = run all epochs)
+    shuffle_buffer: int = 65_536  # rows shuffled together
+    seed: int = 0
+    # output
+    out_dir: str = "runs/paag"  # checkpoints/ and the final model.pt
+    save_every: int = 500  # checkpoint every N steps
+    progress: bool = True  # tqdm bar with the loss
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.save_every < 1:
+            raise ValueError("epochs, batch_size and save_every must be >= 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size). Without a launcher this is a single process with gloo."""
+    import deepspeed
+    if "RANK" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def _tensors(batch: dict, bank: FeatureBank, device) -> tuple:
+    attrs = torch.from_numpy(np.stack([batch[a] for a in ATTRS], axis=1).astype(np.int64))
+    title, tmask = bank.titles(batch["product_id"])
+    patches, pmask = bank.images(batch["creative_id"])
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    return (attrs.to(device), t(title), t(tmask), t(patches), t(pmask)), t(batch["clicked"].astype(np.float32))
+
+
+def _ds_config(cfg: TrainConfig) -> dict:
+    ds = json.loads(Path(cfg.deepspeed_config).read_text())
+    ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    ds.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"]["lr"] = cfg.lr
+    return ds
+
+
+def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
+    """Train (or resume) PAAG. `stop_after` ends the process's work abruptly after that many steps,
+    without a checkpoint, as a kill would (used to test resumption). Returns a summary."""
+    import deepspeed
+    rank, world = init_distributed()
+    bank = FeatureBank.load(cfg.warehouse, cfg.text_encoder, cfg.image_encoder)
+    mcfg = PAAGConfig(**{**asdict(cfg.model), "text_dim": bank.text_dim, "image_dim": bank.image_dim})
+    torch.manual_seed(cfg.seed)
+    model = PAAG(mcfg)
+    model.set_feature_stats(bank.title, bank.title_mask, bank.patches, bank.patch_mask,
+                            base_rate=click_rate(cfg.warehouse))
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                           config=_ds_config(cfg))
+    ckpt = Path(cfg.out_dir) / CHECKPOINTS
+    step, epoch, skip, start = 0, 0, 0, 0
+    if (ckpt / "latest").exists():
+        _, client = engine.load_checkpoint(str(ckpt))
+        step, epoch, skip = client["step"], client["epoch"], client["batch_in_epoch"]
+        torch.set_rng_state(client["torch_rng"])
+        start = step
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    bar = tqdm(desc=f"PAAG {mcfg.rung}", initial=step, disable=not cfg.progress or rank != 0, unit="step")
+    smooth, done = None, False
+    while epoch < cfg.epochs and not done:
+        engine.train()
+        batches = example_batches(cfg.warehouse, "train", cfg.batch_size, seed=cfg.seed * 1000 + epoch,
+                                  shard=rank, shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True)
+        for k, batch in enumerate(batches):
+            if k < skip:
+                continue
+            inputs, labels = _tensors(batch, bank, engine.device)
+            loss = loss_fn(engine(*inputs), labels)
+            engine.backward(loss)
+            engine.step()
+            step += 1
+            smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{smooth:.4f}")
+            if stop_after is not None and step - start >= stop_after:
+                bar.close()
+                return {"step": step, "stopped": True}
+            if step % cfg.save_every == 0:
+                engine.save_checkpoint(str(ckpt), tag=f"step{step}", client_state={
+                    "step": step, "epoch": epoch, "batch_in_epoch": k + 1, "torch_rng": torch.get_rng_state()})
+            if cfg.max_steps and step >= cfg.max_steps:
+                done = True
+                break
+        else:
+            epoch, skip = epoch + 1, 0
+    bar.close()
+    if rank == 0:
+        save_model(engine.module, cfg, Path(cfg.out_dir) / MODEL_FILE)
+    return {"step": step, "resumed_from": start, "stopped": False, "loss": smooth}
+
+
+def click_rate(warehouse: str) -> float:
+    """Share of clicked training rows (one pass over the label column only)."""
+    from osmf_core import catalog as C
+    from osmf_core.training.data import read_columns
+    n = k = 0
+    for g in read_columns(C.PAAG_EXAMPLES, warehouse, ["clicked"], {"split": "train"}):
+        n, k = n + len(g["clicked"]), k + int(g["clicked"].sum())
+    return min(max(k / max(n, 1), 1e-4), 1 - 1e-4)
+
+
+def save_model(model: PAAG, cfg: TrainConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "model": model.cfg.to_dict(),
+                "text_encoder": cfg.text_encoder, "image_encoder": cfg.image_encoder}, path)
+
+
+def load_model(path: str | Path) -> tuple[PAAG, dict]:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = PAAG(PAAGConfig(**blob["model"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), blob
+
+
+@torch.no_grad()
+def predict(model: PAAG, bank: FeatureBank, warehouse: str, split: str = "test", batch_size: int = 4096):
+    """(scores, labels, rows) of every example of a split, in table order."""
+    model.eval()
+    scores, labels, rows = [], [], []
+    for batch in example_batches(warehouse, split, batch_size, seed=None):
+        inputs, y = _tensors(batch, bank, "cpu")
+        scores.append(model(*inputs).numpy())
+        labels.append(y.numpy())
+        rows.append(batch)
+    cols = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    return np.concatenate(scores), np.concatenate(labels), cols
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: the Mann-Whitney U statistic with average ranks for ties."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both clicked and non-clicked rows")
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    ranks = np.empty(len(s))
+    bounds = np.flatnonzero(np.r_[True, s[1:] != s[:-1], True])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):  # average rank of each run of equal scores
+        ranks[lo:hi] = (lo + hi + 1) / 2.0
+    rank_of = np.empty(len(s))
+    rank_of[order] = ranks
+    return float((rank_of[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+class PAAGEmbedder:
+    """e_u|t for (user, product) rows in batches, from a trained model and the title features.
+
+    Built once per process (per executor in Spark) and called on batches of attribute codes."""
+
+    def __init__(self, model_path: str | Path, warehouse: str):
+        self.model, blob = load_model(model_path)
+        self.bank = FeatureBank.load(warehouse, blob["text_encoder"], image_encoder=None)
+
+    @torch.no_grad()
+    def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """attrs (B, 20) integer codes in catalog order, product_ids (B,) -> e_u|t (B, d) float32."""
+        out = []
+        for lo in range(0, len(product_ids), batch_size):
+            a = torch.from_numpy(np.asarray(attrs[lo:lo + batch_size], dtype=np.int64))
+            title, mask = self.bank.titles(np.asarray(product_ids[lo:lo + batch_size]))
+            out.append(self.model.product_aware(a, torch.from_numpy(title), torch.from_numpy(mask)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.cfg.d), np.float32)

@@ -1,0 +1,153 @@
+"""PAAG: the model, its petastorm input path, DeepSpeed training with resumption, AUROC, e_u|t serving."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from pyspark.sql import functions as F
+from sklearn.metrics import roc_auc_score
+
+from osmf_core import catalog as C
+from osmf_core.features import FeatureConfig
+from osmf_core.features import run as make_features
+from osmf_core.models.paag import PAAG, RUNGS, PAAGConfig
+from osmf_core.store import read_table
+from osmf_core.training.data import EXAMPLE_FIELDS, FeatureBank, example_batches
+from osmf_core.training.paag import MODEL_FILE, PAAGEmbedder, TrainConfig, auroc, load_model, train
+
+TINY_MODEL = PAAGConfig(d=32, attr_dim=4, heads=2, text_dim=32, image_dim=16, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def paag_wh(spark, tiny_world):
+    wh, _ = tiny_world
+    make_features(spark, FeatureConfig(image_encoder="tiny", text_encoder="tiny", example_files=3), wh,
+                  log=lambda *_: None)
+    return wh
+
+
+def _batch(n=8, tokens=5, patches=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    attrs = torch.stack([torch.randint(0, card, (n,), generator=g) for card, _ in C.USER_ATTRIBUTES.values()], 1)
+    title, patch = torch.randn(n, tokens, 32, generator=g), torch.randn(n, patches, 16, generator=g)
+    tmask = torch.ones(n, tokens, dtype=torch.bool)
+    tmask[:, -1] = False
+    return attrs, title, tmask, patch, torch.ones(n, patches, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+def test_forward_and_backward_of_every_rung(rung):
+    model = PAAG(dataclasses.replace(TINY_MODEL, rung=rung))
+    logits = model(*_batch())
+    assert logits.shape == (8,) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert model.image_proj.weight.grad.abs().sum() > 0
+    used_user = model.attr_emb[0].weight.grad is not None and model.attr_emb[0].weight.grad.abs().sum() > 0
+    assert used_user == (rung != "I")
+    used_ui = model.ca_image.attn.in_proj_weight.grad is not None
+    assert used_ui == (rung == "full")
+
+
+def test_product_aware_embedding_depends_on_user_and_product():
+    torch.manual_seed(0)
+    model = PAAG(TINY_MODEL).eval()
+    attrs, title, tmask, _, _ = _batch(n=2)
+    same_user = attrs[[0, 0]]
+    e = model.product_aware(same_user, title, tmask)  # one user, two products
+    assert (e[0] - e[1]).abs().max() > 1e-3
+    same_title, same_mask = title[[0, 0]], tmask[[0, 0]]
+    e = model.product_aware(attrs, same_title, same_mask)  # two users, one product
+    assert (e[0] - e[1]).abs().max() > 1e-3
+    # the attention really uses the tokens: with the product's tokens changed, e_u|t changes
+    shifted = model.product_aware(attrs, same_title + 1.0, same_mask)
+    assert (shifted - e).abs().max() > 1e-3
+
+
+def test_petastorm_yields_exactly_the_rows_of_the_table(spark, paag_wh):
+    table = read_table(spark, C.PAAG_EXAMPLES, paag_wh)
+    for split in ("train", "test"):
+        part = table.where(F.col("split") == split)
+        want = part.agg(F.count("*"), F.sum("impression_id"), F.sum(F.col("clicked") * F.col("age"))).first()
+        for seed in (None, 3):
+            rows = list(example_batches(paag_wh, split, 100, seed=seed, buffer_rows=500))
+            cols = {f: np.concatenate([b[f] for b in rows]) for f in EXAMPLE_FIELDS}
+            assert len(cols["clicked"]) == want[0]
+            assert int(cols["impression_id"].sum()) == want[1]
+            assert int((cols["clicked"] * cols["age"]).sum()) == want[2]
+            assert len(np.unique(cols["impression_id"])) == want[0]
+    shuffled = next(example_batches(paag_wh, "train", 100, seed=3, buffer_rows=500))["impression_id"]
+    plain = next(example_batches(paag_wh, "train", 100, seed=None))["impression_id"]
+    assert not np.array_equal(shuffled, plain)
+
+
+def test_feature_bank_covers_every_product_and_creative(spark, paag_wh):
+    bank = FeatureBank.load(paag_wh, "tiny", "tiny")
+    assert len(bank.product_ids) == read_table(spark, C.PRODUCTS, paag_wh).count()
+    assert len(bank.creative_ids) == read_table(spark, C.CREATIVES, paag_wh).count()
+    title, mask = bank.titles(bank.product_ids[:3])
+    assert title.shape[0] == 3 and mask.any(1).all() and (title[~mask] == 0).all()
+    with pytest.raises(KeyError, match="no features"):
+        bank.images(np.array([-5]))
+
+
+def _cfg(wh, out, **kw):
+    return TrainConfig(warehouse=wh, text_encoder="tiny", image_encoder="tiny", model=TINY_MODEL, epochs=1,
+                       batch_size=256, lr=5e-3, out_dir=str(out), save_every=3, progress=False, **kw)
+
+
+def test_deepspeed_steps_lower_the_loss_on_a_fixed_batch(paag_wh):
+    import deepspeed
+
+    from osmf_core.training.paag import _ds_config, _tensors, init_distributed
+    init_distributed()
+    cfg = _cfg(paag_wh, "unused")
+    bank = FeatureBank.load(paag_wh, "tiny", "tiny")
+    torch.manual_seed(0)
+    model = PAAG(dataclasses.replace(TINY_MODEL, dropout=0.0))
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=_ds_config(cfg))
+    batch = next(example_batches(paag_wh, "train", 256, seed=1))
+    inputs, labels = _tensors(batch, bank, engine.device)
+    before = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(engine(*inputs), labels)
+        engine.backward(loss)
+        engine.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    changed = [k for k, v in engine.module.state_dict().items() if not torch.equal(v, before[k])]
+    assert "user_mlp.0.weight" in changed and "ca_image.attn.in_proj_weight" in changed
+
+
+def test_a_killed_run_resumes_at_its_checkpoint_and_ends_where_an_unbroken_run_ends(paag_wh, tmp_path):
+    whole = train(_cfg(paag_wh, tmp_path / "whole", max_steps=8))
+    assert whole["step"] == 8
+    killed = train(_cfg(paag_wh, tmp_path / "broken", max_steps=8), stop_after=5)  # dies after step 5
+    assert killed["stopped"] and not (tmp_path / "broken" / MODEL_FILE).exists()
+    resumed = train(_cfg(paag_wh, tmp_path / "broken", max_steps=8))
+    assert resumed["resumed_from"] == 3 and resumed["step"] == 8  # the checkpoint of step 3
+    a, _ = load_model(tmp_path / "whole" / MODEL_FILE)
+    b, _ = load_model(tmp_path / "broken" / MODEL_FILE)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), name
+
+
+def test_embedder_serves_product_aware_user_embeddings(paag_wh, tmp_path):
+    train(_cfg(paag_wh, tmp_path, max_steps=2))
+    emb = PAAGEmbedder(tmp_path / MODEL_FILE, paag_wh)
+    attrs = np.ones((4, 20), dtype=np.int64)
+    pids = emb.bank.product_ids[[0, 1, 0, 1]]
+    attrs[2:, C.USER_ATTRIBUTES.__len__() - 1] = 0
+    out = emb(attrs, pids)
+    assert out.shape == (4, TINY_MODEL.d) and out.dtype == np.float32
+    assert np.abs(out[0] - out[1]).max() > 1e-4 and np.abs(out[0] - out[2]).max() > 1e-4
+
+
+def test_auroc_equals_scikit_learn_with_ties():
+    rng = np.random.default_rng(0)
+    labels = rng.random(2000) < 0.1
+    scores = np.round(rng.random(2000) + labels * 0.3, 1)  # many ties
+    assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    with pytest.raises(ValueError, match="both"):
+        auroc([0.1, 0.2], [1, 1])
