@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         torch.set_rng_state(client["torch_rng"])
         start = step
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    bar = tqdm(desc=f"PAAG {mcfg.rung}", initial=step, disable=not cfg.progress or rank != 0, unit="step")
+    bar = tqdm(desc=f"PAAG {mcfg.rung}", initial=step, disable=not cfg.progress or rank != 0, unit="step",
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     smooth, done = None, False
     while epoch < cfg.epochs and not done:
         engine.train()
