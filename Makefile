@@ -43,7 +43,7 @@ simulate: setup
 	$(PY) jobs/simulate.py $(WORLD)
 
 features: setup
-	@test -d warehouse/raw/impressions || $(MAKE) simulate
+	@test -d "$${OSMF_WAREHOUSE:-warehouse}/raw/impressions" || $(MAKE) simulate
 	$(PY) jobs/paag_features.py $(FEATURES)
 
 train-paag: features

@@ -33,21 +33,26 @@ class FeatureConfig:
             raise ValueError("encode_batch and example_files must be >= 1")
 
 
+def _chunks(frames, batch: int):
+    """The rows of mapInPandas' input frames in slices of at most `batch` rows (one encoder call each)."""
+    for pdf in frames:
+        for lo in range(0, len(pdf), batch):
+            yield pdf.iloc[lo:lo + batch]
+
+
 def encode_titles(products: DataFrame, encoder: str, batch: int = 64) -> DataFrame:
     """feat.title_tokens rows: the token features of every product title."""
     def run(frames):
         from osmf_core.models.encoders import TextEncoder
         enc = TextEncoder(encoder)
-        for pdf in frames:
-            for lo in range(0, len(pdf), batch):
-                part = pdf.iloc[lo:lo + batch]
-                feats, mask = enc(part["title"].tolist())
-                # padded to max_tokens: fixed-length rows, as petastorm's batch reader requires
-                padded = np.zeros((len(part), enc.max_tokens, feats.shape[2]), dtype=np.float32)
-                padded[:, :feats.shape[1]] = feats * mask[..., None]
-                rows = [(int(pid), encoder, int(m.sum()), feats.shape[2], f.ravel())
-                        for pid, f, m in zip(part["product_id"], padded, mask)]
-                yield pd.DataFrame(rows, columns=C.TITLE_TOKENS.column_names)
+        for part in _chunks(frames, batch):
+            feats, mask = enc(part["title"].tolist())
+            # padded to max_tokens: fixed-length rows, as petastorm's batch reader requires
+            padded = np.zeros((len(part), enc.max_tokens, feats.shape[2]), dtype=np.float32)
+            padded[:, :feats.shape[1]] = feats * mask[..., None]
+            rows = [(int(pid), encoder, int(m.sum()), feats.shape[2], f.ravel())
+                    for pid, f, m in zip(part["product_id"], padded, mask)]
+            yield pd.DataFrame(rows, columns=C.TITLE_TOKENS.column_names)
 
     return products.select("product_id", "title").mapInPandas(run, C.TITLE_TOKENS.schema)
 
@@ -58,13 +63,11 @@ def encode_images(creatives: DataFrame, encoder: str, batch: int = 64) -> DataFr
         from osmf_core.images import from_png
         from osmf_core.models.encoders import ImageEncoder
         enc = ImageEncoder(encoder)
-        for pdf in frames:
-            for lo in range(0, len(pdf), batch):
-                part = pdf.iloc[lo:lo + batch]
-                feats = enc(np.stack([from_png(b)[..., :3] for b in part["image"]]))
-                rows = [(int(cid), encoder, feats.shape[1], feats.shape[2], f.ravel())
-                        for cid, f in zip(part["creative_id"], feats)]
-                yield pd.DataFrame(rows, columns=C.IMAGE_PATCHES.column_names)
+        for part in _chunks(frames, batch):
+            feats = enc(np.stack([from_png(b)[..., :3] for b in part["image"]]))
+            rows = [(int(cid), encoder, feats.shape[1], feats.shape[2], f.ravel())
+                    for cid, f in zip(part["creative_id"], feats)]
+            yield pd.DataFrame(rows, columns=C.IMAGE_PATCHES.column_names)
 
     return creatives.select("creative_id", "image").mapInPandas(run, C.IMAGE_PATCHES.schema)
 
@@ -87,11 +90,10 @@ def run(spark: SparkSession, cfg: FeatureConfig, warehouse: str, log=print) -> d
     write_table(encode_images(creatives, cfg.image_encoder, cfg.encode_batch), C.IMAGE_PATCHES, warehouse)
     log(f"[features] image patches of {creatives.count()} creatives ({cfg.image_encoder})")
     impressions = read_table(spark, C.IMPRESSIONS, warehouse)
-    last = impressions.agg(F.max("event_date")).first()[0]
+    first, last = impressions.agg(F.min("event_date"), F.max("event_date")).first()
     if last is None:
         raise ValueError("raw.impressions is empty: simulate or ingest logs first")
     test_from = last - dt.timedelta(days=cfg.test_days - 1)
-    first = impressions.agg(F.min("event_date")).first()[0]
     if first >= test_from:
         raise ValueError(f"the log window {first}..{last} leaves no training day when the last "
                          f"{cfg.test_days} are held out: simulate more days or lower test_days")

@@ -45,7 +45,7 @@ def ensure_table(spark: SparkSession, t: Table, warehouse: str) -> None:
 
     An existing table is left as it is: Delta itself refuses a write whose columns do not fit it.
     """
-    if DeltaTable.isDeltaTable(spark, t.path(warehouse)):
+    if table_exists(spark, t, warehouse):
         return
     (DeltaTable.createIfNotExists(spark)
      .location(t.path(warehouse))

@@ -87,7 +87,7 @@ class PAAG(nn.Module):
         self.ca_title = CrossAttention(d, cfg.heads, cfg.dropout)
         self.ca_image = CrossAttention(d, cfg.heads, cfg.dropout)
         self.h_v, self.h_t, self.h_u = (_head(d, cfg.dropout) for _ in range(3))
-        # frozen-encoder features are standardised with statistics of the training data (set_feature_stats),
+        # frozen-encoder features are standardised with statistics of the feature tables (set_feature_stats),
         # kept as buffers so that a saved model carries them
         for name, dim in (("text", cfg.text_dim), ("image", cfg.image_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
