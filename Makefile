@@ -15,7 +15,7 @@ ABLATION ?=
 NUM_GPUS ?= 1
 DS_CONFIG ?= cluster/deepspeed/paag.json
 
-.PHONY: help setup demo test test-all simulate features train-paag paag-ablation bench bench-simulate ddl clean
+.PHONY: help setup demo test test-all simulate features train-paag paag-ablation paag-baselines bench bench-simulate ddl clean
 
 help:
 	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
@@ -24,6 +24,7 @@ help:
 	@echo "make simulate        simulate the ad world into the local Delta warehouse (WORLD='--users 1000 ...')"
 	@echo "make train-paag      encoder features + PAAG training under the DeepSpeed launcher (TRAIN='--epochs 2')"
 	@echo "make paag-ablation   the Table 2 ladder: AUROC of five rungs over seeds vs the oracle"
+	@echo "make paag-baselines  reference AUROCs on the same split: lookups, full-batch vs minibatch linear"
 	@echo "make bench           all benchmarks (bench-simulate)"
 	@echo "make ddl             regenerate sql/ddl/ from the table catalog"
 
@@ -52,6 +53,9 @@ train-paag: features
 
 paag-ablation: features
 	$(PY) jobs/paag_ablation.py $(ABLATION)
+
+paag-baselines: features
+	$(PY) jobs/paag_baselines.py
 
 bench: bench-simulate
 
