@@ -26,17 +26,24 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--neg-rate", type=float, default=TrainConfig.neg_rate,
+                    help="share of non-clicked rows kept per epoch (negative downsampling)")
+    ap.add_argument("--rungs", default=",".join(RUNGS), help="comma-separated rungs to train")
     ap.add_argument("--out-dir", default="runs/paag_ablation")
     ap.add_argument("--report", default="reports/paag_ablation.json")
     args = ap.parse_args(argv)
     bank = FeatureBank.load(args.warehouse, TrainConfig.text_encoder, TrainConfig.image_encoder)
+    rungs = [r for r in args.rungs.split(",") if r]
+    unknown = set(rungs) - set(RUNGS)
+    if unknown:
+        ap.error(f"unknown rungs {sorted(unknown)}; choose from {RUNGS}")
     results: dict[str, list[float]] = {}
     oracle = None
-    for rung in RUNGS:
+    for rung in rungs:
         for seed in range(args.seeds):
             out = Path(args.out_dir) / f"{rung}-seed{seed}"
             cfg = TrainConfig(warehouse=args.warehouse, model=PAAGConfig(rung=rung), epochs=args.epochs,
-                              max_steps=args.max_steps, lr=args.lr, seed=seed, out_dir=str(out),
+                              max_steps=args.max_steps, lr=args.lr, neg_rate=args.neg_rate, seed=seed, out_dir=str(out),
                               save_every=10 ** 9)
             t0 = time.perf_counter()
             if not (out / MODEL_FILE).exists():
@@ -50,15 +57,16 @@ def main(argv=None) -> int:
                 oracle = auroc(truth.click_probability(rows, rows["creative_id"]), labels)
     mean = {r: float(np.mean(v)) for r, v in results.items()}
     std = {r: float(np.std(v)) for r, v in results.items()}
-    gap = (mean["full"] - 0.5) / (oracle - 0.5)
+    gap = (mean["full"] - 0.5) / (oracle - 0.5) if "full" in mean else None
     print(f"\n{'rung':<10} {'AUROC':>8} {'± std':>8} {'gap closed':>11}")
-    for r in RUNGS:
+    for r in rungs:
         print(f"{r:<10} {mean[r]:>8.4f} {std[r]:>8.4f} {(mean[r] - 0.5) / (oracle - 0.5):>10.1%}")
     print(f"{'oracle':<10} {oracle:>8.4f}")
     report = Path(args.report)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({"auroc": mean, "auroc_std": std, "oracle_auroc": oracle, "gap_closed": gap,
-                                  "seeds": args.seeds, "epochs": args.epochs}, indent=2))
+                                  "seeds": args.seeds, "epochs": args.epochs,
+                                  "neg_rate": args.neg_rate}, indent=2))
     print(f"wrote {report}")
     return 0
 

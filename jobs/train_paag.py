@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--neg-rate", type=float, default=d.neg_rate,
+                    help="share of non-clicked rows kept per epoch (negative downsampling)")
     ap.add_argument("--max-steps", type=int, default=d.max_steps)
     ap.add_argument("--save-every", type=int, default=d.save_every)
     ap.add_argument("--seed", type=int, default=d.seed)
@@ -36,7 +38,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = TrainConfig(warehouse=args.warehouse, model=PAAGConfig(rung=args.rung),
                       deepspeed_config=args.deepspeed_config, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, max_steps=args.max_steps, save_every=args.save_every, seed=args.seed,
+                      lr=args.lr, neg_rate=args.neg_rate, max_steps=args.max_steps, save_every=args.save_every,
+                      seed=args.seed,
                       out_dir=args.out_dir, text_encoder=args.text_encoder, image_encoder=args.image_encoder)
     summary = train(cfg)
     import torch.distributed as dist

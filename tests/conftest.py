@@ -4,9 +4,11 @@ from __future__ import annotations
 import pytest
 
 from osmf_core.config import SparkSettings
+from osmf_core.models.paag import PAAGConfig
 from osmf_core.simulate import SimulateConfig
 from osmf_core.world import WorldSize
 
+TINY_MODEL = PAAGConfig(d=32, attr_dim=4, heads=2, text_dim=32, image_dim=16, dropout=0.1)
 TINY = WorldSize(users=1_500, products=42, impressions_per_user=40.0, days=3, image_size=32)
 
 
@@ -32,3 +34,24 @@ def tiny_world(spark, tiny_cfg, tmp_path_factory):
     warehouse = str(tmp_path_factory.mktemp("tiny_wh"))
     result = run(spark, tiny_cfg, warehouse)
     return warehouse, result
+
+
+@pytest.fixture(scope="session")
+def paag_wh(spark, tiny_world):
+    """The tiny world with encoder features and PAAG examples (tiny encoders)."""
+    from osmf_core.features import FeatureConfig
+    from osmf_core.features import run as make_features
+    wh, _ = tiny_world
+    make_features(spark, FeatureConfig(image_encoder="tiny", text_encoder="tiny", example_files=3), wh,
+                  log=lambda *_: None)
+    return wh
+
+
+@pytest.fixture(scope="session")
+def paag_model(paag_wh, tmp_path_factory):
+    """A tiny PAAG trained for a few steps on the tiny world: path of its model.pt."""
+    from osmf_core.training.paag import MODEL_FILE, TrainConfig, train
+    out = tmp_path_factory.mktemp("paag_model")
+    train(TrainConfig(warehouse=paag_wh, text_encoder="tiny", image_encoder="tiny", model=TINY_MODEL,
+                      max_steps=30, batch_size=256, out_dir=str(out), progress=False))
+    return str(out / MODEL_FILE)

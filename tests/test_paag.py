@@ -8,22 +8,12 @@ from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
 from osmf_core import catalog as C
-from osmf_core.features import FeatureConfig
-from osmf_core.features import run as make_features
 from osmf_core.models.paag import PAAG, RUNGS, PAAGConfig
 from osmf_core.store import read_table
 from osmf_core.training.data import EXAMPLE_FIELDS, FeatureBank, example_batches
 from osmf_core.training.paag import MODEL_FILE, PAAGEmbedder, TrainConfig, auroc, load_model, train
 
-TINY_MODEL = PAAGConfig(d=32, attr_dim=4, heads=2, text_dim=32, image_dim=16, dropout=0.1)
-
-
-@pytest.fixture(scope="module")
-def paag_wh(spark, tiny_world):
-    wh, _ = tiny_world
-    make_features(spark, FeatureConfig(image_encoder="tiny", text_encoder="tiny", example_files=3), wh,
-                  log=lambda *_: None)
-    return wh
+from conftest import TINY_MODEL
 
 
 def _batch(n=8, tokens=5, patches=4, seed=0):
@@ -141,6 +131,10 @@ def test_embedder_serves_product_aware_user_embeddings(paag_wh, tmp_path):
     out = emb(attrs, pids)
     assert out.shape == (4, TINY_MODEL.d) and out.dtype == np.float32
     assert np.abs(out[0] - out[1]).max() > 1e-4 and np.abs(out[0] - out[2]).max() > 1e-4
+    title, mask = emb.bank.titles(pids)  # the cached title projection gives the model's own e_u|t
+    with torch.no_grad():
+        direct = emb.model.product_aware(torch.from_numpy(attrs), torch.from_numpy(title), torch.from_numpy(mask))
+    np.testing.assert_allclose(out, direct.numpy(), atol=1e-5)
 
 
 def test_auroc_equals_scikit_learn_with_ties():

@@ -42,8 +42,16 @@ def read_columns(t: C.Table, warehouse: str, fields: list[str], partition: dict 
 
 
 def example_batches(warehouse: str, split: str, batch_size: int, seed: int | None, shard: int = 0,
-                    shards: int = 1, buffer_rows: int = 65_536, drop_last: bool = False):
-    """Batches of feat.paag_examples rows; shuffled through a buffer when a seed is given."""
+                    shards: int = 1, buffer_rows: int = 65_536, drop_last: bool = False, neg_rate: float = 1.0):
+    """Batches of feat.paag_examples rows; shuffled through a buffer when a seed is given.
+
+    `neg_rate` < 1 keeps every clicked row and that share of the others (negative downsampling, drawn
+    anew each epoch from the seed): the trainer adds log(neg_rate) to the logits so the model stays
+    calibrated to the full log."""
+    if not 0 < neg_rate <= 1:
+        raise ValueError(f"neg_rate must be in (0, 1], got {neg_rate}")
+    if neg_rate < 1 and seed is None:
+        raise ValueError("negative downsampling needs a seed")
     rng = np.random.default_rng(seed) if seed is not None else None
     pending: list[dict] = []
     held = 0
@@ -67,6 +75,9 @@ def example_batches(warehouse: str, split: str, batch_size: int, seed: int | Non
 
     for group in read_columns(C.PAAG_EXAMPLES, warehouse, EXAMPLE_FIELDS, {"split": split}, shard, shards,
                               shuffle_seed=seed):
+        if neg_rate < 1:
+            keep = group["clicked"].astype(bool) | (rng.random(len(group["clicked"])) < neg_rate)
+            group = {f: v[keep] for f, v in group.items()}
         pending.append(group)
         held += len(group["clicked"])
         if held >= buffer_rows:

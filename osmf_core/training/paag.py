@@ -37,6 +37,7 @@ class TrainConfig:
     epochs: int = 2
     batch_size: int = 512  # per process
     lr: float = 2e-3
+    neg_rate: float = 1.0  # share of non-clicked rows kept per epoch (negative downsampling)
     max_steps: int = 0  # stop after this many steps (0 = run all epochs)
     shuffle_buffer: int = 65_536  # rows shuffled together
     seed: int = 0
@@ -50,6 +51,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and save_every must be >= 1")
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
+        if not 0 < self.neg_rate <= 1:
+            raise ValueError("neg_rate must be in (0, 1]")
 
 
 def init_distributed() -> tuple[int, int]:
@@ -102,18 +105,20 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
         torch.set_rng_state(client["torch_rng"])
         start = step
     loss_fn = torch.nn.BCEWithLogitsLoss()
+    offset = float(np.log(cfg.neg_rate))  # odds of a click among the kept rows are 1/neg_rate times higher
     bar = tqdm(desc=f"PAAG {mcfg.rung}", initial=step, disable=not cfg.progress or rank != 0, unit="step",
                mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     smooth, done = None, False
     while epoch < cfg.epochs and not done:
         engine.train()
         batches = example_batches(cfg.warehouse, "train", cfg.batch_size, seed=cfg.seed * 1000 + epoch,
-                                  shard=rank, shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True)
+                                  shard=rank, shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True,
+                                  neg_rate=cfg.neg_rate)
         for k, batch in enumerate(batches):
             if k < skip:
                 continue
             inputs, labels = _tensors(batch, bank, engine.device)
-            loss = loss_fn(engine(*inputs), labels)
+            loss = loss_fn(engine(*inputs) - offset, labels)
             engine.backward(loss)
             engine.step()
             step += 1
@@ -199,13 +204,18 @@ class PAAGEmbedder:
     def __init__(self, model_path: str | Path, warehouse: str):
         self.model, blob = load_model(model_path)
         self.bank = FeatureBank.load(warehouse, blob["text_encoder"], image_encoder=None)
+        with torch.no_grad():  # the title tokens of every product, projected once (not once per row)
+            self.tokens = self.model._text(torch.from_numpy(self.bank.title))
+        self.mask = torch.from_numpy(self.bank.title_mask)
 
     @torch.no_grad()
     def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         """attrs (B, 20) integer codes in catalog order, product_ids (B,) -> e_u|t (B, d) float32."""
         out = []
+        rows_all = torch.from_numpy(self.bank._rows(self.bank.product_ids, np.asarray(product_ids), "products"))
         for lo in range(0, len(product_ids), batch_size):
             a = torch.from_numpy(np.asarray(attrs[lo:lo + batch_size], dtype=np.int64))
-            title, mask = self.bank.titles(np.asarray(product_ids[lo:lo + batch_size]))
-            out.append(self.model.product_aware(a, torch.from_numpy(title), torch.from_numpy(mask)).numpy())
+            rows = rows_all[lo:lo + batch_size]
+            u = self.model.user_embedding(a)
+            out.append(self.model.ca_title(u, self.tokens[rows], self.mask[rows]).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.cfg.d), np.float32)

@@ -1,0 +1,37 @@
+"""Nightly regroup: per-product silhouette-selected K-Means on e_u|t and the GAIP tables of one run date.
+
+    python jobs/regroup.py --model runs/paag/model.pt                    # local, embedded default
+    cluster/submit.sh jobs/regroup.py --spark-config cluster/yarn.yaml --model hdfs:///osmf/paag/model.pt \
+        --run-date 2026-11-07
+
+A rerun of a run date replaces that date's rows in gaip.groups, user_groups, group_ctr, pairs, metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from osmf_core.config import add_spark_args, spark_settings
+from osmf_core.regroup import add_regroup_args, regroup_config, run
+from osmf_core.spark import build_spark
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_regroup_args(ap)
+    ap.add_argument("--summary-json", help="also write the run's metrics to this file")
+    add_spark_args(ap)
+    args = ap.parse_args(argv)
+    cfg, settings = regroup_config(args), spark_settings(args)
+    spark = build_spark(settings)
+    summary = run(spark, cfg, settings.warehouse)
+    if args.summary_json:
+        with open(args.summary_json, "w") as fh:
+            json.dump(summary, fh, indent=2)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

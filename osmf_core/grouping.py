@@ -1,0 +1,330 @@
+"""Per-product K-Means with K chosen by the mean silhouette (paper Algorithm 1), batched over products.
+
+Many small products are clustered in one call: their users are padded into one (P, N, d) tensor, and
+every K of the range and every restart run together as L = (#K x restarts) labelings per product, with
+the centroids of a labeling beyond its K masked out. k-means++ seeding and Lloyd iterations are tensor
+operations over (P, L, N, K_max); the best restart per K (least inertia) is scored by the silhouette.
+
+Silhouette (Rousseeuw 1987, as scikit-learn's silhouette_score): for a point i in cluster A,
+a(i) = mean distance to the other points of A, b(i) = least mean distance to the points of another
+cluster, s(i) = (b - a) / max(a, b), and s(i) = 0 in a cluster of one. The score is the mean of s(i).
+  exact    up to `exact_max` users: all pairwise distances, in float64.
+  sampled  above: s(i) exactly for `sample_size` random anchor users against ALL users, averaged. This
+           is an unbiased estimate of the mean, with only the anchors' sampling error (the error against
+           the exact value is measured by `make bench-regroup` and written to its report).
+Products with more than `fit_max` users fit their centroids on a random `fit_max` users; every user is
+then assigned to its nearest centroid.
+
+Group features (section 3.2, eq. 6): the centroid and one point per entry of the percentile set at that
+percentile of the members' distances to the centroid. A point is never one user's embedding: it is the
+mean of the `point_users` members nearest that distance (the j-th repeat of a percentile takes the
+j-th disjoint block of them), and groups smaller than `min_group_size` are merged into the nearest
+group first, so that no published feature describes fewer than `point_users` users.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+PERCENTILES = (15, 15, 55, 55, 55, 95, 95, 95, 95, 95)  # paper 5.1: denser in the outer region
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    k_min: int = 2
+    k_max: int = 5
+    restarts: int = 4  # k-means++ seedings per K; the least inertia wins
+    max_iter: int = 60
+    tol: float = 1e-5  # stop when no centroid moves more than tol x the data's spread
+    exact_max: int = 3000  # exact silhouette up to this many users, sampled above
+    sample_size: int = 3000  # anchor users of the sampled silhouette
+    fit_max: int = 20_000  # K-Means fitted on at most this many users, then all assigned
+    batch_floats: int = 1 << 25  # memory budget of one batched call, in float32 elements (128 MiB)
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 2 <= self.k_min <= self.k_max:
+            raise ValueError(f"need 2 <= k_min <= k_max, got {self.k_min}..{self.k_max}")
+        if self.restarts < 1 or self.max_iter < 1 or self.sample_size < 10 or self.exact_max < 10:
+            raise ValueError("restarts, max_iter >= 1 and exact_max, sample_size >= 10")
+        if self.fit_max < self.sample_size:
+            raise ValueError("fit_max must be >= sample_size")
+
+    @property
+    def ks(self) -> list[int]:
+        return list(range(self.k_min, self.k_max + 1))
+
+
+@dataclass
+class Clustering:
+    """The result for one product."""
+
+    k_star: int
+    silhouette: float  # mean silhouette at k_star
+    silhouettes: dict[int, float]  # per K of the range (-1 where K had fewer than 2 non-empty clusters)
+    labels: np.ndarray  # (n,) int, 0..k_star-1
+    centroids: np.ndarray  # (k_star, d)
+    sampled: bool = False  # silhouette estimated from anchors
+    fit_on: int = 0  # users the centroids were fitted on
+    extra: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------- kernels
+def _sqdist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """x (P, N, d), c (P, L, K, d) -> squared distances (P, L, N, K), clamped at 0."""
+    x2 = (x * x).sum(-1)[:, None, :, None]
+    c2 = (c * c).sum(-1)[:, :, None, :]
+    return (x2 + c2 - 2.0 * torch.einsum("pnd,plkd->plnk", x, c)).clamp_min_(0.0)
+
+
+def _kmeanspp(x, mask, kvalid, gen) -> torch.Tensor:
+    """k-means++ seeding of L labelings per product at once. x (P,N,d), mask (P,N), kvalid (L,K)."""
+    p, n, d = x.shape
+    L, kmax = kvalid.shape
+    w = mask.to(x.dtype)[:, None, :].expand(p, L, n).reshape(p * L, n)
+    idx = torch.multinomial(w, 1, generator=gen)[:, 0].view(p, L)
+    take = lambda i: torch.gather(x, 1, i.reshape(p, -1, 1).expand(-1, -1, d)).view(p, L, d)  # noqa: E731
+    cents = [take(idx)]
+    d2 = _sqdist(x, cents[0][:, :, None])[..., 0]  # (P, L, N)
+    for _ in range(1, kmax):
+        prob = d2.reshape(p * L, n) * w + 1e-12 * w  # duplicates everywhere still leave a valid draw
+        idx = torch.multinomial(prob, 1, generator=gen)[:, 0].view(p, L)
+        cents.append(take(idx))
+        d2 = torch.minimum(d2, _sqdist(x, cents[-1][:, :, None])[..., 0])
+    return torch.stack(cents, 2)  # (P, L, K, d)
+
+
+def _lloyd(x, mask, cents, kvalid, max_iter: int, tol: float):
+    """Lloyd iterations on all labelings at once -> (labels (P,L,N), centroids, inertia (P,L))."""
+    m = mask.to(x.dtype)
+    spread = ((x - (x * m[..., None]).sum(1, keepdim=True) / m.sum(1).clamp_min(1)[:, None, None]) ** 2
+              * m[..., None]).sum((1, 2)) / m.sum(1).clamp_min(1)  # (P,) mean squared distance to the mean
+    pen = torch.zeros(kvalid.shape, dtype=x.dtype).masked_fill_(~kvalid, float("inf"))[None, :, None, :]
+    oh = torch.empty(*cents.shape[:2], x.shape[1], cents.shape[2], dtype=x.dtype)
+    for _ in range(max_iter):
+        # argmin_k |x - c_k|^2 = argmin_k (|c_k|^2 - 2 x.c_k): |x|^2 is the same for every k
+        score = torch.einsum("pnd,plkd->plnk", x, cents).mul_(-2.0).add_((cents * cents).sum(-1)[:, :, None, :]).add_(pen)
+        labels = score.argmin(-1)  # (P, L, N)
+        oh.zero_().scatter_(-1, labels[..., None], 1.0).mul_(m[:, None, :, None])
+        counts = oh.sum(2)  # (P, L, K)
+        sums = torch.einsum("plnk,pnd->plkd", oh, x)
+        new = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], cents)
+        shift = ((new - cents) ** 2).sum(-1).amax((1, 2))  # (P,)
+        cents = new
+        if bool((shift <= tol * spread).all()):
+            break
+    best, labels = (_sqdist(x, cents) + pen).min(-1)
+    inertia = (best * m[:, None, :]).sum(-1)
+    return labels, cents, inertia
+
+
+def _silhouette_from_sums(sums, counts, own, valid) -> torch.Tensor:
+    """Mean silhouette from per-point distance sums to each cluster.
+
+    sums (..., M, K) sum of distances from each scored point to the members of each cluster (itself
+    included, at distance 0), counts (..., K) cluster sizes, own (..., M) the point's cluster,
+    valid (..., M) which scored points exist. -> (...,) mean silhouette, -1 with < 2 non-empty clusters."""
+    cnt = counts[..., None, :].expand_as(sums)
+    own_cnt = torch.gather(cnt, -1, own[..., None])[..., 0]
+    a = torch.gather(sums, -1, own[..., None])[..., 0] / (own_cnt - 1).clamp_min(1)
+    other = torch.where((cnt > 0) & (torch.arange(sums.shape[-1]) != own[..., None]), sums / cnt.clamp_min(1),
+                        torch.tensor(float("inf"), dtype=sums.dtype))
+    b = other.min(-1).values
+    s = torch.where(own_cnt > 1, (b - a) / torch.maximum(a, b).clamp_min(1e-300), torch.zeros_like(a))
+    s = torch.where(torch.isfinite(b), s, torch.zeros_like(s))
+    v = valid.to(s.dtype)
+    score = (s * v).sum(-1) / v.sum(-1).clamp_min(1)
+    enough = (counts > 0).sum(-1) >= 2
+    return torch.where(enough, score, torch.full_like(score, -1.0))
+
+
+def _dist64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (..., M, N) in float64 through a matrix product, after centring both sets on
+    b's mean (which keeps the cancellation error of |a|^2 + |b|^2 - 2ab far below 1e-6)."""
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    mu = b.mean(-2, keepdim=True)
+    a, b = a - mu, b - mu
+    d2 = (a * a).sum(-1)[..., :, None] + (b * b).sum(-1)[..., None, :] - 2.0 * a @ b.transpose(-1, -2)
+    return d2.clamp_min_(0.0).sqrt_()
+
+
+def _onehot(labels, k, mask, dtype):
+    return torch.nn.functional.one_hot(labels, k).to(dtype) * mask[..., None].to(dtype)
+
+
+def silhouette_exact(x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Exact mean silhouette of Q labelings per product. x (P,N,d), mask (P,N), labels (P,Q,N) -> (P,Q)."""
+    m = mask[..., None].to(torch.float64)
+    xd = x.to(torch.float64) * m
+    xd = xd - (xd.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1)) * m  # centre on valid points
+    dist = _dist64(xd, xd)  # (P, N, N)
+    dist.diagonal(dim1=-2, dim2=-1).zero_()
+    oh = _onehot(labels, k, mask[:, None, :], torch.float64)  # (P, Q, N, K)
+    sums = torch.einsum("pij,pqjk->pqik", dist, oh)
+    return _silhouette_from_sums(sums, oh.sum(2), labels, mask[:, None, :].expand_as(labels))
+
+
+def silhouette_sampled(x: torch.Tensor, labels: torch.Tensor, k: int, anchors: torch.Tensor) -> torch.Tensor:
+    """Silhouette of one product's Q labelings, exact for the anchor points, averaged. x (N,d), labels (Q,N)."""
+    dist = _dist64(x[anchors], x)  # (M, N)
+    dist[torch.arange(len(anchors)), anchors] = 0.0
+    oh = torch.nn.functional.one_hot(labels, k).to(torch.float64)  # (Q, N, K)
+    sums = torch.einsum("mj,qjk->qmk", dist, oh)
+    own = labels[:, anchors]
+    return _silhouette_from_sums(sums, oh.sum(1), own, torch.ones_like(own, dtype=torch.bool))
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray, sample_size: int | None = None, seed: int = 0) -> float:
+    """Mean silhouette of one labeling (exact, or from `sample_size` anchors)."""
+    xt, lt = torch.from_numpy(np.asarray(x, dtype=np.float64)), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    k = int(lt.max()) + 1
+    if sample_size is None or sample_size >= len(xt):
+        return float(silhouette_exact(xt[None], torch.ones(1, len(xt), dtype=torch.bool), lt[None, None], k)[0, 0])
+    anchors = torch.from_numpy(np.random.default_rng(seed).choice(len(xt), sample_size, replace=False))
+    return float(silhouette_sampled(xt, lt[None], k, anchors)[0])
+
+
+# ------------------------------------------------------------------------------------- driver
+def _labelings(cfg: ClusterConfig) -> torch.Tensor:
+    """(L, K_max) which centroid slots each labeling uses: K-major, restarts inner."""
+    ks = torch.tensor([k for k in cfg.ks for _ in range(cfg.restarts)])
+    return torch.arange(cfg.k_max)[None, :] < ks[:, None]
+
+
+def _pick(labels, cents, inertia, cfg: ClusterConfig):
+    """Best restart (least inertia) per K -> labels (P, nK, N), centroids (P, nK, K, d)."""
+    p, L, n = labels.shape
+    nk = len(cfg.ks)
+    best = inertia.view(p, nk, cfg.restarts).argmin(-1)  # (P, nK)
+    sel = torch.arange(nk)[None, :] * cfg.restarts + best
+    lab = torch.gather(labels, 1, sel[..., None].expand(p, nk, n))
+    cen = torch.gather(cents, 1, sel[..., None, None].expand(p, nk, *cents.shape[2:]))
+    return lab, cen
+
+
+def _finish(ks, sil, labels, cents, n, **extra) -> Clustering:
+    """K* = the K of the largest silhouette (the smallest K on ties), labels renumbered densely."""
+    sil = [float(s) for s in sil]
+    j = int(np.argmax(sil))
+    lab = labels[j][:n].cpu().numpy()
+    used = np.unique(lab)
+    remap = np.full(cents.shape[1], -1)
+    remap[used] = np.arange(len(used))
+    return Clustering(k_star=len(used), silhouette=sil[j], silhouettes=dict(zip(ks, sil)),
+                      labels=remap[lab], centroids=cents[j][used].cpu().numpy().astype(np.float32), **extra)
+
+
+def _cluster_padded(xs: list[np.ndarray], cfg: ClusterConfig, gen: torch.Generator) -> list[Clustering]:
+    """Products small enough for exact silhouettes, padded into one batch."""
+    p, n, d = len(xs), max(len(x) for x in xs), xs[0].shape[1]
+    x = torch.zeros(p, n, d)
+    mask = torch.zeros(p, n, dtype=torch.bool)
+    for i, a in enumerate(xs):
+        x[i, :len(a)] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        mask[i, :len(a)] = True
+    kvalid = _labelings(cfg)
+    cents = _kmeanspp(x, mask, kvalid, gen)
+    labels, cents, inertia = _lloyd(x, mask, cents, kvalid, cfg.max_iter, cfg.tol)
+    lab, cen = _pick(labels, cents, inertia, cfg)
+    sil = silhouette_exact(x, mask, lab, cfg.k_max)  # (P, nK)
+    return [_finish(cfg.ks, sil[i], lab[i], cen[i], len(a), fit_on=len(a)) for i, a in enumerate(xs)]
+
+
+def _cluster_large(a: np.ndarray, cfg: ClusterConfig, gen: torch.Generator, rng: np.random.Generator) -> Clustering:
+    """One product above exact_max: fit on at most fit_max users, assign all, sampled silhouette."""
+    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    fit = x if len(x) <= cfg.fit_max else x[torch.from_numpy(rng.choice(len(x), cfg.fit_max, replace=False))]
+    kvalid = _labelings(cfg)
+    ones = torch.ones(1, len(fit), dtype=torch.bool)
+    cents = _kmeanspp(fit[None], ones, kvalid, gen)
+    _, cents, inertia = _lloyd(fit[None], ones, cents, kvalid, cfg.max_iter, cfg.tol)
+    # assign every user to the nearest centroid of each best restart
+    nk = len(cfg.ks)
+    best = inertia.view(1, nk, cfg.restarts).argmin(-1)[0]
+    cen = cents[0, torch.arange(nk) * cfg.restarts + best]  # (nK, K, d)
+    inf = torch.tensor(float("inf"))
+    labels = torch.empty(nk, len(x), dtype=torch.long)
+    for lo in range(0, len(x), 65_536):
+        d2 = _sqdist(x[None, lo:lo + 65_536], cen[None])[0]  # (nK, n, K)
+        labels[:, lo:lo + 65_536] = torch.where(kvalid[::cfg.restarts][:, None, :], d2, inf).argmin(-1)
+    anchors = torch.from_numpy(rng.choice(len(x), cfg.sample_size, replace=False))
+    sil = silhouette_sampled(x, labels, cfg.k_max, anchors)
+    return _finish(cfg.ks, sil, labels, cen, len(x), sampled=True, fit_on=len(fit))
+
+
+def cluster_products(embeddings: list[np.ndarray], cfg: ClusterConfig = ClusterConfig()) -> list[Clustering]:
+    """Cluster each product's users (one (n_i, d) array per product, n_i > k_max) and choose K*.
+
+    Small products are sorted by size and packed into batches within the memory budget."""
+    for i, e in enumerate(embeddings):
+        if len(e) <= cfg.k_max:
+            raise ValueError(f"product #{i} has {len(e)} users; clustering needs more than k_max = {cfg.k_max}")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    out: list[Clustering | None] = [None] * len(embeddings)
+    small = sorted((i for i, e in enumerate(embeddings) if len(e) <= cfg.exact_max), key=lambda i: len(embeddings[i]))
+    L = len(cfg.ks) * cfg.restarts
+    batch: list[int] = []
+
+    def cost(n_max: int, p: int) -> int:  # floats of the largest tensors: distances and one-hots
+        d = embeddings[small[0]].shape[1]
+        return p * n_max * max(L * cfg.k_max * 3 + d, 2 * n_max + 4 * len(cfg.ks) * cfg.k_max)
+
+    def run():
+        for i, r in zip(batch, _cluster_padded([embeddings[i] for i in batch], cfg, gen)):
+            out[i] = r
+
+    for i in small:
+        if batch and cost(len(embeddings[i]), len(batch) + 1) > cfg.batch_floats:
+            run()
+            batch = []
+        batch.append(i)
+    if batch:
+        run()
+    for i, e in enumerate(embeddings):
+        if len(e) > cfg.exact_max:
+            out[i] = _cluster_large(e, cfg, gen, rng)
+    return out  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------- features
+def merge_small(x: np.ndarray, labels: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Merge groups smaller than min_size into the nearest other group (smallest first), renumber.
+    -> (labels, centroids, merges). A product whose users all fit one group keeps one group."""
+    labels = labels.copy()
+    merges = 0
+    while True:
+        ids, sizes = np.unique(labels, return_counts=True)
+        if len(ids) < 2 or sizes.min() >= min_size:
+            break
+        cents = np.stack([x[labels == g].mean(0) for g in ids])
+        j = int(np.argmin(sizes))
+        others = np.delete(np.arange(len(ids)), j)
+        members = labels == ids[j]
+        d = ((x[members][:, None, :] - cents[others][None]) ** 2).sum(-1)
+        labels[members] = ids[others][d.argmin(1)]
+        merges += 1
+    ids = np.unique(labels)
+    labels = np.searchsorted(ids, labels)
+    cents = np.stack([x[labels == g].mean(0) for g in range(len(ids))])
+    return labels, cents.astype(np.float32), merges
+
+
+def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, point_users: int = 10) -> np.ndarray:
+    """One point per entry of the percentile set: the mean of `point_users` members whose distance to
+    the centroid is nearest that percentile of the members' distances; the j-th repeat of a percentile
+    uses the j-th block of them (overlapping only when the group is too small for disjoint blocks)."""
+    n = len(x)
+    if n < point_users:
+        raise ValueError(f"a group of {n} users cannot publish points of {point_users} users")
+    dist = np.linalg.norm(x - centroid, axis=1)
+    out, seen = [], {}
+    for p in percentiles:
+        j = seen.get(p, 0)
+        seen[p] = j + 1
+        order = np.argsort(np.abs(dist - np.percentile(dist, p)), kind="stable")
+        lo = min(j * point_users, n - point_users)
+        out.append(x[order[lo:lo + point_users]].mean(0))
+    return np.stack(out).astype(np.float32)

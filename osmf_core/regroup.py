@@ -1,0 +1,289 @@
+"""The nightly regroup in Spark: e_u|t of every viewer, per-product K-Means with K* by silhouette,
+group features, and the GAIP tables (paper section 3.2 eq. 5-6, Algorithm 1, section 4).
+
+  1. viewers      distinct (product, user) of the log window with the user's attributes; products with
+                  fewer than `min_users` viewers are counted and skipped
+  2. embed        e_u|t in a mapInPandas: the trained PAAG is loaded once per Python worker and run on
+                  Arrow batches
+  3. cluster      applyInPandas over buckets of products (a hash of the product id): each call clusters
+                  all its products together (osmf_core.grouping), merges small groups and computes the
+                  group features; it returns user rows and group rows in one tagged frame
+  4. tables       gaip.groups, gaip.user_groups, gaip.group_ctr (low-exposure rows filtered),
+                  gaip.pairs (same product and group, CTR-ordered) and gaip.metrics, each replacing the
+                  run date's slice, so a rerun never duplicates
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from osmf_core import catalog as C
+from osmf_core.grouping import PERCENTILES, ClusterConfig, cluster_products, group_points, merge_small
+from osmf_core.store import read_table, write_table
+
+STAGE = "regroup"
+
+
+@dataclass
+class RegroupConfig:
+    model: str = "runs/paag/model.pt"  # trained PAAG (make train-paag)
+    run_date: str = ""  # last day of the log window (default: the last day in raw.impressions)
+    window_days: int = 7  # days of impressions that define each product's viewers
+    k_min: int = 2
+    k_max: int = 5
+    percentiles: tuple[int, ...] = PERCENTILES
+    min_users: int = 100  # products with fewer viewers are not grouped
+    min_group_size: int = 30  # smaller groups are merged into the nearest one
+    point_users: int = 10  # users averaged into each published percentile point (>= k anonymity)
+    restarts: int = 4
+    exact_max: int = 3000  # exact silhouette up to this many viewers, sampled above
+    sample_size: int = 3000
+    rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInPandas call
+    min_exposure: int = 30  # group_ctr keeps (creative, group) rows with at least this many impressions
+    pair_min_exposure: int = 100  # pairs: both creatives at least this many impressions in the group
+    pair_ctr_ratio: float = 1.25  # pairs: the higher CTR at least this many times the lower
+    seed: int = 0
+
+    def __post_init__(self):
+        self.percentiles = tuple(int(p) for p in self.percentiles)
+        if not self.percentiles or not all(0 <= p <= 100 for p in self.percentiles):
+            raise ValueError(f"percentiles must be in [0, 100], got {self.percentiles}")
+        if self.window_days < 1:
+            raise ValueError("window_days must be >= 1")
+        if self.point_users < 1 or self.min_group_size < self.point_users:
+            raise ValueError("need 1 <= point_users <= min_group_size")
+        if self.min_users < max(2 * self.min_group_size, self.k_max + 1):
+            raise ValueError("min_users must be at least 2 x min_group_size and more than k_max")
+        if self.pair_ctr_ratio < 1 or self.min_exposure < 1 or self.pair_min_exposure < self.min_exposure:
+            raise ValueError("need pair_ctr_ratio >= 1 and 1 <= min_exposure <= pair_min_exposure")
+        self.cluster  # validates the K range and the silhouette sizes
+
+    @property
+    def cluster(self) -> ClusterConfig:
+        return ClusterConfig(k_min=self.k_min, k_max=self.k_max, restarts=self.restarts,
+                             exact_max=self.exact_max, sample_size=self.sample_size, seed=self.seed)
+
+
+def add_regroup_args(ap: argparse.ArgumentParser) -> None:
+    d = RegroupConfig()
+    g = ap.add_argument_group("regroup")
+    g.add_argument("--model", default=d.model, help="trained PAAG model.pt")
+    g.add_argument("--run-date", default="", help="YYYY-MM-DD, last day of the window (default: last log day)")
+    g.add_argument("--window-days", type=int, default=d.window_days)
+    g.add_argument("--k-range", default=f"{d.k_min}-{d.k_max}", help="K_min-K_max")
+    g.add_argument("--percentiles", default=",".join(map(str, d.percentiles)))
+    for name in ("min_users", "min_group_size", "point_users", "restarts", "exact_max", "sample_size",
+                 "rows_per_call", "min_exposure", "pair_min_exposure", "seed"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    g.add_argument("--pair-ctr-ratio", type=float, default=d.pair_ctr_ratio)
+
+
+def regroup_config(args: argparse.Namespace) -> RegroupConfig:
+    try:
+        k_min, k_max = (int(v) for v in args.k_range.split("-"))
+    except ValueError:
+        raise ValueError(f"--k-range takes K_min-K_max such as 2-5, got {args.k_range!r}") from None
+    names = ("model", "run_date", "window_days", "min_users", "min_group_size", "point_users", "restarts",
+             "exact_max", "sample_size", "rows_per_call", "min_exposure", "pair_min_exposure", "seed",
+             "pair_ctr_ratio")
+    return RegroupConfig(k_min=k_min, k_max=k_max, percentiles=tuple(int(p) for p in args.percentiles.split(",")),
+                         **{n: getattr(args, n) for n in names})
+
+
+# ---------------------------------------------------------------------------------- step 1-2
+def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date) -> tuple[DataFrame, DataFrame]:
+    """(impressions of the window with product_id, distinct (product, user) rows with attributes)."""
+    imps = (read_table(spark, C.IMPRESSIONS, warehouse)
+            .where(F.col("event_date").between(F.lit(start), F.lit(end)))
+            .join(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"), "creative_id"))
+    users = read_table(spark, C.USERS, warehouse).select("user_id", *C.USER_ATTRIBUTES)
+    return imps, imps.select("product_id", "user_id").distinct().join(users, "user_id")
+
+
+_EMBEDDERS: dict = {}  # one PAAG per Python worker process, reused across tasks
+
+
+def _embedder(model: str, warehouse: str):
+    from osmf_core.training.paag import PAAGEmbedder
+    key = (model, warehouse)
+    if key not in _EMBEDDERS:
+        import torch
+        torch.set_num_threads(1)  # one task per core: Spark already runs the cores in parallel
+        _EMBEDDERS[key] = PAAGEmbedder(model, warehouse)
+    return _EMBEDDERS[key]
+
+
+EMBED_SCHEMA = T.StructType([T.StructField("product_id", T.LongType(), False),
+                             T.StructField("user_id", T.LongType(), False),
+                             T.StructField("embedding", T.ArrayType(T.FloatType(), False), False)])
+
+
+def embed(rows: DataFrame, model: str, warehouse: str) -> DataFrame:
+    """e_u|t of every (product, user) row, batched through the trained model."""
+    attrs = list(C.USER_ATTRIBUTES)
+
+    def run(frames):
+        emb = _embedder(model, warehouse)
+        for pdf in frames:
+            e = emb(pdf[attrs].to_numpy(np.int64), pdf["product_id"].to_numpy())
+            yield pd.DataFrame({"product_id": pdf["product_id"], "user_id": pdf["user_id"], "embedding": list(e)})
+
+    return rows.mapInPandas(run, EMBED_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------- step 3
+_VEC = T.ArrayType(T.FloatType(), True)
+CLUSTER_SCHEMA = T.StructType([
+    T.StructField("kind", T.StringType(), False),  # "user" or "group"
+    T.StructField("product_id", T.LongType(), False),
+    T.StructField("user_id", T.LongType(), True),
+    T.StructField("group_id", T.IntegerType(), False),
+    T.StructField("k_star", T.IntegerType(), True),
+    T.StructField("silhouette", T.DoubleType(), True),
+    T.StructField("size", T.LongType(), True),
+    T.StructField("centroid", _VEC, True),
+    T.StructField("points", T.ArrayType(_VEC, True), True),
+    T.StructField("merges", T.IntegerType(), True),
+    T.StructField("sampled", T.BooleanType(), True),
+])
+
+
+def cluster_frame(pdf: pd.DataFrame, cfg: RegroupConfig) -> pd.DataFrame:
+    """Cluster every product in a frame of (product_id, user_id, embedding) rows; tagged user and group rows."""
+    pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
+    pids, starts = np.unique(pdf["product_id"].to_numpy(), return_index=True)
+    bounds = list(starts) + [len(pdf)]
+    emb = np.stack(pdf["embedding"].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 1), np.float32)
+    uid = pdf["user_id"].to_numpy()
+    xs = [emb[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    users, groups = [], []
+    for pid, x, lo, hi, res in zip(pids, xs, bounds[:-1], bounds[1:], cluster_products(xs, cfg.cluster)):
+        labels, cents, merges = merge_small(x, res.labels, cfg.min_group_size)
+        k = len(cents)
+        sil = res.silhouette if merges == 0 else _silhouette_after_merge(x, labels, cfg)
+        users.append(pd.DataFrame({"kind": "user", "product_id": pid, "user_id": uid[lo:hi], "group_id": labels}))
+        for g in range(k):
+            members = x[labels == g]
+            groups.append({"kind": "group", "product_id": pid, "group_id": g, "k_star": k, "silhouette": sil,
+                           "size": len(members), "centroid": cents[g],
+                           "points": list(group_points(members, cents[g], cfg.percentiles, cfg.point_users)),
+                           "merges": merges, "sampled": res.sampled})
+    out = pd.concat([*users, pd.DataFrame(groups)], ignore_index=True) if users else \
+        pd.DataFrame(columns=CLUSTER_SCHEMA.fieldNames())
+    for c in ("user_id", "k_star", "size", "merges"):  # pandas holds them as floats next to NaN
+        out[c] = out[c].astype("Int64")
+    group_row = (out["kind"] == "group").to_numpy()
+    for c in ("silhouette", "centroid", "points", "sampled"):  # nulls, not NaN, on user rows
+        out[c] = pd.Series([v if g else None for g, v in zip(group_row, out[c])], dtype=object)
+    return out[CLUSTER_SCHEMA.fieldNames()]
+
+
+def _silhouette_after_merge(x, labels, cfg: RegroupConfig) -> float:
+    from osmf_core.grouping import silhouette
+    if len(np.unique(labels)) < 2:
+        return 0.0
+    return silhouette(x, labels, None if len(x) <= cfg.exact_max else cfg.sample_size, cfg.seed)
+
+
+def cluster(embedded: DataFrame, cfg: RegroupConfig, total_rows: int) -> DataFrame:
+    """Products hashed into buckets of about `rows_per_call` rows; one applyInPandas call per bucket."""
+    buckets = max(1, -(-total_rows // cfg.rows_per_call))
+    keyed = embedded.withColumn("bucket", F.pmod(F.xxhash64("product_id", F.lit(cfg.seed)), F.lit(buckets)))
+    return (keyed.groupBy("bucket")
+            .applyInPandas(lambda pdf: cluster_frame(pdf.drop(columns="bucket"), cfg), CLUSTER_SCHEMA))
+
+
+# ---------------------------------------------------------------------------------- step 4
+def group_ctr(imps: DataFrame, user_groups: DataFrame, min_exposure: int) -> tuple[DataFrame, DataFrame]:
+    """(kept rows, all rows) of impressions, clicks and CTR per (product, creative, group)."""
+    allrows = (imps.join(user_groups.select("product_id", "user_id", "group_id"), ["product_id", "user_id"])
+               .groupBy("product_id", "creative_id", "group_id")
+               .agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks"))
+               .withColumn("ctr", F.col("clicks") / F.col("impressions")))
+    return allrows.where(F.col("impressions") >= min_exposure), allrows
+
+
+def pairs(ctr: DataFrame, min_exposure: int, ratio: float) -> DataFrame:
+    """Same product and group, creative_a < creative_b, both exposed enough, CTRs apart by the ratio."""
+    g = ctr.where(F.col("impressions") >= min_exposure).select("product_id", "group_id", "creative_id", "ctr")
+    a = g.select("product_id", "group_id", F.col("creative_id").alias("creative_a"), F.col("ctr").alias("ctr_a"))
+    b = g.select("product_id", "group_id", F.col("creative_id").alias("creative_b"), F.col("ctr").alias("ctr_b"))
+    hi, lo = F.greatest("ctr_a", "ctr_b"), F.least("ctr_a", "ctr_b")
+    return (a.join(b, ["product_id", "group_id"]).where(F.col("creative_a") < F.col("creative_b"))
+            .where((hi > lo) & (hi >= F.lit(ratio) * lo))
+            .withColumn("label", (F.col("ctr_a") > F.col("ctr_b")).cast("int")))
+
+
+def run(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> dict:
+    """Write the GAIP tables of one run date; return the metrics."""
+    t0 = time.perf_counter()
+    imps_all = read_table(spark, C.IMPRESSIONS, warehouse)
+    end = dt.date.fromisoformat(cfg.run_date) if cfg.run_date else imps_all.agg(F.max("event_date")).first()[0]
+    if end is None:
+        raise ValueError("raw.impressions is empty: simulate or ingest logs first")
+    start = end - dt.timedelta(days=cfg.window_days - 1)
+    imps, rows = viewers(spark, warehouse, start, end)
+    counts = rows.groupBy("product_id").count()
+    n_products = counts.count()
+    kept = counts.where(F.col("count") >= cfg.min_users)
+    rows = rows.join(kept.select("product_id"), "product_id").persist()
+    n_rows, n_kept = rows.count(), kept.count()
+    if n_rows == 0:
+        raise ValueError(f"no product has {cfg.min_users} viewers in {start}..{end}: lower --min-users")
+    log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
+        f"{n_rows:,} (product, user) rows")
+    t_embed = time.perf_counter()
+    result = cluster(embed(rows, cfg.model, warehouse), cfg, n_rows).persist()
+    n_result = result.count()  # runs embedding and clustering once
+    t_cluster = time.perf_counter()
+    date = F.lit(end).cast("date")
+    where = f"run_date = '{end.isoformat()}'"
+    user_groups = result.where(F.col("kind") == "user").select(
+        date.alias("run_date"), "product_id", "user_id", "group_id")
+    groups = result.where(F.col("kind") == "group").select(
+        date.alias("run_date"), "product_id", "group_id", "k_star", "silhouette", "size", "centroid", "points",
+        F.lit(list(cfg.percentiles)).cast(T.ArrayType(T.IntegerType())).alias("percentiles"))
+    write_table(user_groups, C.USER_GROUPS, warehouse, replace_where=where)
+    write_table(groups, C.GROUPS, warehouse, replace_where=where)
+    ug = read_table(spark, C.USER_GROUPS, warehouse).where(F.col("run_date") == F.lit(end))
+    ctr, ctr_all = group_ctr(imps, ug, cfg.min_exposure)
+    write_table(ctr.withColumn("run_date", date), C.GROUP_CTR, warehouse, replace_where=where)
+    ctr_written = read_table(spark, C.GROUP_CTR, warehouse).where(F.col("run_date") == F.lit(end))
+    write_table(pairs(ctr_written.drop("run_date"), cfg.pair_min_exposure, cfg.pair_ctr_ratio)
+                .withColumn("run_date", date), C.PAIRS, warehouse, replace_where=where)
+    g = result.where(F.col("kind") == "group").groupBy("product_id").agg(
+        F.first("k_star").alias("k"), F.first("silhouette").alias("s"), F.first("merges").alias("m"),
+        F.first("sampled").cast("int").alias("sampled")).agg(
+        F.count("*").alias("products"), F.sum("k").alias("groups"), F.avg("k").alias("k"), F.avg("s").alias("s"),
+        F.sum("m").alias("m"), F.sum("sampled").alias("sampled")).first()
+    n_ctr_all = ctr_all.count()
+    n_ctr = ctr_written.count()
+    n_pairs = read_table(spark, C.PAIRS, warehouse).where(F.col("run_date") == F.lit(end)).count()
+    seconds = time.perf_counter() - t0
+    metrics = {
+        "products_in_window": n_products, "products_grouped": int(g["products"]),
+        "products_skipped_few_viewers": n_products - n_kept, "rows_embedded": n_rows,
+        "groups": int(g["groups"]), "mean_k_star": float(g["k"]), "mean_silhouette": float(g["s"]),
+        "groups_merged": int(g["m"]), "products_sampled_silhouette": int(g["sampled"]),
+        "group_ctr_rows": n_ctr, "group_ctr_rows_low_exposure": n_ctr_all - n_ctr, "pairs": n_pairs,
+        "embed_cluster_seconds": t_cluster - t_embed, "seconds": seconds,
+        "rows_per_s": n_rows / seconds, "cluster_output_rows": n_result,
+    }
+    mdf = spark.createDataFrame([(end, STAGE, k, float(v)) for k, v in metrics.items()],
+                                "run_date date, stage string, name string, value double")
+    write_table(mdf, C.METRICS, warehouse, replace_where=f"{where} and stage = '{STAGE}'")
+    rows.unpersist()
+    result.unpersist()
+    log(f"[regroup] {metrics['products_grouped']} products -> {metrics['groups']} groups "
+        f"(mean K* {metrics['mean_k_star']:.2f}, mean silhouette {metrics['mean_silhouette']:.3f}, "
+        f"{metrics['groups_merged']} merges); group_ctr {n_ctr:,} rows (+{n_ctr_all - n_ctr:,} below "
+        f"{cfg.min_exposure} impressions); {n_pairs:,} pairs; {n_rows / seconds:,.0f} rows/s")
+    return {"run_date": end.isoformat(), **metrics, "config": asdict(cfg)}

@@ -1,0 +1,84 @@
+"""The clustering core of the nightly regroup: silhouette, batched K-Means with K*, group features."""
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+from osmf_core.grouping import ClusterConfig, cluster_products, group_points, merge_small, silhouette
+
+
+def _blobs(n, k, seed, d=8, std=1.0):
+    x, y = make_blobs(n_samples=n, centers=k, n_features=d, cluster_std=std, center_box=(-10, 10), random_state=seed)
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("k", [2, 3, 7])
+def test_silhouette_equals_scikit_learn(k):
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(300, 16)) * 5 + 100  # far from the origin: cancellation would show here
+    labels = rng.integers(0, k, 300)
+    labels[:2] = [0, 1]
+    labels[2] = k - 1 if k > 2 else labels[2]
+    assert silhouette(x, labels) == pytest.approx(silhouette_score(x, labels), abs=1e-6)
+
+
+def test_silhouette_of_clusters_with_a_singleton_equals_scikit_learn():
+    x, _ = _blobs(60, 3, seed=1)
+    labels = np.r_[np.zeros(30, int), np.ones(29, int), 2]  # cluster 2 holds one point: s = 0 there
+    assert silhouette(x, labels) == pytest.approx(silhouette_score(x, labels), abs=1e-6)
+
+
+def test_batched_silhouettes_of_many_products_equal_scikit_learn():
+    xs = [_blobs(int(n), int(k), seed=i)[0] for i, (n, k) in enumerate([(40, 2), (300, 4), (97, 3), (12, 2), (250, 5)])]
+    for x, r in zip(xs, cluster_products(xs, ClusterConfig(seed=3))):
+        assert r.silhouette == pytest.approx(silhouette_score(x.astype(np.float64), r.labels), abs=1e-6)
+        assert r.labels.min() == 0 and r.labels.max() == r.k_star - 1 and len(r.labels) == len(x)
+        assert r.silhouettes[r.k_star] == pytest.approx(r.silhouette) and r.silhouette == max(r.silhouettes.values())
+
+
+def test_k_star_recovers_the_number_of_well_separated_clusters():
+    truth = [2, 3, 4, 5] * 5
+    data = [_blobs(int(n), k, seed=i, std=0.5) for i, (n, k) in enumerate(zip(np.linspace(30, 900, len(truth)), truth))]
+    results = cluster_products([x for x, _ in data], ClusterConfig(seed=0))
+    assert [r.k_star for r in results] == truth
+    assert min(adjusted_rand_score(y, r.labels) for (_, y), r in zip(data, results)) > 0.99
+
+
+def test_large_products_use_a_sampled_silhouette_close_to_the_exact_one():
+    x, y = _blobs(4000, 4, seed=5, std=2.5)
+    cfg = ClusterConfig(exact_max=500, sample_size=800, fit_max=1500, seed=0)
+    (r,) = cluster_products([x], cfg)
+    assert r.sampled and r.fit_on == 1500 and r.k_star == 4
+    assert adjusted_rand_score(y, r.labels) > 0.95
+    assert abs(r.silhouette - silhouette_score(x, r.labels)) < 0.02
+
+
+def test_too_few_users_is_a_clear_error():
+    with pytest.raises(ValueError, match="more than k_max"):
+        cluster_products([np.zeros((5, 3), np.float32)])
+    with pytest.raises(ValueError, match="k_min"):
+        ClusterConfig(k_min=1)
+
+
+def test_small_groups_are_merged_into_the_nearest_group():
+    x = np.r_[np.zeros((50, 2)), np.full((40, 2), 10.0), np.full((5, 2), 9.0)].astype(np.float32)
+    labels = np.r_[np.zeros(50, int), np.ones(40, int), np.full(5, 2)]
+    merged, cents, merges = merge_small(x, labels, min_size=10)
+    assert merges == 1 and (merged[-5:] == 1).all() and (merged[:50] == 0).all()
+    np.testing.assert_allclose(cents[1], x[50:].mean(0), rtol=1e-6)
+    assert merge_small(x, np.zeros(95, int), min_size=200)[2] == 0  # one group stays one group
+
+
+def test_group_points_are_means_of_k_users_at_the_percentile_distances():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    c = x.mean(0)
+    pts = group_points(x, c, percentiles=(15, 15, 95), point_users=7)
+    dist = np.linalg.norm(x - c, axis=1)
+    for point, p, block in zip(pts, (15, 15, 95), (0, 1, 0)):
+        nearest = np.argsort(np.abs(dist - np.percentile(dist, p)), kind="stable")[block * 7:(block + 1) * 7]
+        np.testing.assert_allclose(point, x[nearest].mean(0), rtol=1e-5)
+        assert not any(np.allclose(point, row) for row in x)  # no single user's embedding is published
+    assert not np.allclose(pts[0], pts[1])  # the repeat of a percentile is another point
+    with pytest.raises(ValueError, match="cannot publish"):
+        group_points(x[:5], c, point_users=7)

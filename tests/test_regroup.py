@@ -1,0 +1,100 @@
+"""The nightly regroup job on the tiny world: GAIP tables, nothing lost, features, CTRs, pairs, reruns."""
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from osmf_core import catalog as C
+from osmf_core.regroup import RegroupConfig, run
+from osmf_core.store import checksum, read_table
+
+CFG = dict(min_users=60, min_group_size=20, point_users=5, exact_max=400, sample_size=300, rows_per_call=20_000,
+           min_exposure=5, pair_min_exposure=10, pair_ctr_ratio=1.25, window_days=3)
+
+
+@pytest.fixture(scope="module")
+def regrouped(spark, paag_wh, paag_model):
+    cfg = RegroupConfig(model=paag_model, **CFG)
+    summary = run(spark, cfg, paag_wh, log=lambda *_: None)
+    return paag_wh, cfg, summary
+
+
+def _run_date(spark, wh, t):
+    return read_table(spark, t, wh)
+
+
+def test_every_viewer_of_a_grouped_product_gets_exactly_one_group(spark, regrouped):
+    wh, cfg, summary = regrouped
+    imps = read_table(spark, C.IMPRESSIONS, wh).join(read_table(spark, C.CREATIVES, wh), "creative_id")
+    viewers = imps.select("product_id", "user_id").distinct()
+    per_product = viewers.groupBy("product_id").count()
+    eligible = per_product.where(F.col("count") >= cfg.min_users)
+    ug = read_table(spark, C.USER_GROUPS, wh)
+    assert ug.count() == viewers.join(eligible.select("product_id"), "product_id").count() == summary["rows_embedded"]
+    assert ug.select("product_id", "user_id").distinct().count() == ug.count()
+    assert summary["products_grouped"] + summary["products_skipped_few_viewers"] == per_product.count()
+    assert summary["products_skipped_few_viewers"] == per_product.where(F.col("count") < cfg.min_users).count()
+
+
+def test_groups_are_large_enough_and_carry_their_features(spark, regrouped):
+    wh, cfg, _ = regrouped
+    groups = read_table(spark, C.GROUPS, wh).toPandas()
+    sizes = read_table(spark, C.USER_GROUPS, wh).groupBy("product_id", "group_id").count().toPandas()
+    merged = groups.merge(sizes, on=["product_id", "group_id"])
+    assert len(merged) == len(groups) and (merged["size"] == merged["count"]).all()
+    assert (groups["size"] >= cfg.min_group_size).all()
+    for _, g in groups.groupby("product_id"):
+        assert sorted(g["group_id"]) == list(range(len(g))) and (g["k_star"] == len(g)).all()
+        assert 1 <= len(g) <= cfg.k_max and g["silhouette"].between(-1, 1).all()
+    d = len(groups["centroid"].iloc[0])
+    assert all(len(p) == len(cfg.percentiles) and all(len(v) == d for v in p) for p in groups["points"])
+    assert all(list(p) == list(cfg.percentiles) for p in groups["percentiles"])
+    assert groups["k_star"].gt(1).mean() > 0.5  # most products split into several groups
+
+
+def test_group_ctr_counts_the_impressions_of_each_group(spark, regrouped):
+    wh, cfg, summary = regrouped
+    imps = read_table(spark, C.IMPRESSIONS, wh).join(read_table(spark, C.CREATIVES, wh), "creative_id")
+    ug = read_table(spark, C.USER_GROUPS, wh)
+    expect = (imps.join(ug, ["product_id", "user_id"]).groupBy("product_id", "creative_id", "group_id")
+              .agg(F.count("*").alias("n"), F.sum("clicked").alias("k")).toPandas())
+    got = read_table(spark, C.GROUP_CTR, wh).toPandas()
+    both = expect.merge(got, on=["product_id", "creative_id", "group_id"], how="left")
+    kept = both["n"] >= cfg.min_exposure
+    assert both["impressions"].notna().sum() == kept.sum() == len(got)  # exactly the rows exposed enough
+    assert (both.loc[kept, "impressions"] == both.loc[kept, "n"]).all()
+    assert (both.loc[kept, "clicks"] == both.loc[kept, "k"]).all()
+    np.testing.assert_allclose(got["ctr"], got["clicks"] / got["impressions"])
+    assert summary["group_ctr_rows_low_exposure"] == (~kept).sum()
+
+
+def test_pairs_follow_the_exposure_and_ratio_rule(spark, regrouped):
+    wh, cfg, _ = regrouped
+    ctr = read_table(spark, C.GROUP_CTR, wh).toPandas()
+    pairs = read_table(spark, C.PAIRS, wh).toPandas()
+    assert len(pairs) > 0
+    assert (pairs["creative_a"] < pairs["creative_b"]).all()
+    assert (pairs["label"] == (pairs["ctr_a"] > pairs["ctr_b"]).astype(int)).all()
+    hi, lo = pairs[["ctr_a", "ctr_b"]].max(1), pairs[["ctr_a", "ctr_b"]].min(1)
+    assert ((hi > lo) & (hi >= cfg.pair_ctr_ratio * lo)).all()
+    exposed = ctr[ctr["impressions"] >= cfg.pair_min_exposure]
+    keys = set(zip(exposed["product_id"], exposed["group_id"], exposed["creative_id"]))
+    assert all((p, g, a) in keys and (p, g, b) in keys
+               for p, g, a, b in pairs[["product_id", "group_id", "creative_a", "creative_b"]].itertuples(index=False))
+    # every qualifying pair is there: count them independently
+    n = 0
+    for _, g in exposed.groupby(["product_id", "group_id"]):
+        c = g["ctr"].to_numpy()
+        h, l_ = np.maximum.outer(c, c), np.minimum.outer(c, c)
+        n += int(np.triu((h > l_) & (h >= cfg.pair_ctr_ratio * l_), 1).sum())
+    assert len(pairs) == n
+
+
+def test_a_rerun_of_the_same_date_replaces_its_rows(spark, regrouped):
+    wh, cfg, summary = regrouped
+    tables = (C.GROUPS, C.USER_GROUPS, C.GROUP_CTR, C.PAIRS)
+    before = [checksum(read_table(spark, t, wh)) for t in tables]
+    run(spark, cfg, wh, log=lambda *_: None)
+    assert [checksum(read_table(spark, t, wh)) for t in tables] == before
+    metrics = read_table(spark, C.METRICS, wh).where(F.col("stage") == "regroup")
+    assert metrics.count() == metrics.select("name").distinct().count()
+    assert metrics.where(F.col("name") == "rows_embedded").first()["value"] == summary["rows_embedded"]
