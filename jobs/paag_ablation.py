@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--warehouse", default="warehouse")
     ap.add_argument("--seeds", type=int, default=2, help="training seeds per rung (for the spread)")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--neg-rate", type=float, default=TrainConfig.neg_rate,

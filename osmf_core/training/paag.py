@@ -34,10 +34,10 @@ class TrainConfig:
     model: PAAGConfig = field(default_factory=PAAGConfig)
     # optimisation (batch size and learning rate override the DeepSpeed JSON)
     deepspeed_config: str = "cluster/deepspeed/paag.json"  # DeepSpeed JSON: optimizer, precision, ZeRO
-    epochs: int = 2
+    epochs: int = 6
     batch_size: int = 512  # per process
     lr: float = 2e-3
-    neg_rate: float = 1.0  # share of non-clicked rows kept per epoch (negative downsampling)
+    neg_rate: float = 0.1  # share of non-clicked rows kept per epoch (negative downsampling); 1 = all
     max_steps: int = 0  # stop after this many steps (0 = run all epochs)
     shuffle_buffer: int = 65_536  # rows shuffled together
     seed: int = 0

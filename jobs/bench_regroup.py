@@ -1,0 +1,232 @@
+"""Benchmark of the regroup's clustering core against a per-product scikit-learn loop and Spark MLlib.
+
+Data: a power-law mix of product sizes (P(n) ~ n^-2 between 10 and 100,000 users), each product a
+mixture of 2-5 Gaussian groups in d = 128 dimensions. Every method gets the same K range (2-5), the
+same restarts, and one core (torch and BLAS threads = 1; Spark local[1]), so rows/s is per core.
+
+  osmf          osmf_core.grouping.cluster_products on the whole mix (products batched together)
+  sklearn_loop  for each product and K: KMeans(n_init=restarts) + silhouette_score (sampled with the
+                same sample size above the same exact limit), K* by the largest silhouette
+  mllib         for each product and K: pyspark.ml KMeans + ClusteringEvaluator (silhouette), on a
+                small subset: every fit is a Spark job
+
+Also: the share of products where osmf and the scikit-learn loop choose the same K*; a scaling curve of
+osmf over three mixes 10x apart, each run in a fresh process that clusters the mix chunk by chunk as the
+Spark job does (its peak memory shows whether memory grows with the number of products); the error of
+the sampled silhouette against the exact value; and the whole job's rows/s from gaip.metrics.
+Writes reports/bench_regroup.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+D = 128
+
+
+def product_sizes(rng: np.random.Generator, total_rows: int, lo: int = 10, hi: int = 100_000) -> list[int]:
+    """Sizes drawn from P(n) ~ n^-2 on [lo, hi] (inverse CDF) until they add up to total_rows."""
+    sizes, n = [], 0
+    while n < total_rows:
+        u = rng.random()
+        s = int(1.0 / (1.0 / lo - u * (1.0 / lo - 1.0 / hi)))
+        s = min(s, total_rows - n) if total_rows - n >= lo else lo
+        sizes.append(s)
+        n += s
+    return sizes
+
+
+def product(rng: np.random.Generator, n: int) -> tuple[np.ndarray, int]:
+    k = int(rng.integers(2, 6))
+    centers = rng.normal(scale=0.45, size=(k, D))
+    weights = rng.dirichlet(np.full(k, 3.0))
+    labels = rng.choice(k, size=n, p=weights)
+    return (centers[labels] + rng.normal(scale=1.0, size=(n, D))).astype(np.float32), k
+
+
+def mix(seed: int, total_rows: int):
+    rng = np.random.default_rng(seed)
+    for n in product_sizes(rng, total_rows):
+        yield product(rng, n)[0]
+
+
+def sklearn_loop(xs, cfg) -> list[int]:
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    out = []
+    for i, x in enumerate(xs):
+        best, k_star = -2.0, cfg.k_min
+        sample = None if len(x) <= cfg.exact_max else cfg.sample_size
+        for k in cfg.ks:
+            labels = KMeans(k, n_init=cfg.restarts, max_iter=cfg.max_iter, random_state=i).fit_predict(x)
+            s = silhouette_score(x, labels, sample_size=sample, random_state=i) if len(set(labels)) > 1 else -1
+            if s > best:
+                best, k_star = s, k
+        out.append(k_star)
+    return out
+
+
+def mllib(xs, cfg) -> float:
+    """Seconds for MLlib KMeans + ClusteringEvaluator over K for each product of xs (Spark local[1])."""
+    from pyspark.ml.clustering import KMeans
+    from pyspark.ml.evaluation import ClusteringEvaluator
+    from pyspark.ml.linalg import Vectors
+
+    from osmf_core.config import SparkSettings
+    from osmf_core.spark import build_spark
+    spark = build_spark(SparkSettings(master="local[1]", shuffle_partitions=1, show_progress=False,
+                                      app_name="osmf-bench-mllib"))
+    frames = [spark.createDataFrame([(Vectors.dense(r.tolist()),) for r in x], ["features"]).cache() for x in xs]
+    for f in frames:
+        f.count()
+    t = time.perf_counter()
+    for i, f in enumerate(frames):
+        for k in cfg.ks:
+            model = KMeans(k=k, seed=i, maxIter=cfg.max_iter, initSteps=2).fit(f)
+            ClusteringEvaluator().evaluate(model.transform(f))
+    seconds = time.perf_counter() - t
+    spark.stop()
+    return seconds
+
+
+def scale_point(seed: int, rows: int, chunk_rows: int) -> dict:
+    """Run in a fresh process: cluster a mix of `rows` rows chunk by chunk; time and peak memory."""
+    import torch
+
+    from osmf_core.grouping import ClusterConfig, cluster_products
+    torch.set_num_threads(1)
+    cfg = ClusterConfig(seed=seed)
+    busy, done, products, chunk, held = 0.0, 0, 0, [], 0
+
+    def flush():
+        nonlocal busy, done, chunk, held
+        t = time.perf_counter()
+        cluster_products(chunk, cfg)
+        busy += time.perf_counter() - t
+        done, chunk, held = done + held, [], 0
+
+    for x in mix(seed, rows):
+        chunk.append(x)
+        held += len(x)
+        products += 1
+        if held >= chunk_rows:
+            flush()
+    if chunk:
+        flush()
+    return {"rows": done, "products": products, "seconds": busy, "rows_per_s": done / busy,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def sampled_error(cfg, seed: int) -> list[dict]:
+    """|sampled - exact| silhouette of the chosen labels for products above the exact limit."""
+    import torch
+
+    from osmf_core.grouping import cluster_products, silhouette_sampled
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in (5_000, 10_000, 20_000):
+        for _ in range(3):
+            x, _ = product(rng, n)
+            (r,) = cluster_products([x], cfg)
+            xt, lab = torch.from_numpy(x), torch.from_numpy(r.labels)[None]
+            exact = sum(float(silhouette_sampled(xt, lab, r.k_star, torch.arange(lo, min(lo + 2000, n)))[0])
+                        * (min(lo + 2000, n) - lo) for lo in range(0, n, 2000)) / n
+            out.append({"users": n, "sampled": r.silhouette, "exact": exact, "abs_error": abs(r.silhouette - exact)})
+    return out
+
+
+def job_rows_per_s(warehouse: str) -> float | None:
+    from deltalake import DeltaTable, QueryBuilder
+
+    from osmf_core import catalog as C
+    path = C.METRICS.path(warehouse)
+    if not Path(path).exists():
+        return None
+    res = QueryBuilder().register("m", DeltaTable(path)).execute(
+        "select run_date, value from m where stage = 'regroup' and name = 'rows_per_s' order by run_date desc limit 1"
+    ).read_all()
+    vals = res.column("value").to_pylist()
+    return float(vals[0]) if vals else None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=60_000, help="rows of the mix compared with scikit-learn")
+    ap.add_argument("--scaling", default="30000,300000,3000000", help="rows of the three scaling mixes")
+    ap.add_argument("--mllib-products", type=int, default=6)
+    ap.add_argument("--chunk-rows", type=int, default=60_000, help="rows clustered per call (the job's rows_per_call)")
+    ap.add_argument("--warehouse", default=os.environ.get("OSMF_WAREHOUSE", "warehouse"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--report", default="reports/bench_regroup.json")
+    ap.add_argument("--scale-point", type=int, help=argparse.SUPPRESS)  # internal: one scaling run
+    args = ap.parse_args(argv)
+    if args.scale_point:
+        print(json.dumps(scale_point(args.seed, args.scale_point, args.chunk_rows)))
+        return 0
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from osmf_core.grouping import ClusterConfig, cluster_products
+    torch.set_num_threads(1)
+    cfg = ClusterConfig(seed=args.seed)
+    xs = list(mix(args.seed, args.rows))
+    rows = sum(len(x) for x in xs)
+    print(f"mix: {len(xs)} products, {rows:,} rows, sizes {min(map(len, xs))}..{max(map(len, xs))}")
+    t = time.perf_counter()
+    ours = cluster_products(xs, cfg)
+    osmf_s = time.perf_counter() - t
+    print(f"osmf          {osmf_s:8.1f} s  {rows / osmf_s:>10,.0f} rows/s")
+    with threadpool_limits(1):
+        t = time.perf_counter()
+        theirs = sklearn_loop(xs, cfg)
+        sk_s = time.perf_counter() - t
+    print(f"sklearn loop  {sk_s:8.1f} s  {rows / sk_s:>10,.0f} rows/s")
+    agree = float(np.mean([a.k_star == b for a, b in zip(ours, theirs)]))
+    rng = np.random.default_rng(args.seed + 1)
+    subset = [xs[i] for i in rng.choice(len(xs), min(args.mllib_products, len(xs)), replace=False)]
+    ml_s = mllib(subset, cfg)
+    ml_rows = sum(len(x) for x in subset)
+    print(f"mllib         {ml_s:8.1f} s  {ml_rows / ml_s:>10,.0f} rows/s  ({len(subset)} products, {ml_rows:,} rows)")
+    scaling = []
+    for n in (int(v) for v in args.scaling.split(",")):
+        out = subprocess.run([sys.executable, __file__, "--scale-point", str(n), "--seed", str(args.seed),
+                              "--chunk-rows", str(args.chunk_rows)], check=True, capture_output=True, text=True)
+        scaling.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        s = scaling[-1]
+        print(f"scaling       {s['rows']:>9,} rows {s['products']:>6,} products  {s['rows_per_s']:>10,.0f} rows/s  "
+              f"peak RSS {s['peak_rss_mib']:,.0f} MiB")
+    errors = sampled_error(cfg, args.seed)
+    job = job_rows_per_s(args.warehouse)
+    report = {
+        "rows_per_s_per_core": {"osmf": rows / osmf_s, "sklearn_loop": rows / sk_s, "mllib": ml_rows / ml_s},
+        "speedup_vs_sklearn": sk_s / osmf_s,
+        "speedup_vs_mllib": (rows / osmf_s) / (ml_rows / ml_s),
+        "kstar_agreement": agree,
+        "scaling": scaling,
+        "sampled_silhouette_error": {"max": max(e["abs_error"] for e in errors),
+                                     "mean": float(np.mean([e["abs_error"] for e in errors])),
+                                     "sample_size": cfg.sample_size, "cases": errors},
+        "job_rows_per_s": job,
+        "mix": {"products": len(xs), "rows": rows, "mllib_products": len(subset), "mllib_rows": ml_rows},
+    }
+    print(f"\nspeedup vs scikit-learn loop {report['speedup_vs_sklearn']:.1f}x, vs MLlib "
+          f"{report['speedup_vs_mllib']:.1f}x; K* agreement {agree:.1%}; sampled silhouette error max "
+          f"{report['sampled_silhouette_error']['max']:.4f}; whole job "
+          + (f"{job:,.0f} rows/s" if job else "not run (make regroup)"))
+    path = Path(args.report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
