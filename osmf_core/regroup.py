@@ -158,6 +158,8 @@ CLUSTER_SCHEMA = T.StructType([
 
 def cluster_frame(pdf: pd.DataFrame, cfg: RegroupConfig) -> pd.DataFrame:
     """Cluster every product in a frame of (product_id, user_id, embedding) rows; tagged user and group rows."""
+    import torch
+    torch.set_num_threads(1)  # one task per core, and the same arithmetic on any executor
     pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
     pids, starts = np.unique(pdf["product_id"].to_numpy(), return_index=True)
     bounds = list(starts) + [len(pdf)]
