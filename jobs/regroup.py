@@ -1,8 +1,10 @@
 """Nightly regroup: per-product silhouette-selected K-Means on e_u|t and the GAIP tables of one run date.
 
     python jobs/regroup.py --model runs/paag/model.pt                    # local, embedded default
-    cluster/submit.sh jobs/regroup.py --spark-config cluster/yarn.yaml --model hdfs:///osmf/paag/model.pt \
-        --run-date 2026-11-07
+    SPARK_MASTER=yarn cluster/submit.sh regroup --spark-config cluster/yarn.yaml \
+        --model /shared/osmf/paag/model.pt --run-date 2026-11-07
+
+The model path (and the warehouse) must be readable from every executor: a shared file system.
 
 A rerun of a run date replaces that date's rows in gaip.groups, user_groups, group_ctr, pairs, metrics.
 """
