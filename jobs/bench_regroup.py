@@ -160,7 +160,7 @@ def job_rows_per_s(warehouse: str) -> float | None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=60_000, help="rows of the mix compared with scikit-learn")
-    ap.add_argument("--scaling", default="30000,300000,3000000", help="rows of the three scaling mixes")
+    ap.add_argument("--scaling", default="10000,100000,1000000", help="rows of the three scaling mixes")
     ap.add_argument("--mllib-products", type=int, default=6)
     ap.add_argument("--chunk-rows", type=int, default=60_000, help="rows clustered per call (the job's rows_per_call)")
     ap.add_argument("--warehouse", default=os.environ.get("OSMF_WAREHOUSE", "warehouse"))

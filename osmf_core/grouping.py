@@ -97,23 +97,29 @@ def _kmeanspp(x, mask, kvalid, gen) -> torch.Tensor:
 
 
 def _lloyd(x, mask, cents, kvalid, max_iter: int, tol: float):
-    """Lloyd iterations on all labelings at once -> (labels (P,L,N), centroids, inertia (P,L))."""
+    """Lloyd iterations on all labelings at once -> (labels (P,L,N), centroids, inertia (P,L)).
+
+    Products whose centroids stopped moving leave the active set, so a batch costs what its products
+    need, not max_iter times the slowest one."""
     m = mask.to(x.dtype)
     spread = ((x - (x * m[..., None]).sum(1, keepdim=True) / m.sum(1).clamp_min(1)[:, None, None]) ** 2
               * m[..., None]).sum((1, 2)) / m.sum(1).clamp_min(1)  # (P,) mean squared distance to the mean
     pen = torch.zeros(kvalid.shape, dtype=x.dtype).masked_fill_(~kvalid, float("inf"))[None, :, None, :]
-    oh = torch.empty(*cents.shape[:2], x.shape[1], cents.shape[2], dtype=x.dtype)
+    cents = cents.clone()
+    active = torch.arange(x.shape[0])
     for _ in range(max_iter):
+        xa, ma, ca = x[active], m[active], cents[active]
         # argmin_k |x - c_k|^2 = argmin_k (|c_k|^2 - 2 x.c_k): |x|^2 is the same for every k
-        score = torch.einsum("pnd,plkd->plnk", x, cents).mul_(-2.0).add_((cents * cents).sum(-1)[:, :, None, :]).add_(pen)
-        labels = score.argmin(-1)  # (P, L, N)
-        oh.zero_().scatter_(-1, labels[..., None], 1.0).mul_(m[:, None, :, None])
-        counts = oh.sum(2)  # (P, L, K)
-        sums = torch.einsum("plnk,pnd->plkd", oh, x)
-        new = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], cents)
-        shift = ((new - cents) ** 2).sum(-1).amax((1, 2))  # (P,)
-        cents = new
-        if bool((shift <= tol * spread).all()):
+        score = torch.einsum("pnd,plkd->plnk", xa, ca).mul_(-2.0).add_((ca * ca).sum(-1)[:, :, None, :]).add_(pen)
+        labels = score.argmin(-1)  # (A, L, N)
+        oh = torch.zeros_like(score).scatter_(-1, labels[..., None], 1.0).mul_(ma[:, None, :, None])
+        counts = oh.sum(2)  # (A, L, K)
+        sums = torch.einsum("plnk,pnd->plkd", oh, xa)
+        new = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], ca)
+        shift = ((new - ca) ** 2).sum(-1).amax((1, 2))  # (A,)
+        cents[active] = new
+        active = active[shift > tol * spread[active]]
+        if len(active) == 0:
             break
     best, labels = (_sqdist(x, cents) + pen).min(-1)
     inertia = (best * m[:, None, :]).sum(-1)
@@ -141,13 +147,13 @@ def _silhouette_from_sums(sums, counts, own, valid) -> torch.Tensor:
 
 
 def _dist64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances (..., M, N) in float64 through a matrix product, after centring both sets on
-    b's mean (which keeps the cancellation error of |a|^2 + |b|^2 - 2ab far below 1e-6)."""
-    a, b = a.to(torch.float64), b.to(torch.float64)
+    """Euclidean distances (..., M, N), returned in float64 for the sums that follow. The matrix product
+    runs in the data's own precision (float32 embeddings stay float32, as in scikit-learn), after
+    centring both sets on b's mean, which keeps the cancellation error of |a|^2 + |b|^2 - 2ab small."""
     mu = b.mean(-2, keepdim=True)
     a, b = a - mu, b - mu
     d2 = (a * a).sum(-1)[..., :, None] + (b * b).sum(-1)[..., None, :] - 2.0 * a @ b.transpose(-1, -2)
-    return d2.clamp_min_(0.0).sqrt_()
+    return d2.clamp_min_(0.0).sqrt_().to(torch.float64)
 
 
 def _onehot(labels, k, mask, dtype):
@@ -156,8 +162,8 @@ def _onehot(labels, k, mask, dtype):
 
 def silhouette_exact(x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """Exact mean silhouette of Q labelings per product. x (P,N,d), mask (P,N), labels (P,Q,N) -> (P,Q)."""
-    m = mask[..., None].to(torch.float64)
-    xd = x.to(torch.float64) * m
+    m = mask[..., None].to(x.dtype)
+    xd = x * m
     xd = xd - (xd.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1)) * m  # centre on valid points
     dist = _dist64(xd, xd)  # (P, N, N)
     dist.diagonal(dim1=-2, dim2=-1).zero_()
