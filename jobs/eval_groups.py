@@ -40,7 +40,7 @@ from sklearn.metrics import adjusted_rand_score
 from osmf_core import catalog as C
 from osmf_core import world
 from osmf_core.config import add_spark_args, spark_settings
-from osmf_core.grouping import ClusterConfig, cluster_products, merge_small
+from osmf_core.grouping import cluster_products, merge_small
 from osmf_core.regroup import RegroupConfig
 from osmf_core.spark import build_spark
 from osmf_core.store import read_table
@@ -120,9 +120,8 @@ def main(argv=None) -> int:
     model, _ = load_model(args.model)
     with torch.no_grad():
         eu = model.user_embedding(torch.from_numpy(rows[ATTRS].to_numpy(np.int64))).numpy()
-    rg = RegroupConfig(model=args.model)
-    cfg = ClusterConfig(k_min=rg.k_min, k_max=rg.k_max, restarts=rg.restarts, exact_max=rg.exact_max,
-                        sample_size=rg.sample_size, seed=args.seed)
+    rg = RegroupConfig(model=args.model, seed=args.seed)
+    cfg = rg.cluster
     bounds = np.flatnonzero(np.r_[True, np.diff(rows["product_id"].to_numpy()) != 0, True])
     parts = [eu[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
     labels = [merge_small(x, r.labels, rg.min_group_size)[0] for x, r in zip(parts, cluster_products(parts, cfg))]

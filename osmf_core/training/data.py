@@ -138,8 +138,12 @@ class FeatureBank:
             raise KeyError(f"no features for {what} {missing.tolist()}: rerun the features job")
         return rows
 
+    def title_rows(self, product_ids: np.ndarray) -> np.ndarray:
+        """Row of each product in the title arrays (KeyError for a product without features)."""
+        return self._rows(self.product_ids, np.asarray(product_ids), "products")
+
     def titles(self, product_ids: np.ndarray):
-        rows = self._rows(self.product_ids, np.asarray(product_ids), "products")
+        rows = self.title_rows(product_ids)
         return self.title[rows], self.title_mask[rows]
 
     def images(self, creative_ids: np.ndarray):

@@ -212,7 +212,7 @@ class PAAGEmbedder:
     def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         """attrs (B, 20) integer codes in catalog order, product_ids (B,) -> e_u|t (B, d) float32."""
         out = []
-        rows_all = torch.from_numpy(self.bank._rows(self.bank.product_ids, np.asarray(product_ids), "products"))
+        rows_all = torch.from_numpy(self.bank.title_rows(product_ids))
         for lo in range(0, len(product_ids), batch_size):
             a = torch.from_numpy(np.asarray(attrs[lo:lo + batch_size], dtype=np.int64))
             rows = rows_all[lo:lo + batch_size]
