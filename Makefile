@@ -14,11 +14,13 @@ TRAIN ?=
 ABLATION ?=
 REGROUP ?=
 EVAL ?=
+Q ?=
+SQL ?=
 PAAG_MODEL ?= runs/paag/model.pt
 NUM_GPUS ?= 1
 DS_CONFIG ?= cluster/deepspeed/paag.json
 
-.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups bench bench-simulate bench-regroup ddl clean
+.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups bench bench-simulate bench-regroup ddl sql clean
 
 help:
 	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
@@ -33,6 +35,7 @@ help:
 	@echo "make bench           all benchmarks (bench-simulate, bench-regroup)"
 	@echo "make bench-regroup   clustering core vs a scikit-learn loop and MLlib, scaling, sampled silhouette error"
 	@echo "make ddl             regenerate sql/ddl/ from the table catalog"
+	@echo "make sql Q=name      run sql/queries/name.sql on the local warehouse (no Q: list them; SQL='--run-date ...')"
 
 setup:
 	@bash cluster/setup_env.sh "$(OSMF_VENV)" "$(LOCK)"
@@ -82,6 +85,9 @@ bench-simulate: setup
 
 ddl: setup
 	$(PY) -m osmf_core.ddl --out sql/ddl
+
+sql: setup
+	$(PY) jobs/sql.py $(Q) $(SQL)
 
 clean:
 	rm -rf warehouse reports/*.json spark-warehouse metastore_db derby.log .pytest_cache

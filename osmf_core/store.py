@@ -1,6 +1,8 @@
 """Read and write catalog tables as Delta: schema enforced, reruns replace their partitions."""
 from __future__ import annotations
 
+import os
+
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -93,11 +95,20 @@ def table_exists(spark: SparkSession, t: Table, warehouse: str) -> bool:
 
 
 def register_tables(spark: SparkSession, tables, warehouse: str) -> list[str]:
-    """Make existing tables queryable by name (raw.users, ...) in this session's catalog."""
+    """Make existing tables queryable by name (raw.users, ...) in this session's catalog, pointing at this
+    warehouse (a name registered earlier for another warehouse is re-pointed)."""
     done = []
+    if "://" not in warehouse:  # a relative location would resolve against Spark's own warehouse dir
+        warehouse = os.path.abspath(warehouse)
     for t in tables:
         if table_exists(spark, t, warehouse):
             spark.sql(f"create schema if not exists {t.layer}")
-            spark.sql(f"create table if not exists {t.fqn} using delta location '{t.path(warehouse)}'")
+            if spark.catalog.tableExists(t.fqn):  # this session named another warehouse's table: re-point
+                if spark.catalog.getTable(t.fqn).tableType != "EXTERNAL":
+                    raise ValueError(f"{t.fqn} is a managed table of this session, not one of a warehouse")
+                spark.sql(f"drop table {t.fqn}")  # external: only the name goes, never the data
+            spark.sql(f"create table {t.fqn} using delta location '{t.path(warehouse)}'")
             done.append(t.fqn)
+        elif spark.catalog.tableExists(t.fqn) and spark.catalog.getTable(t.fqn).tableType == "EXTERNAL":
+            spark.sql(f"drop table {t.fqn}")  # absent here: the name must not read another warehouse
     return done
