@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -73,6 +74,15 @@ def write_table(df: DataFrame, t: Table, warehouse: str, replace_where: str | No
     elif t.partition_by:
         writer = writer.option("partitionOverwriteMode", "dynamic")
     writer.save(t.path(warehouse))
+    _failpoint(t)
+
+
+FAILPOINT = "OSMF_KILL_AFTER_WRITE"  # fault injection (tests): kill -9 this process after writing that table
+
+
+def _failpoint(t: Table) -> None:
+    if os.environ.get(FAILPOINT) == t.fqn:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def read_table(spark: SparkSession, t: Table, warehouse: str, version: int | None = None) -> DataFrame:

@@ -145,3 +145,20 @@ def test_auroc_equals_scikit_learn_with_ties():
     assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
     with pytest.raises(ValueError, match="both"):
         auroc([0.1, 0.2], [1, 1])
+
+
+def test_a_corrupt_checkpoint_is_skipped_with_a_message(paag_wh, tmp_path, capsys):
+    from osmf_core.training.paag import CHECKPOINTS
+    out = tmp_path / "run"
+    train(_cfg(paag_wh, out, max_steps=8), stop_after=7)  # checkpoints at steps 3 and 6, then killed
+    ckpt = out / CHECKPOINTS
+    assert (ckpt / "latest").read_text().strip() == "step6"
+    states = ckpt / "step6" / "mp_rank_00_model_states.pt"
+    states.write_bytes(states.read_bytes()[: states.stat().st_size // 2])  # a torn write
+    (ckpt / "step9").mkdir()  # a save that died before `latest` was updated
+    capsys.readouterr()
+    resumed = train(_cfg(paag_wh, out, max_steps=8))
+    err = capsys.readouterr().err
+    assert "skipping checkpoint step9: newer than `latest`" in err
+    assert "skipping checkpoint step6: mp_rank_00_model_states.pt does not load" in err
+    assert resumed["resumed_from"] == 3 and resumed["step"] == 8

@@ -99,8 +99,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
                                            config=_ds_config(cfg))
     ckpt = Path(cfg.out_dir) / CHECKPOINTS
     step, epoch, skip, start = 0, 0, 0, 0
-    if (ckpt / "latest").exists():
-        _, client = engine.load_checkpoint(str(ckpt))
+    tag = usable_checkpoint(ckpt)
+    if tag is not None:
+        _, client = engine.load_checkpoint(str(ckpt), tag=tag)
         step, epoch, skip = client["step"], client["epoch"], client["batch_in_epoch"]
         torch.set_rng_state(client["torch_rng"])
         start = step
@@ -140,6 +141,34 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     if rank == 0:
         save_model(engine.module, cfg, Path(cfg.out_dir) / MODEL_FILE)
     return {"step": step, "resumed_from": start, "stopped": False, "loss": smooth}
+
+
+def usable_checkpoint(ckpt: Path, log=lambda m: print(m, file=sys.stderr)) -> str | None:
+    """Tag of the newest complete checkpoint at or before the one `latest` names (DeepSpeed writes `latest`
+    after a whole save). A checkpoint with a file that does not load (truncated, corrupt) or without
+    model states is reported in one line and skipped; None when nothing usable is left."""
+    latest = ckpt / "latest"
+    if not latest.exists():
+        return None
+    step_of = lambda d: int(d.name[4:]) if d.name[4:].isdigit() else -1  # noqa: E731  (tags are stepN)
+    newest = step_of(ckpt / latest.read_text().strip())
+    for d in sorted((d for d in ckpt.glob("step*") if d.is_dir()), key=step_of, reverse=True):
+        if step_of(d) > newest:
+            log(f"[paag] skipping checkpoint {d.name}: newer than `latest`, its save did not finish")
+            continue
+        files = sorted(d.glob("*.pt"))
+        problem = None if any(f.name.endswith("model_states.pt") for f in files) else "no model states file"
+        for f in files if problem is None else []:
+            try:
+                torch.load(f, map_location="cpu", weights_only=False, mmap=True)
+            except Exception as e:  # noqa: BLE001  (any unreadable file disqualifies the checkpoint)
+                problem = f"{f.name} does not load ({type(e).__name__}: {str(e)[:80]})"
+                break
+        if problem is None:
+            return d.name
+        log(f"[paag] skipping checkpoint {d.name}: {problem}")
+    log(f"[paag] no usable checkpoint in {ckpt}: starting from scratch")
+    return None
 
 
 def click_rate(warehouse: str) -> float:
