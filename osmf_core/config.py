@@ -9,6 +9,11 @@ from pathlib import Path
 import yaml
 
 
+class ConfigError(ValueError):
+    """A job's configuration cannot work (bad flag, missing table or model, empty window): the job stops
+    with this one-line message before doing any work."""
+
+
 def default_warehouse() -> str:
     """The local Delta warehouse: $OSMF_WAREHOUSE, else ./warehouse."""
     return os.environ.get("OSMF_WAREHOUSE") or str(Path("warehouse").absolute())
@@ -54,11 +59,13 @@ def spark_settings(args: argparse.Namespace) -> SparkSettings:
     """SparkSettings from the YAML file named by --spark-config, then the flags on top."""
     values: dict = {}
     if args.spark_config:
+        if not Path(args.spark_config).is_file():
+            raise ConfigError(f"--spark-config {args.spark_config} does not exist")
         loaded = yaml.safe_load(Path(args.spark_config).read_text()) or {}
         known = {f.name for f in fields(SparkSettings)}
         unknown = set(loaded) - known
         if unknown:
-            raise ValueError(f"{args.spark_config}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"{args.spark_config}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
         values.update(loaded)
     for name in ("master", "warehouse", "shuffle_partitions"):
         if getattr(args, name) is not None:
@@ -66,8 +73,11 @@ def spark_settings(args: argparse.Namespace) -> SparkSettings:
     conf = dict(values.get("conf") or {})
     for item in args.conf:
         if "=" not in item:
-            raise ValueError(f"--conf takes KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--conf takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         conf[key] = value
     values["conf"] = conf
-    return SparkSettings(**values)
+    try:
+        return SparkSettings(**values)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

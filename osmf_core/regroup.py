@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from osmf_core import catalog as C
+from osmf_core.config import ConfigError
 from osmf_core.grouping import PERCENTILES, ClusterConfig, cluster_products, group_points, merge_small
-from osmf_core.store import read_table, write_table
+from osmf_core.store import read_table, table_exists, write_table
 
 STAGE = "regroup"
 
@@ -87,15 +89,52 @@ def add_regroup_args(ap: argparse.ArgumentParser) -> None:
 
 
 def regroup_config(args: argparse.Namespace) -> RegroupConfig:
+    """The RegroupConfig of the command line; any inconsistency is a ConfigError."""
     try:
         k_min, k_max = (int(v) for v in args.k_range.split("-"))
     except ValueError:
-        raise ValueError(f"--k-range takes K_min-K_max such as 2-5, got {args.k_range!r}") from None
+        raise ConfigError(f"--k-range takes K_min-K_max such as 2-5, got {args.k_range!r}") from None
+    try:
+        percentiles = tuple(int(p) for p in args.percentiles.split(","))
+    except ValueError:
+        raise ConfigError(f"--percentiles takes integers such as 15,55,95, got {args.percentiles!r}") from None
+    if args.run_date:
+        try:
+            dt.date.fromisoformat(args.run_date)
+        except ValueError:
+            raise ConfigError(f"--run-date must be a date YYYY-MM-DD, got {args.run_date!r}") from None
     names = ("model", "run_date", "window_days", "min_users", "min_group_size", "point_users", "restarts",
              "exact_max", "sample_size", "rows_per_call", "min_exposure", "pair_min_exposure", "seed",
              "pair_ctr_ratio")
-    return RegroupConfig(k_min=k_min, k_max=k_max, percentiles=tuple(int(p) for p in args.percentiles.split(",")),
-                         **{n: getattr(args, n) for n in names})
+    try:
+        return RegroupConfig(k_min=k_min, k_max=k_max, percentiles=percentiles,
+                             **{n: getattr(args, n) for n in names})
+    except ValueError as e:
+        raise ConfigError(f"K range {args.k_range}: {e}" if "k_min" in str(e) else str(e)) from None
+
+
+NEEDED = (C.IMPRESSIONS, C.CREATIVES, C.USERS, C.TITLE_TOKENS)
+
+
+def validate(spark: SparkSession, cfg: RegroupConfig, warehouse: str) -> tuple[dt.date, dt.date]:
+    """Check what the job needs before any work; the (start, end) of its log window. ConfigError if not."""
+    if "://" not in cfg.model and not Path(cfg.model).is_file():
+        raise ConfigError(f"--model {cfg.model} does not exist: train PAAG first (make train-paag)")
+    for t in NEEDED:
+        if not table_exists(spark, t, warehouse):
+            hint = "make features" if t.layer == "feat" else "make simulate, or ingest the logs"
+            raise ConfigError(f"{t.fqn}: no Delta table at {t.path(warehouse)} ({hint})")
+    first, last = read_table(spark, C.IMPRESSIONS, warehouse).agg(F.min("event_date"), F.max("event_date")).first()
+    if last is None:
+        raise ConfigError("raw.impressions is empty: simulate or ingest logs first")
+    end = dt.date.fromisoformat(cfg.run_date) if cfg.run_date else last
+    start = end - dt.timedelta(days=cfg.window_days - 1)
+    if end > last:
+        raise ConfigError(f"--run-date {end} is after the last day of raw.impressions ({last}): "
+                          "its window would be incomplete")
+    if end < first:
+        raise ConfigError(f"empty window {start}..{end}: raw.impressions starts on {first}")
+    return start, end
 
 
 # ---------------------------------------------------------------------------------- step 1-2
@@ -227,11 +266,7 @@ def pairs(ctr: DataFrame, min_exposure: int, ratio: float) -> DataFrame:
 def run(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> dict:
     """Write the GAIP tables of one run date; return the metrics."""
     t0 = time.perf_counter()
-    imps_all = read_table(spark, C.IMPRESSIONS, warehouse)
-    end = dt.date.fromisoformat(cfg.run_date) if cfg.run_date else imps_all.agg(F.max("event_date")).first()[0]
-    if end is None:
-        raise ValueError("raw.impressions is empty: simulate or ingest logs first")
-    start = end - dt.timedelta(days=cfg.window_days - 1)
+    start, end = validate(spark, cfg, warehouse)
     imps, rows = viewers(spark, warehouse, start, end)
     counts = rows.groupBy("product_id").count()
     n_products = counts.count()
@@ -239,7 +274,8 @@ def run(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> d
     rows = rows.join(kept.select("product_id"), "product_id").persist()
     n_rows, n_kept = rows.count(), kept.count()
     if n_rows == 0:
-        raise ValueError(f"no product has {cfg.min_users} viewers in {start}..{end}: lower --min-users")
+        raise ConfigError(f"no product has {cfg.min_users} viewers in {start}..{end}: lower --min-users "
+                          "or widen --window-days")
     log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
         f"{n_rows:,} (product, user) rows")
     t_embed = time.perf_counter()

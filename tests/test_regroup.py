@@ -98,3 +98,31 @@ def test_a_rerun_of_the_same_date_replaces_its_rows(spark, regrouped):
     metrics = read_table(spark, C.METRICS, wh).where(F.col("stage") == "regroup")
     assert metrics.count() == metrics.select("name").distinct().count()
     assert metrics.where(F.col("name") == "rows_embedded").first()["value"] == summary["rows_embedded"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--k-range", "5-2"], "K range 5-2: need 2 <= k_min <= k_max"),
+    (["--run-date", "2026-13-01"], "--run-date must be a date YYYY-MM-DD"),
+    (["--run-date", "2099-01-01"], "is after the last day of raw.impressions"),
+    (["--run-date", "2000-01-01"], "empty window 1999-12-26..2000-01-01"),
+    (["--model", "no/such/model.pt"], "--model no/such/model.pt does not exist"),
+    (["--warehouse", "EMPTY"], "raw.impressions: no Delta table at"),
+    (["--conf", "spark.x"], "--conf takes KEY=VALUE"),
+])
+def test_a_bad_configuration_stops_in_one_line_before_any_work(spark, paag_wh, paag_model, tmp_path, capsys,
+                                                              flags, message):
+    from jobs.regroup import main
+    flags = [str(tmp_path) if f == "EMPTY" else f for f in flags]
+    base = ["--warehouse", paag_wh, "--model", paag_model, "--master", "local[2]", "--window-days", "7"]
+    versions = {t.fqn: _version(spark, paag_wh, t) for t in (C.GROUPS, C.USER_GROUPS, C.METRICS)}
+    capsys.readouterr()
+    assert main(base + flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("regroup: ") and message in err, err
+    assert versions == {t.fqn: _version(spark, paag_wh, t) for t in (C.GROUPS, C.USER_GROUPS, C.METRICS)}
+
+
+def _version(spark, wh, t):
+    from delta.tables import DeltaTable
+    from osmf_core.store import table_exists
+    return DeltaTable.forPath(spark, t.path(wh)).history(1).first()["version"] if table_exists(spark, t, wh) else None
