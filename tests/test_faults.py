@@ -1,0 +1,189 @@
+"""Kill the nightly regroup at chosen and random points, rerun it, and check the GAIP tables end exactly as
+after one clean run: never half-written (a killed run leaves each table at its old or its new content for
+the run date), never duplicated, nothing lost; a reader during a write sees the old or the new version.
+The regroup runs as its own process (jobs/regroup.py) in a new session so that a kill takes its JVM too.
+Writes reports/faults.json."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from osmf_core import catalog as C
+from osmf_core.store import FAILPOINT, checksum, read_table, table_exists
+from tests.test_regroup import CFG
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = (C.USER_GROUPS, C.GROUPS, C.GROUP_CTR, C.PAIRS)  # metrics hold timings: checked for keys only
+EMPTY = (0, 0)
+LOG: list[dict] = []
+
+
+def _flags() -> list[str]:
+    return [x for k, v in CFG.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def _start(wh: str, model: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "jobs" / "regroup.py"), "--warehouse", wh, "--model", model,
+           "--master", "local[2]", "--shuffle-partitions", "2", *_flags(), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and Python workers: a node going away
+    except ProcessLookupError:
+        pass
+    proc.communicate(timeout=120)
+
+
+def _state(spark, wh: str) -> dict:
+    out = {}
+    for t in TABLES:
+        out[t.fqn] = checksum(read_table(spark, t, wh)) if table_exists(spark, t, wh) else EMPTY
+    return out
+
+
+def _duplicates(spark, wh: str) -> int:
+    dup = 0
+    for t in (*TABLES, C.METRICS):
+        if table_exists(spark, t, wh):
+            df = read_table(spark, t, wh)
+            dup += df.count() - df.select(*t.key).distinct().count()
+    return dup
+
+
+@pytest.fixture(scope="module")
+def clean(spark, paag_wh, paag_model, tmp_path_factory):
+    """A copy of the tiny world, the state after one clean regroup, and how long that run took."""
+    wh = str(tmp_path_factory.mktemp("faults") / "wh")
+    shutil.copytree(paag_wh, wh, ignore=shutil.ignore_patterns("gaip"))
+    t0 = time.perf_counter()
+    _finish(_start(wh, paag_model))
+    seconds = time.perf_counter() - t0
+    state = _state(spark, wh)
+    assert all(v != EMPTY for v in state.values())
+    metrics = read_table(spark, C.METRICS, wh).count()
+    yield wh, paag_model, state, metrics, seconds
+    report = ROOT / "reports" / "faults.json"
+    report.parent.mkdir(exist_ok=True)
+    report.write_text(json.dumps({
+        "injected": len(LOG), "runs_recovered": sum(r["recovered"] for r in LOG),
+        "rows_lost": sum(r["rows_lost"] for r in LOG), "duplicates": sum(r["duplicates"] for r in LOG),
+        "faults": LOG}, indent=2))
+
+
+def _inject(spark, clean, kind: str, how) -> None:
+    """Start from empty GAIP tables, kill a run with `how(proc)`, check the half-way state, rerun, compare."""
+    wh, model, want, n_metrics, _ = clean
+    shutil.rmtree(Path(wh) / "gaip", ignore_errors=True)
+    how(wh, model)
+    after_kill = _state(spark, wh)
+    torn = [t for t, v in after_kill.items() if v not in (EMPTY, want[t])]
+    assert not torn, f"{kind}: tables neither old nor new after the kill: {torn}"
+    _finish(_start(wh, model))
+    got = _state(spark, wh)
+    lost = sum(max(0, want[t][0] - got[t][0]) for t in want)
+    dup = _duplicates(spark, wh)
+    metrics_ok = read_table(spark, C.METRICS, wh).count() == n_metrics
+    LOG.append({"kind": kind, "tables_written_before_kill": sum(v != EMPTY for v in after_kill.values()),
+                "recovered": int(got == want and metrics_ok), "rows_lost": lost, "duplicates": dup})
+    assert got == want and metrics_ok and lost == 0 and dup == 0, LOG[-1]
+
+
+def _kill_after_commit(wh, model):
+    """Killed right after gaip.groups committed: user_groups and groups are new, the rest not written."""
+    proc = _start(wh, model, env={FAILPOINT: C.GROUPS.fqn})
+    proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _kill_during_commit(wh, model):
+    """Killed once the data files of gaip.group_ctr exist, before Delta commits them to the log."""
+    proc = _start(wh, model)
+    part = Path(wh) / "gaip" / "group_ctr"
+    while proc.poll() is None:
+        if any(part.glob("run_date=*/*.parquet")):
+            _kill(proc)
+            return
+        time.sleep(0.02)
+    pytest.fail("the run ended before gaip.group_ctr's files appeared")
+
+
+def _kill_at_random(seed: int):
+    def how(wh, model):
+        _, _, _, _, seconds = CLEAN_TIME
+        delay = random.Random(seed).uniform(0.1, 0.6) * seconds  # inside any run's span
+        proc = _start(wh, model)
+        try:
+            proc.wait(timeout=delay)
+            pytest.fail("the run ended before its kill")
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+    return how
+
+
+CLEAN_TIME: tuple = ()
+
+
+def test_killed_after_one_commit_then_rerun(spark, clean):
+    _inject(spark, clean, "after gaip.groups commit", _kill_after_commit)
+
+
+def test_killed_during_a_delta_commit_then_rerun(spark, clean):
+    _inject(spark, clean, "during gaip.group_ctr commit", _kill_during_commit)
+
+
+def test_killed_at_a_random_time_then_rerun(spark, clean):
+    global CLEAN_TIME
+    CLEAN_TIME = clean
+    _inject(spark, clean, "random time (seed 0)", _kill_at_random(0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1, 6))
+def test_killed_at_more_random_times_then_rerun(spark, clean, seed):
+    global CLEAN_TIME
+    CLEAN_TIME = clean
+    _inject(spark, clean, f"random time (seed {seed})", _kill_at_random(seed))
+
+
+def test_a_reader_during_a_write_sees_the_old_or_the_new_version(spark, clean):
+    wh, model, want, _, _ = clean
+    groups = lambda: checksum(read_table(spark, C.GROUPS, wh))  # noqa: E731
+    old = groups()
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            seen.append(groups())
+
+    proc = _start(wh, model, "--point-users", "6")  # other percentile points: a different groups table
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        _finish(proc)
+    finally:
+        stop.set()
+        reader.join()
+    new = groups()
+    assert new != old and len(seen) >= 2
+    assert set(seen) <= {old, new}, "a reader saw a version that is neither the old nor the new table"
+    assert read_table(spark, C.GROUPS, wh).groupBy("run_date", "product_id", "group_id").count() \
+        .where(F.col("count") > 1).count() == 0
