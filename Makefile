@@ -18,6 +18,8 @@ Q ?=
 SQL ?=
 PAAG_MODEL ?= runs/paag/model.pt
 NUM_GPUS ?= 1
+# several nodes: DS_LAUNCH="--hostfile cluster/deepspeed/hostfile" DS_CONFIG=cluster/deepspeed/zero3_multinode.json
+DS_LAUNCH ?= --num_gpus $(NUM_GPUS)
 DS_CONFIG ?= cluster/deepspeed/paag.json
 
 .PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups bench bench-simulate bench-regroup ddl sql clean
@@ -57,7 +59,7 @@ features: setup
 	$(PY) jobs/paag_features.py $(FEATURES)
 
 train-paag: features
-	PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/deepspeed --num_gpus $(NUM_GPUS) jobs/train_paag.py \
+	PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/deepspeed $(DS_LAUNCH) jobs/train_paag.py \
 		--deepspeed_config $(DS_CONFIG) $(TRAIN)
 
 paag-model: setup  # trains PAAG with the default settings unless $(PAAG_MODEL) exists

@@ -3,7 +3,9 @@
 #   SPARK_MASTER=yarn cluster/submit.sh simulate --spark-config cluster/yarn.yaml --users 40000000 \
 #       --products 2000000 --partitions 8000
 # osmf_core travels as a zip (--py-files); Delta comes from Maven Central through --packages.
-# The nodes need the pinned Python environment (requirements.lock, installed with --no-deps).
+# The nodes need the pinned Python environment (requirements.lock, installed with --no-deps), or ship it:
+#   SPARK_PROPERTIES=cluster/spark/yarn.properties cluster/submit.sh regroup --model ... --run-date ...
+# (yarn.properties ships the archive packed by cluster/pack_env.sh; k8s and standalone files sit beside it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 job="$1"; shift
@@ -18,5 +20,6 @@ exec spark-submit \
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
   --py-files "$build/osmf_core.zip" \
+  ${SPARK_PROPERTIES:+--properties-file "$SPARK_PROPERTIES"} \
   ${SPARK_SUBMIT_EXTRA:-} \
   "$here/jobs/$job.py" "$@"

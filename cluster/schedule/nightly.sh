@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The nightly chain for one date (default: yesterday): ingest the day's impressions, regroup, evaluate.
+#   cluster/schedule/nightly.sh [YYYY-MM-DD]
+# Each step is idempotent per run date: rerunning a failed night replaces, never duplicates.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+run_date=${1:-$(date -d yesterday +%F)}
+export SPARK_MASTER=${SPARK_MASTER:-yarn} SPARK_PROPERTIES=${SPARK_PROPERTIES:-cluster/spark/yarn.properties}
+cluster/submit.sh ingest --table raw.impressions --input "${OSMF_LANDING:-/landing/impressions}/$run_date" \
+  --run-date "$run_date"
+cluster/submit.sh regroup --model "${OSMF_PAAG_MODEL:-/shared/osmf/paag/model.pt}" --run-date "$run_date"
+make eval-groups EVAL="--run-date $run_date"
