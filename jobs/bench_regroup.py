@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from osmf_core.reports import write_report
+
 D = 128
 
 
@@ -221,10 +223,7 @@ def main(argv=None) -> int:
           f"{report['speedup_vs_mllib']:.1f}x; K* agreement {agree:.1%}; sampled silhouette error max "
           f"{report['sampled_silhouette_error']['max']:.4f}; whole job "
           + (f"{job:,.0f} rows/s" if job else "not run (make regroup)"))
-    path = Path(args.report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    print(f"wrote {path}")
+    write_report(args.report, report)
     return 0
 
 

@@ -7,13 +7,12 @@ all rows loaded (users + products + creatives + impressions). Prints the ratio o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from osmf_core.config import SparkSettings
+from osmf_core.reports import write_report
 from osmf_core.simulate import SimulateConfig, run
 from osmf_core.spark import build_spark
 from osmf_core.world import WorldSize
@@ -48,10 +47,7 @@ def main(argv=None) -> int:
         print(f"{s['users']:>10,} {s['rows']:>12,} {s['seconds']:>9.1f} {s['rows_per_s']:>12,.0f}")
     print(f"throughput ratio large/small: {large['rows_per_s'] / small['rows_per_s']:.2f}x "
           f"(rows {large['rows'] / small['rows']:.1f}x, time {large['seconds'] / small['seconds']:.1f}x)")
-    out = Path(args.report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"sizes": sizes}, indent=2))
-    print(f"wrote {out}")
+    write_report(args.report, {"sizes": sizes})
     return 0
 
 

@@ -7,16 +7,15 @@ Writes reports/demo.json: each stage it ran and its wall time in seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from osmf_core import catalog as C
 from osmf_core import features
 from osmf_core.config import add_spark_args, spark_settings
 from osmf_core.models.paag import PAAGConfig
+from osmf_core.reports import write_report
 from osmf_core.training.data import FeatureBank
 from osmf_core.training.paag import MODEL_FILE, TrainConfig, auroc, load_model, predict, train
 from osmf_core.truth import Truth
@@ -94,11 +93,8 @@ def main(argv=None) -> int:
     for st in stages:
         print(f"  stage {st['stage']:<14} {st['seconds']:>8.1f}s")
 
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps({"stages": stages, "summary": s, "paag": paag,
-                                  "loads": [r.__dict__ for r in result.reports]}, indent=2))
-    print(f"wrote {report}")
+    write_report(args.report, {"stages": stages, "summary": s, "paag": paag,
+                               "loads": [r.__dict__ for r in result.reports]})
     return 0
 
 

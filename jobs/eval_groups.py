@@ -26,10 +26,8 @@ Writes reports/eval_groups.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,6 +40,7 @@ from osmf_core import world
 from osmf_core.config import add_spark_args, spark_settings
 from osmf_core.grouping import cluster_products, merge_small
 from osmf_core.regroup import RegroupConfig
+from osmf_core.reports import write_report
 from osmf_core.spark import build_spark
 from osmf_core.store import read_table
 from osmf_core.training.paag import load_model
@@ -152,10 +151,7 @@ def main(argv=None) -> int:
     for m in METHODS:
         print(f"{m:<12} {out['groups_per_product'][m]:>7.2f} {out['ndcg5'][m]:>8.4f} {out['ndcg5_true'][m]:>12.4f} "
               f"{out['ari'][m]:>7.4f}")
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps({**out, "run_date": run_date, "min_exposure": args.min_exposure}, indent=2))
-    print(f"wrote {report}")
+    write_report(args.report, {**out, "run_date": run_date, "min_exposure": args.min_exposure})
     return 0
 
 

@@ -6,7 +6,6 @@ gap closed = (AUROC - 0.5) / (oracle AUROC - 0.5). Writes reports/paag_ablation.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from osmf_core.models.paag import RUNGS, PAAGConfig
+from osmf_core.reports import write_report
 from osmf_core.training.data import FeatureBank
 from osmf_core.training.paag import MODEL_FILE, TrainConfig, auroc, load_model, predict, train
 from osmf_core.truth import Truth
@@ -62,12 +62,9 @@ def main(argv=None) -> int:
     for r in rungs:
         print(f"{r:<10} {mean[r]:>8.4f} {std[r]:>8.4f} {(mean[r] - 0.5) / (oracle - 0.5):>10.1%}")
     print(f"{'oracle':<10} {oracle:>8.4f}")
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps({"auroc": mean, "auroc_std": std, "oracle_auroc": oracle, "gap_closed": gap,
-                                  "seeds": args.seeds, "epochs": args.epochs,
-                                  "neg_rate": args.neg_rate}, indent=2))
-    print(f"wrote {report}")
+    write_report(args.report, {"auroc": mean, "auroc_std": std, "oracle_auroc": oracle, "gap_closed": gap,
+                               "seeds": args.seeds, "epochs": args.epochs,
+                               "neg_rate": args.neg_rate})
     return 0
 
 

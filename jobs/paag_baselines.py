@@ -14,9 +14,7 @@ Writes reports/paag_baselines.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +22,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from osmf_core import world
+from osmf_core.reports import write_report
 from osmf_core.training.data import EXAMPLE_FIELDS, FeatureBank, example_batches
 from osmf_core.training.paag import TrainConfig, auroc
 from osmf_core.truth import Truth
@@ -95,10 +94,7 @@ def main(argv=None) -> int:
     for name, value in out.items():
         shown = ", ".join(f"{v:.4f}" for v in value) if isinstance(value, list) else f"{value:.4f}"
         print(f"{name:<28} {shown}")
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(out, indent=2))
-    print(f"wrote {report}")
+    write_report(args.report, out)
     return 0
 
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from osmf_core import queries
-from osmf_core.config import add_spark_args, spark_settings
+from osmf_core.config import ConfigError, add_spark_args, spark_settings
 from osmf_core.spark import build_spark
 
 
@@ -27,10 +27,14 @@ def main(argv=None) -> int:
         for name in queries.names():
             print(f"{name:<32} {queries.text(name).splitlines()[0].split(':', 1)[-1].strip()}")
         return 0
-    queries.text(args.query)  # unknown name: one clear line before Spark starts
-    settings = spark_settings(args)
-    spark = build_spark(settings)
-    df = queries.run(spark, args.query, settings.warehouse, args.run_date, args.top_n)
+    try:  # an unknown query, bad Spark flags or a parameter without a value: one line
+        queries.text(args.query)  # before Spark starts
+        settings = spark_settings(args)
+        spark = build_spark(settings)
+        df = queries.run(spark, args.query, settings.warehouse, args.run_date, args.top_n)
+    except (KeyError, ConfigError) as e:
+        print(f"sql: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     rows = df.limit(args.rows + 1).toPandas()
     print(rows.head(args.rows).to_string(index=False))
     if len(rows) > args.rows:
@@ -40,7 +44,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyError, ValueError) as e:
-        sys.exit(f"sql: {e.args[0] if e.args else e}")
+    sys.exit(main())

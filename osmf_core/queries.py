@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from osmf_core import catalog as C
+from osmf_core.config import ConfigError
 from osmf_core.store import read_table, register_tables, table_exists
 
 QUERY_DIR = Path(__file__).resolve().parent.parent / "sql" / "queries"
@@ -54,7 +55,7 @@ def render(sql: str, params: dict) -> str:
     """Fill in ${name} parameters; a parameter without a value is an error naming it."""
     missing = sorted({m for m in _PARAM.findall(sql) if m not in params})
     if missing:
-        raise ValueError(f"no value for {', '.join(missing)}: run the regroup first or pass it explicitly")
+        raise ConfigError(f"no value for {', '.join(missing)}: run the regroup first or pass it explicitly")
     return _PARAM.sub(lambda m: params[m.group(1)], sql)
 
 

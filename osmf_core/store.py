@@ -111,14 +111,14 @@ def register_tables(spark: SparkSession, tables, warehouse: str) -> list[str]:
     if "://" not in warehouse:  # a relative location would resolve against Spark's own warehouse dir
         warehouse = os.path.abspath(warehouse)
     for t in tables:
-        if table_exists(spark, t, warehouse):
-            spark.sql(f"create schema if not exists {t.layer}")
-            if spark.catalog.tableExists(t.fqn):  # this session named another warehouse's table: re-point
-                if spark.catalog.getTable(t.fqn).tableType != "EXTERNAL":
-                    raise ValueError(f"{t.fqn} is a managed table of this session, not one of a warehouse")
+        here = table_exists(spark, t, warehouse)
+        if spark.catalog.tableExists(t.fqn):  # named earlier, perhaps for another warehouse: re-point
+            if spark.catalog.getTable(t.fqn).tableType == "EXTERNAL":
                 spark.sql(f"drop table {t.fqn}")  # external: only the name goes, never the data
+            elif here:
+                raise ValueError(f"{t.fqn} is a managed table of this session, not one of a warehouse")
+        if here:
+            spark.sql(f"create schema if not exists {t.layer}")
             spark.sql(f"create table {t.fqn} using delta location '{t.path(warehouse)}'")
             done.append(t.fqn)
-        elif spark.catalog.tableExists(t.fqn) and spark.catalog.getTable(t.fqn).tableType == "EXTERNAL":
-            spark.sql(f"drop table {t.fqn}")  # absent here: the name must not read another warehouse
     return done

@@ -5,7 +5,6 @@ The regroup runs as its own process (jobs/regroup.py) in a new session so that a
 Writes reports/faults.json."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -20,6 +19,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from osmf_core import catalog as C
+from osmf_core.reports import write_report
 from osmf_core.store import FAILPOINT, checksum, read_table, table_exists
 from tests.test_regroup import CFG
 
@@ -81,19 +81,17 @@ def clean(spark, paag_wh, paag_model, tmp_path_factory):
     assert all(v != EMPTY for v in state.values())
     metrics = read_table(spark, C.METRICS, wh).count()
     yield wh, paag_model, state, metrics, seconds
-    report = ROOT / "reports" / "faults.json"
-    report.parent.mkdir(exist_ok=True)
-    report.write_text(json.dumps({
+    write_report(ROOT / "reports" / "faults.json", {
         "injected": len(LOG), "runs_recovered": sum(r["recovered"] for r in LOG),
         "rows_lost": sum(r["rows_lost"] for r in LOG), "duplicates": sum(r["duplicates"] for r in LOG),
-        "faults": LOG}, indent=2))
+        "faults": LOG})
 
 
 def _inject(spark, clean, kind: str, how) -> None:
     """Start from empty GAIP tables, kill a run with `how(proc)`, check the half-way state, rerun, compare."""
-    wh, model, want, n_metrics, _ = clean
+    wh, model, want, n_metrics, seconds = clean
     shutil.rmtree(Path(wh) / "gaip", ignore_errors=True)
-    how(wh, model)
+    how(wh, model, seconds)
     after_kill = _state(spark, wh)
     torn = [t for t, v in after_kill.items() if v not in (EMPTY, want[t])]
     assert not torn, f"{kind}: tables neither old nor new after the kill: {torn}"
@@ -107,14 +105,14 @@ def _inject(spark, clean, kind: str, how) -> None:
     assert got == want and metrics_ok and lost == 0 and dup == 0, LOG[-1]
 
 
-def _kill_after_commit(wh, model):
+def _kill_after_commit(wh, model, _seconds):
     """Killed right after gaip.groups committed: user_groups and groups are new, the rest not written."""
     proc = _start(wh, model, env={FAILPOINT: C.GROUPS.fqn})
     proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL
 
 
-def _kill_during_commit(wh, model):
+def _kill_during_commit(wh, model, _seconds):
     """Killed once the data files of gaip.group_ctr exist, before Delta commits them to the log."""
     proc = _start(wh, model)
     part = Path(wh) / "gaip" / "group_ctr"
@@ -127,8 +125,7 @@ def _kill_during_commit(wh, model):
 
 
 def _kill_at_random(seed: int):
-    def how(wh, model):
-        _, _, _, _, seconds = CLEAN_TIME
+    def how(wh, model, seconds):  # seconds: how long a clean run took
         delay = random.Random(seed).uniform(0.1, 0.6) * seconds  # inside any run's span
         proc = _start(wh, model)
         try:
@@ -138,8 +135,6 @@ def _kill_at_random(seed: int):
             _kill(proc)
     return how
 
-
-CLEAN_TIME: tuple = ()
 
 
 def test_killed_after_one_commit_then_rerun(spark, clean):
@@ -151,16 +146,12 @@ def test_killed_during_a_delta_commit_then_rerun(spark, clean):
 
 
 def test_killed_at_a_random_time_then_rerun(spark, clean):
-    global CLEAN_TIME
-    CLEAN_TIME = clean
     _inject(spark, clean, "random time (seed 0)", _kill_at_random(0))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1, 6))
 def test_killed_at_more_random_times_then_rerun(spark, clean, seed):
-    global CLEAN_TIME
-    CLEAN_TIME = clean
     _inject(spark, clean, f"random time (seed {seed})", _kill_at_random(seed))
 
 
