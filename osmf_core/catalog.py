@@ -292,11 +292,52 @@ PAAG_EXAMPLES = Table(
     comment="PAAG training rows, read through petastorm",
 )
 
+# G-MLLM and GRM training rows, built by jobs/build_instructions.py from the gaip and raw tables. Group
+# features are flattened here (petastorm reads no nested lists): centroid then points, group_dim floats each.
+INSTRUCTIONS = Table(
+    "feat", "instructions",
+    (_c("run_date", _DATE, "regroup run the groups come from"),
+     _c("task", _STR, "group_analysis | behavioral_prediction | product_understanding | prompt_generation"),
+     _c("template", _INT, "index of the Table 5 template used"),
+     _c("product_id", _LONG, "product"),
+     _c("group_id", _INT, "group the row is about, -1 = none (no group token)"),
+     _c("example", _INT, "index among the rows of this (task, product, group)"),
+     _c("instruction", _STR, "prompt text with <group> and <image> placeholders"),
+     _c("response", _STR, "target text"),
+     _c("image", _BIN, "PNG shown at <image>, empty when the instruction has none"),
+     _c("group_features", _VEC, "centroid and percentile points of the group, flattened; empty for none"),
+     _c("group_dim", _INT, "size of one group vector (0 when none)")),
+    grain="one row per (run date, task, product, group, example)",
+    key=("run_date", "task", "product_id", "group_id", "example"),
+    partition_by=("run_date",),
+    comment="instruction data of the four G-MLLM pre-training tasks (paper Table 5)",
+)
+
+GRM_EXAMPLES = Table(
+    "feat", "grm_examples",
+    (_c("run_date", _DATE, "regroup run the pairs come from"),
+     _c("split", _STR, "train or test (held-out products)"),
+     _c("product_id", _LONG, "product"),
+     _c("group_id", _INT, "group"),
+     _c("creative_a", _LONG, "first creative"),
+     _c("creative_b", _LONG, "second creative"),
+     _c("title", _STR, "product title"),
+     _c("image_a", _BIN, "PNG of creative_a"),
+     _c("image_b", _BIN, "PNG of creative_b"),
+     _c("group_features", _VEC, "centroid and percentile points of the group, flattened"),
+     _c("group_dim", _INT, "size of one group vector"),
+     _c("label", _INT, "1 if creative_a has the higher CTR in the group")),
+    grain="one row per (run date, product, group, creative pair)",
+    key=("run_date", "product_id", "group_id", "creative_a", "creative_b"),
+    partition_by=("run_date", "split"),
+    comment="GRM rows: gaip.pairs with the two images and the group features, read through petastorm",
+)
+
 TABLES: tuple[Table, ...] = (
     USERS, PRODUCTS, CREATIVES, IMPRESSIONS,
     REJECTS, GROUPS, USER_GROUPS, GROUP_CTR, PAIRS, METRICS,
     PROMPTS, GENERATED,
-    TITLE_TOKENS, IMAGE_PATCHES, PAAG_EXAMPLES,
+    TITLE_TOKENS, IMAGE_PATCHES, PAAG_EXAMPLES, INSTRUCTIONS, GRM_EXAMPLES,
 )
 
 
