@@ -41,25 +41,20 @@ def read_columns(t: C.Table, warehouse: str, fields: list[str], partition: dict 
             yield {f: np.asarray(getattr(batch, f)) for f in fields}
 
 
-def example_batches(warehouse: str, split: str, batch_size: int, seed: int | None, shard: int = 0,
-                    shards: int = 1, buffer_rows: int = 65_536, drop_last: bool = False, neg_rate: float = 1.0):
-    """Batches of feat.paag_examples rows; shuffled through a buffer when a seed is given.
-
-    `neg_rate` < 1 keeps every clicked row and that share of the others (negative downsampling, drawn
-    anew each epoch from the seed): the trainer adds log(neg_rate) to the logits so the model stays
-    calibrated to the full log."""
-    if not 0 < neg_rate <= 1:
-        raise ValueError(f"neg_rate must be in (0, 1], got {neg_rate}")
-    if neg_rate < 1 and seed is None:
-        raise ValueError("negative downsampling needs a seed")
+def row_batches(t: C.Table, warehouse: str, fields: list[str], partition: dict | None, batch_size: int,
+                seed: int | None, shard: int = 0, shards: int = 1, buffer_rows: int = 65_536,
+                drop_last: bool = False, keep=None):
+    """Batches (dicts of numpy columns) of any catalog table's rows through petastorm; shuffled through a
+    bounded buffer when a seed is given (file order too), in table order when not. `keep(group, rng)`
+    may return a boolean mask that drops rows of each row group before batching."""
     rng = np.random.default_rng(seed) if seed is not None else None
     pending: list[dict] = []
     held = 0
 
     def flush(final: bool):
         nonlocal pending, held
-        cols = {f: np.concatenate([p[f] for p in pending]) for f in EXAMPLE_FIELDS}
-        n = len(cols["clicked"])
+        cols = {f: np.concatenate([p[f] for p in pending]) for f in fields}
+        n = len(cols[fields[0]])
         order = rng.permutation(n) if rng is not None else np.arange(n)
         full = n - n % batch_size
         for lo in range(0, full, batch_size):
@@ -73,17 +68,41 @@ def example_batches(warehouse: str, split: str, batch_size: int, seed: int | Non
             pending = [{f: v[rest] for f, v in cols.items()}]
             held = len(rest)
 
-    for group in read_columns(C.PAAG_EXAMPLES, warehouse, EXAMPLE_FIELDS, {"split": split}, shard, shards,
-                              shuffle_seed=seed):
-        if neg_rate < 1:
-            keep = group["clicked"].astype(bool) | (rng.random(len(group["clicked"])) < neg_rate)
-            group = {f: v[keep] for f, v in group.items()}
+    for group in read_columns(t, warehouse, fields, partition, shard, shards, shuffle_seed=seed):
+        if keep is not None:
+            mask = keep(group, rng)
+            group = {f: v[mask] for f, v in group.items()}
         pending.append(group)
-        held += len(group["clicked"])
+        held += len(group[fields[0]])
         if held >= buffer_rows:
             yield from flush(final=False)
     if held:
         yield from flush(final=True)
+
+
+def example_batches(warehouse: str, split: str, batch_size: int, seed: int | None, shard: int = 0,
+                    shards: int = 1, buffer_rows: int = 65_536, drop_last: bool = False, neg_rate: float = 1.0):
+    """Batches of feat.paag_examples rows; shuffled through a buffer when a seed is given.
+
+    `neg_rate` < 1 keeps every clicked row and that share of the others (negative downsampling, drawn
+    anew each epoch from the seed): the trainer adds log(neg_rate) to the logits so the model stays
+    calibrated to the full log."""
+    if not 0 < neg_rate <= 1:
+        raise ValueError(f"neg_rate must be in (0, 1], got {neg_rate}")
+    if neg_rate < 1 and seed is None:
+        raise ValueError("negative downsampling needs a seed")
+    keep = None if neg_rate == 1 else \
+        (lambda g, rng: g["clicked"].astype(bool) | (rng.random(len(g["clicked"])) < neg_rate))
+    return row_batches(C.PAAG_EXAMPLES, warehouse, EXAMPLE_FIELDS, {"split": split}, batch_size, seed, shard,
+                       shards, buffer_rows, drop_last, keep)
+
+
+def latest_partition(t: C.Table, warehouse: str, column: str = "run_date") -> str:
+    """The largest value of a partition column in the table's current snapshot (as Delta stores it)."""
+    values = [p[column] for p in DeltaTable(t.path(warehouse)).partitions() if p.get(column) is not None]
+    if not values:
+        raise FileNotFoundError(f"{t.fqn} at {t.path(warehouse)} has no {column} partition")
+    return max(values)
 
 
 @dataclass

@@ -6,21 +6,17 @@ engine, the optimizer, the data position and the RNG state, so a killed run resu
 """
 from __future__ import annotations
 
-import json
-import os
-import socket
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from osmf_core.models.paag import PAAG, PAAGConfig
 from osmf_core.training.data import ATTRS, FeatureBank, example_batches
+from osmf_core.training.loop import CHECKPOINTS, ds_config, fit, init_distributed, usable_checkpoint  # noqa: F401
+# (CHECKPOINTS and usable_checkpoint are part of this module's interface: tests and jobs import them here)
 
-CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.pt"
 
 
@@ -55,20 +51,6 @@ class TrainConfig:
             raise ValueError("neg_rate must be in (0, 1]")
 
 
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size). Without a launcher this is a single process with gloo."""
-    import deepspeed
-    if "RANK" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(port))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, verbose=False)
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-
-
 def _tensors(batch: dict, bank: FeatureBank, device) -> tuple:
     attrs = torch.from_numpy(np.stack([batch[a] for a in ATTRS], axis=1).astype(np.int64))
     title, tmask = bank.titles(batch["product_id"])
@@ -78,10 +60,7 @@ def _tensors(batch: dict, bank: FeatureBank, device) -> tuple:
 
 
 def _ds_config(cfg: TrainConfig) -> dict:
-    ds = json.loads(Path(cfg.deepspeed_config).read_text())
-    ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
-    ds.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"]["lr"] = cfg.lr
-    return ds
+    return ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr)
 
 
 def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
@@ -97,78 +76,25 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
                             base_rate=click_rate(cfg.warehouse))
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                            config=_ds_config(cfg))
-    ckpt = Path(cfg.out_dir) / CHECKPOINTS
-    step, epoch, skip, start = 0, 0, 0, 0
-    tag = usable_checkpoint(ckpt)
-    if tag is not None:
-        _, client = engine.load_checkpoint(str(ckpt), tag=tag)
-        step, epoch, skip = client["step"], client["epoch"], client["batch_in_epoch"]
-        torch.set_rng_state(client["torch_rng"])
-        start = step
     loss_fn = torch.nn.BCEWithLogitsLoss()
     offset = float(np.log(cfg.neg_rate))  # odds of a click among the kept rows are 1/neg_rate times higher
-    bar = tqdm(desc=f"PAAG {mcfg.rung}", initial=step, disable=not cfg.progress or rank != 0, unit="step",
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
-    smooth, done = None, False
-    while epoch < cfg.epochs and not done:
-        engine.train()
-        batches = example_batches(cfg.warehouse, "train", cfg.batch_size, seed=cfg.seed * 1000 + epoch,
-                                  shard=rank, shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True,
-                                  neg_rate=cfg.neg_rate)
-        for k, batch in enumerate(batches):
-            if k < skip:
-                continue
-            inputs, labels = _tensors(batch, bank, engine.device)
-            loss = loss_fn(engine(*inputs) - offset, labels)
-            engine.backward(loss)
-            engine.step()
-            step += 1
-            smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{smooth:.4f}")
-            if stop_after is not None and step - start >= stop_after:
-                bar.close()
-                return {"step": step, "stopped": True}
-            if step % cfg.save_every == 0:
-                engine.save_checkpoint(str(ckpt), tag=f"step{step}", client_state={
-                    "step": step, "epoch": epoch, "batch_in_epoch": k + 1, "torch_rng": torch.get_rng_state()})
-            if cfg.max_steps and step >= cfg.max_steps:
-                done = True
-                break
-        else:
-            epoch, skip = epoch + 1, 0
-    bar.close()
+
+    def batches(epoch: int):
+        return example_batches(cfg.warehouse, "train", cfg.batch_size, seed=cfg.seed * 1000 + epoch, shard=rank,
+                               shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True, neg_rate=cfg.neg_rate)
+
+    def loss_of(batch):
+        inputs, labels = _tensors(batch, bank, engine.device)
+        return loss_fn(engine(*inputs) - offset, labels)
+
+    out = fit(engine, batches, loss_of, epochs=cfg.epochs, out_dir=cfg.out_dir, save_every=cfg.save_every,
+              name=f"PAAG {mcfg.rung}", max_steps=cfg.max_steps, progress=cfg.progress, rank=rank,
+              stop_after=stop_after)
+    if out["stopped"]:
+        return {"step": out["step"], "stopped": True}
     if rank == 0:
         save_model(engine.module, cfg, Path(cfg.out_dir) / MODEL_FILE)
-    return {"step": step, "resumed_from": start, "stopped": False, "loss": smooth}
-
-
-def usable_checkpoint(ckpt: Path, log=lambda m: print(m, file=sys.stderr)) -> str | None:
-    """Tag of the newest complete checkpoint at or before the one `latest` names (DeepSpeed writes `latest`
-    after a whole save). A checkpoint with a file that does not load (truncated, corrupt) or without
-    model states is reported in one line and skipped; None when nothing usable is left."""
-    latest = ckpt / "latest"
-    if not latest.exists():
-        return None
-    step_of = lambda d: int(d.name[4:]) if d.name[4:].isdigit() else -1  # noqa: E731  (tags are stepN)
-    newest = step_of(ckpt / latest.read_text().strip())
-    for d in sorted((d for d in ckpt.glob("step*") if d.is_dir()), key=step_of, reverse=True):
-        if step_of(d) > newest:
-            log(f"[paag] skipping checkpoint {d.name}: newer than `latest`, its save did not finish")
-            continue
-        files = sorted(d.glob("*.pt"))
-        problem = None if any(f.name.endswith("model_states.pt") for f in files) else "no model states file"
-        for f in files if problem is None else []:
-            try:
-                torch.load(f, map_location="cpu", weights_only=False, mmap=True)
-            except Exception as e:  # noqa: BLE001  (any unreadable file disqualifies the checkpoint)
-                problem = f"{f.name} does not load ({type(e).__name__}: {str(e)[:80]})"
-                break
-        if problem is None:
-            return d.name
-        log(f"[paag] skipping checkpoint {d.name}: {problem}")
-    log(f"[paag] no usable checkpoint in {ckpt}: starting from scratch")
-    return None
+    return {"step": out["step"], "resumed_from": out["resumed_from"], "stopped": False, "loss": out["loss"]}
 
 
 def click_rate(warehouse: str) -> float:

@@ -1,0 +1,263 @@
+"""G-MLLM: a LLaVA model from transformers with a group token, and the group-aware reward model (GRM).
+
+The group token (eq. 7): an MLP maps G_{s,k} -- the group centroid and its percentile points, each of
+PAAG's d dimensions -- to one embedding e_G of the language model's width, placed first in the input:
+[e_G; X_V; X_T]. X_V are LLaVA's projected vision-tower patches, X_T the instruction's text tokens.
+
+Profiles:
+  tiny   random weights from a small CLIP-vision + Llama configuration and a BPE tokenizer trained offline
+         on the instruction corpus with `tokenizers` (tests, CPU demo)
+  local  a LLaVA checkpoint (e.g. llava-1.5-7b-hf) from a local directory: its own tokenizer and image
+         statistics; the group token is added to its vocabulary
+
+GRM (eq. 8): the same model reads [e_G; X_V(a); X_V(b); X_T] and a 2-way head on the last position's
+hidden state gives P(CTR_a > CTR_b | G).
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from osmf_core.instructions import GROUP_TOKEN, IMAGE_TOKEN
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN, GROUP_TOKEN]
+GROUP_WORD = "G"  # what the instruction text says where the group token was (the token itself goes first)
+MODEL_DIR, GROUP_FILE, META_FILE = "llava", "group_mlp.pt", "gmllm.json"
+
+
+@dataclass
+class GMLLMConfig:
+    # vision tower (CLIP ViT) of the tiny profile
+    image_size: int = 64  # pixels the tower sees (images are resized)
+    patch_size: int = 16  # (64/16)^2 = 16 image tokens per image
+    vision_hidden: int = 32
+    vision_layers: int = 2
+    vision_heads: int = 2
+    # language model (Llama) of the tiny profile
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_intermediate: int = 128
+    max_positions: int = 1024
+    vocab_size: int = 2000  # BPE vocabulary trained on the instruction corpus
+    # group token
+    group_dim: int = 128  # size of one group vector (PAAG's d)
+    group_points: int = 10  # percentile points in G_{s,k} (15th x2, 55th x3, 95th x5)
+    group_hidden: int = 256  # hidden width of the group MLP
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+        if self.text_hidden % self.text_heads or self.vision_hidden % self.vision_heads:
+            raise ValueError("hidden sizes must be multiples of the head counts")
+        if self.group_points < 0 or self.group_dim < 1:
+            raise ValueError("group_points must be >= 0 and group_dim >= 1")
+
+
+def train_tokenizer(texts, vocab_size: int = 2000):
+    """A byte-level BPE tokenizer trained offline on `texts`, with the image and group tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+def points_kept(n_points: int, total: int) -> list[int]:
+    """Which of the `total` percentile points a model that uses `n_points` of them reads: evenly spread
+    over the percentile set (1 -> the first 15th, 5 -> 15th, 55th x2, 95th x2, 10 -> all)."""
+    if not 0 <= n_points <= total:
+        raise ValueError(f"n_points must be in [0, {total}], got {n_points}")
+    return sorted({int(round(i)) for i in np.linspace(0, total - 1, n_points)}) if n_points else []
+
+
+class GroupTokenMLP(nn.Module):
+    """G_{s,k} (centroid + points, each group_dim) -> e_G (text width). Points a model does not use are
+    zeroed, so the same MLP serves the 0/1/5/10-point variants of Figure 3."""
+
+    def __init__(self, group_dim: int, group_points: int, hidden: int, out: int):
+        super().__init__()
+        self.group_dim, self.group_points = group_dim, group_points
+        self.net = nn.Sequential(nn.LayerNorm((1 + group_points) * group_dim),
+                                 nn.Linear((1 + group_points) * group_dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+
+    def forward(self, g: torch.Tensor, n_points: int | None = None) -> torch.Tensor:
+        """g (B, (1 + group_points) * group_dim) -> (B, out)."""
+        g = g.view(len(g), 1 + self.group_points, self.group_dim)
+        if n_points is not None and n_points < self.group_points:
+            keep = torch.zeros(1 + self.group_points, dtype=torch.bool, device=g.device)
+            keep[0] = True
+            keep[[1 + i for i in points_kept(n_points, self.group_points)]] = True
+            g = g * keep.view(1, -1, 1)
+        return self.net(g.flatten(1))
+
+
+class GroupLlava(nn.Module):
+    """LLaVA + group token. `embed` builds [e_G; X_V; X_T]; `forward` is the causal LM on it."""
+
+    def __init__(self, llava, tokenizer, group_dim: int, group_points: int, group_hidden: int,
+                 image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
+        super().__init__()
+        self.llava, self.tokenizer = llava, tokenizer
+        hidden = llava.config.text_config.hidden_size
+        self.group_mlp = GroupTokenMLP(group_dim, group_points, group_hidden, hidden)
+        vc = llava.config.vision_config
+        self.image_size, self.patch_size = vc.image_size, vc.patch_size
+        self.n_image_tokens = (vc.image_size // vc.patch_size) ** 2
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.group_token_id = tokenizer.convert_tokens_to_ids(GROUP_TOKEN)
+        self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+        self.meta = {"group_dim": group_dim, "group_points": group_points, "group_hidden": group_hidden,
+                     "image_mean": list(image_mean), "image_std": list(image_std)}
+
+    @property
+    def hidden_size(self) -> int:
+        return self.llava.config.text_config.hidden_size
+
+    # ------------------------------------------------------------------ inputs
+    def pixels(self, pngs) -> torch.Tensor:
+        """PNG bytes -> normalised (N, 3, S, S) pixel values for the vision tower."""
+        arr = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((self.image_size,) * 2,
+                                                                                   Image.BILINEAR))
+                        for b in pngs]).astype(np.float32) / 255.0
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).to(self.image_mean.device)
+        return (x - self.image_mean) / self.image_std
+
+    def prefix(self, instruction: str, use_group: bool = True) -> tuple[str, str]:
+        """(special-token prefix, text) of an instruction: eq. 7 puts e_G first, then every image's patches;
+        the text keeps a plain word where the placeholders stood."""
+        has_group, n_images = use_group and GROUP_TOKEN in instruction, instruction.count(IMAGE_TOKEN)
+        text = " ".join(instruction.replace(IMAGE_TOKEN, " ").replace(
+            GROUP_TOKEN, GROUP_WORD if use_group else "").split())
+        return (GROUP_TOKEN if has_group else "") + IMAGE_TOKEN * (self.n_image_tokens * n_images), text
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, group_features: torch.Tensor | None,
+              n_points: int | None = None) -> torch.Tensor:
+        """Token embeddings with the image patches and e_G scattered into their placeholder positions.
+        pixel_values: every image of the batch in reading order (row by row); group_features: (B, G) rows,
+        read for the rows that have a group token."""
+        emb = self.llava.get_input_embeddings()(input_ids)
+        img = input_ids == self.image_token_id
+        if img.any():
+            out = self.llava.model.get_image_features(pixel_values=pixel_values.to(emb.dtype))
+            feats = torch.cat(list(out.pooler_output), dim=0).to(emb.dtype)
+            if feats.shape[0] != int(img.sum()):
+                raise ValueError(f"{int(img.sum())} image tokens but {feats.shape[0]} image features")
+            emb = emb.masked_scatter(img.unsqueeze(-1), feats)
+        grp = input_ids == self.group_token_id
+        if grp.any():
+            rows = grp.any(dim=1)
+            if (grp.sum(dim=1) > 1).any():
+                raise ValueError("at most one group token per row")
+            e_g = self.group_mlp(group_features[rows].to(emb.dtype), n_points).to(emb.dtype)
+            emb = emb.masked_scatter(grp.unsqueeze(-1), e_g)
+        return emb
+
+    def forward(self, input_ids, attention_mask, pixel_values=None, group_features=None, labels=None,
+                n_points: int | None = None):
+        emb = self.embed(input_ids, pixel_values, group_features, n_points)
+        return self.llava(inputs_embeds=emb, attention_mask=attention_mask, labels=labels)
+
+    def hidden(self, input_ids, attention_mask, pixel_values=None, group_features=None, n_points=None):
+        """Last-layer hidden states (B, L, H) of the language model."""
+        emb = self.embed(input_ids, pixel_values, group_features, n_points)
+        return self.llava.model(inputs_embeds=emb, attention_mask=attention_mask).last_hidden_state
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        self.llava.save_pretrained(path / MODEL_DIR)
+        self.tokenizer.save_pretrained(path / MODEL_DIR)
+        torch.save(self.group_mlp.state_dict(), path / GROUP_FILE)
+        (path / META_FILE).write_text(json.dumps(self.meta, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GroupLlava":
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+        path = Path(path)
+        if not (path / META_FILE).is_file():
+            raise FileNotFoundError(f"{path} holds no G-MLLM ({META_FILE} missing): run make pretrain-gmllm")
+        meta = json.loads((path / META_FILE).read_text())
+        llava = LlavaForConditionalGeneration.from_pretrained(path / MODEL_DIR)
+        tok = AutoTokenizer.from_pretrained(path / MODEL_DIR)
+        model = cls(llava, tok, meta["group_dim"], meta["group_points"], meta["group_hidden"],
+                    meta["image_mean"], meta["image_std"])
+        model.group_mlp.load_state_dict(torch.load(path / GROUP_FILE, map_location="cpu"))
+        return model.eval()
+
+
+def build_tiny(cfg: GMLLMConfig, tokenizer) -> GroupLlava:
+    """A randomly initialised tiny LLaVA (CLIP ViT + Llama) with the group token."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    vision = CLIPVisionConfig(hidden_size=cfg.vision_hidden, intermediate_size=2 * cfg.vision_hidden,
+                              num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+                              image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=cfg.vision_hidden)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_intermediate,
+                       num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
+                       num_key_value_heads=cfg.text_heads, max_position_embeddings=cfg.max_positions,
+                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                         vision_feature_select_strategy="default", vision_feature_layer=-1,
+                         projector_hidden_act="gelu")
+    return GroupLlava(LlavaForConditionalGeneration(config), tokenizer, cfg.group_dim, cfg.group_points,
+                      cfg.group_hidden)
+
+
+def from_local(path: str, cfg: GMLLMConfig) -> GroupLlava:
+    """A pretrained LLaVA from a local directory (no hub): its tokenizer gains the group token."""
+    from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
+    llava = LlavaForConditionalGeneration.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    if GROUP_TOKEN not in tok.get_vocab():
+        tok.add_special_tokens({"additional_special_tokens": [GROUP_TOKEN]})
+        llava.resize_token_embeddings(len(tok))
+    proc = AutoImageProcessor.from_pretrained(path)
+    return GroupLlava(llava, tok, cfg.group_dim, cfg.group_points, cfg.group_hidden,
+                      tuple(proc.image_mean), tuple(proc.image_std))
+
+
+class GRM(nn.Module):
+    """Group-aware reward model: G-MLLM + a 2-way head; logits[:, 1] - logits[:, 0] favours creative a.
+
+    `use_group` False is the group-agnostic (CAIG-like) model: no group token in its input.
+    `n_points` is how many percentile points the group token reads (None: all)."""
+
+    def __init__(self, base: GroupLlava, use_group: bool = True, n_points: int | None = None):
+        super().__init__()
+        self.base, self.use_group, self.n_points = base, use_group, n_points
+        self.head = nn.Linear(base.hidden_size, 2)
+        self.meta = {"use_group": use_group, "n_points": n_points}
+
+    def forward(self, input_ids, attention_mask, pixel_values, group_features) -> torch.Tensor:
+        h = self.base.hidden(input_ids, attention_mask, pixel_values, group_features if self.use_group else None,
+                             self.n_points)
+        last = attention_mask.long().sum(dim=1) - 1  # right padding: the last real token saw everything
+        return self.head(h[torch.arange(len(h), device=h.device), last])
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        self.base.save(path)
+        torch.save({"head": self.head.state_dict(), **self.meta}, path / "grm_head.pt")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GRM":
+        blob = torch.load(Path(path) / "grm_head.pt", map_location="cpu")
+        grm = cls(GroupLlava.load(path), blob["use_group"], blob["n_points"])
+        grm.head.load_state_dict(blob["head"])
+        return grm.eval()
+
+
