@@ -297,7 +297,7 @@ PAAG_EXAMPLES = Table(
 INSTRUCTIONS = Table(
     "feat", "instructions",
     (_c("run_date", _DATE, "regroup run the groups come from"),
-     _c("task", _STR, "group_analysis | behavioral_prediction | product_understanding | prompt_generation"),
+     _c("task", _STR, "group_analysis, behavioral_prediction, product_understanding, prompt_generation, creative_captioning"),
      _c("template", _INT, "index of the Table 5 template used"),
      _c("product_id", _LONG, "product"),
      _c("group_id", _INT, "group the row is about, -1 = none (no group token)"),

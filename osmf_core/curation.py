@@ -1,7 +1,8 @@
 """Spark: the G-MLLM instruction table and the GRM pair table of one regroup run date.
 
     feat.instructions   the four tasks of Table 5 (texts from osmf_core.instructions), with the product
-                        image where the task shows one and the group's features for the group token
+                        image where the task shows one and the group's features for the group token; plus
+                        creative captioning (each creative's image and its background's style words)
     feat.grm_examples   gaip.pairs with both creative images and the group's features, split by product
                         into train and test (held-out products)
 
@@ -19,8 +20,10 @@ from pyspark.sql import types as T
 
 from osmf_core import catalog as C
 from osmf_core.config import ConfigError
-from osmf_core.instructions import (TABLE5_ATTRIBUTES, Teacher, behavioral_prompt_users, behavioral_response,
-                                    best_ctr_teacher, group_analysis_response, render, template_index)
+from osmf_core.instructions import (TABLE5_ATTRIBUTES, Teacher, background_words, behavioral_prompt_users,
+                                    behavioral_response, best_ctr_teacher, group_analysis_response, render,
+                                    template_index)
+from osmf_core.world import CREATIVE_STRIDE
 from osmf_core.store import read_table, table_exists, write_table
 
 
@@ -165,6 +168,22 @@ def prompt_generation(ctr: DataFrame, creatives: DataFrame, titles: DataFrame, c
     return rows.groupBy("product_id", "group_id").applyInPandas(fmt, _TEXT_SCHEMA)
 
 
+def creative_captioning(creatives: DataFrame, cfg: CurationConfig) -> DataFrame:
+    """One row per creative: its own image and the style words of its prompt (LLaVA stage-1 analog)."""
+    pick = _pick("creative_captioning", cfg)
+    stride = F.lit(CREATIVE_STRIDE)
+
+    def fmt(pdf: pd.DataFrame) -> pd.DataFrame:
+        out = [("creative_captioning", pick(pid, -1, ex), pid, -1, ex, render("creative_captioning", pick(pid, -1, ex)),
+                background_words(prompt))
+               for pid, ex, prompt in zip(pdf["product_id"], pdf["example"], pdf["prompt"])]
+        return pd.DataFrame(out, columns=list(TEXT_COLUMNS)).assign(image=list(pdf["image"]))
+    schema = T.StructType([*_TEXT_SCHEMA.fields, C.INSTRUCTIONS.schema["image"]])
+    rows = creatives.select("product_id", (F.col("creative_id") - F.col("product_id") * stride).cast("int").alias("example"),
+                            "prompt", "image")
+    return rows.mapInPandas(lambda it: (fmt(p) for p in it), schema)
+
+
 # ---------------------------------------------------------------------------------- the job
 def run(spark: SparkSession, cfg: CurationConfig, warehouse: str, teacher: Teacher = best_ctr_teacher,
         log=print) -> dict:
@@ -188,10 +207,12 @@ def run(spark: SparkSession, cfg: CurationConfig, warehouse: str, teacher: Teach
              .unionByName(prompt_generation(rd(C.GROUP_CTR).where(on_day), creatives, titles, cfg, teacher)))
     shows_image = F.col("instruction").contains("<image>")
     empty_vec = F.lit([]).cast(C.INSTRUCTIONS.column("group_features").dtype)
-    instructions = (texts.join(products.select("product_id", "image"), "product_id")
+    with_image = (texts.join(products.select("product_id", "image"), "product_id")
+                  .withColumn("image", F.when(shows_image, F.col("image")).otherwise(F.lit(b""))))
+    instructions = (with_image.unionByName(creative_captioning(creatives, cfg))
                     .join(groups, ["product_id", "group_id"], "left")
                     .select(F.lit(day).alias("run_date"), *TEXT_COLUMNS,
-                            F.when(shows_image, F.col("image")).otherwise(F.lit(b"")).alias("image"),
+                            "image",
                             F.coalesce("group_features", empty_vec).alias("group_features"),
                             F.coalesce("group_dim", F.lit(0)).alias("group_dim")))
     where = f"run_date = '{day.isoformat()}'"

@@ -78,10 +78,18 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "the product caption and the picture to accentuate the product's features. Please pay attention to "
         "the consumer with characteristic <users> and make the most suitable choice for him.",
     ),
+    # Beyond Table 5: LLaVA's stage-1 feature alignment (an image and its caption), on the advertising
+    # creatives and their background prompts. A pre-trained LLaVA already sees backgrounds; the tiny random
+    # vision tower learns the style vocabulary here, which the reward model then needs.
+    "creative_captioning": (
+        "<image> Describe the background of this advertising image.",
+        "<image> Write the background prompt this advertising image was made from.",
+    ),
 }
 TASKS = tuple(TEMPLATES)
+TABLE5_TASKS = TASKS[:4]
 # Tasks whose templates speak of the product image without an <image> slot get it in front, LLaVA-style.
-IMAGE_TASKS = ("product_understanding", "prompt_generation")
+IMAGE_TASKS = ("product_understanding", "prompt_generation", "creative_captioning")
 
 
 def template_index(task: str, product_id: int, group_id: int, example: int, seed: int) -> int:
@@ -144,4 +152,18 @@ def best_ctr_teacher(candidates: pd.DataFrame, prior_strength: float = 100.0) ->
     prior = candidates["clicks"].sum() / max(candidates["impressions"].sum(), 1)
     smoothed = (candidates["clicks"] + prior_strength * prior) / (candidates["impressions"] + prior_strength)
     order = np.lexsort((candidates["creative_id"].to_numpy(), -smoothed.to_numpy()))
-    return style_prompt(parse_style(candidates["prompt"].iloc[order[0]]))
+    return background_words(candidates["prompt"].iloc[order[0]])
+
+
+def background_words(prompt: str) -> str:
+    """A creative's prompt reduced to its style words: 'the product, cozy kitchen background, ...'."""
+    return style_prompt(parse_style(prompt))
+
+
+# The reward model's instruction (eq. 8): the group, two creatives, which one gets more clicks.
+GRM_INSTRUCTION = (f"{IMAGE_TOKEN} {IMAGE_TOKEN} For consumers {GROUP_TOKEN}, which of these two advertising images "
+                   "of {} will get more clicks: the first or the second?")
+
+
+def grm_instruction(title: str) -> str:
+    return GRM_INSTRUCTION.replace("{}", f'"{title}"')

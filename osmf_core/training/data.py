@@ -38,7 +38,18 @@ def read_columns(t: C.Table, warehouse: str, fields: list[str], partition: dict 
                            cur_shard=shard if shards > 1 else None, shard_count=shards if shards > 1 else None,
                            reader_pool_type="dummy") as reader:
         for batch in reader:
-            yield {f: np.asarray(getattr(batch, f)) for f in fields}
+            yield {f: _rows(getattr(batch, f)) for f in fields}
+
+
+def _rows(values) -> np.ndarray:
+    """A column as a 1-d array: petastorm gives a list column as 2-d when its row group's lists happen to
+    be of one length and as objects when not; rows of lists are always objects here, so groups concatenate."""
+    arr = np.asarray(values)
+    if arr.ndim > 1:
+        obj = np.empty(len(arr), dtype=object)
+        obj[:] = list(arr)
+        return obj
+    return arr
 
 
 def row_batches(t: C.Table, warehouse: str, fields: list[str], partition: dict | None, batch_size: int,

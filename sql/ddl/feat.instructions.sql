@@ -4,7 +4,7 @@
 create schema if not exists feat;
 create table if not exists feat.instructions (
   run_date       date not null comment 'regroup run the groups come from',
-  task           string not null comment 'group_analysis | behavioral_prediction | product_understanding | prompt_generation',
+  task           string not null comment 'group_analysis, behavioral_prediction, product_understanding, prompt_generation, creative_captioning',
   template       int not null comment 'index of the Table 5 template used',
   product_id     bigint not null comment 'product',
   group_id       int not null comment 'group the row is about, -1 = none (no group token)',

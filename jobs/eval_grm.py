@@ -1,0 +1,124 @@
+"""The Figure 3 analog: Pair Accuracy of the group-aware reward model against a group-agnostic one and
+against the number of percentile points in the group token, over seeds, on held-out products.
+
+    python jobs/eval_grm.py                 # after make pretrain-gmllm; writes reports/eval_grm.json
+Each variant is trained from the same pre-trained G-MLLM (runs/eval_grm/<variant>/seed<k>) and scored on
+the test pairs twice: against the pairs' observed labels (the group CTRs of the log, as the paper scores)
+and against the simulator's true labels (expected CTR of each creative over the group's users).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from osmf_core import catalog as C
+from osmf_core.models.gmllm import GRM
+from osmf_core.reports import write_report
+from osmf_core.training.data import latest_partition, read_columns
+from osmf_core.training.gmllm import MODEL_SUBDIR
+from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
+from osmf_core.truth import Truth
+from osmf_core.world import ATTRS
+
+VARIANTS = {  # name: (use_group, n_points); points_10 is the full GRM (10 points is the whole set)
+    "grm": (True, -1), "no_group": (False, -1), "points_0": (True, 0), "points_1": (True, 1), "points_5": (True, 5),
+}
+
+
+def true_labels(warehouse: str, run_date: str, scores: dict) -> np.ndarray:
+    """1 where creative_a has the higher expected CTR over the users of the pair's group (simulator truth)."""
+    truth = Truth.from_warehouse(warehouse)
+    products = set(np.unique(scores["product_id"]).tolist())
+    ug = pd.concat([pd.DataFrame(g) for g in read_columns(C.USER_GROUPS, warehouse, ["product_id", "user_id", "group_id"],
+                                                          {"run_date": run_date})])
+    ug = ug[ug["product_id"].isin(products)]
+    users = pd.concat([pd.DataFrame(g) for g in read_columns(C.USERS, warehouse, ["user_id", *ATTRS])])
+    members = ug.merge(users, on="user_id")
+    cache: dict = {}
+
+    def ctr(pid: int, gid: int, cid: int) -> float:
+        if (gid, cid) not in cache:
+            who = members[(members["product_id"] == pid) & (members["group_id"] == gid)]
+            cache[(gid, cid)] = truth.expected_ctr(truth.creative_style([cid])[0], pid, who)
+        return cache[(gid, cid)]
+    return np.array([ctr(p, g, a) > ctr(p, g, b) for p, g, a, b in
+                     zip(scores["product_id"], scores["group_id"], scores["creative_a"], scores["creative_b"])], dtype=int)
+
+
+def main(argv=None) -> int:
+    d = GRMConfig()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--warehouse", default=d.warehouse)
+    ap.add_argument("--run-date", default=d.run_date)
+    ap.add_argument("--gmllm", default=d.gmllm)
+    ap.add_argument("--deepspeed_config", default=d.deepspeed_config)
+    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
+    ap.add_argument("--out-dir", default="runs/eval_grm")
+    ap.add_argument("--report", default="reports/eval_grm.json")
+    ap.add_argument("--local_rank", type=int, default=0)
+    args = ap.parse_args(argv)
+    names = args.variants.split(",")
+    unknown = set(names) - set(VARIANTS)
+    if unknown or not Path(args.gmllm).is_dir():
+        print(f"eval_grm: {'unknown variants ' + str(sorted(unknown)) if unknown else f'no G-MLLM at {args.gmllm}: run make pretrain-gmllm'}",
+              file=sys.stderr)
+        return 2
+    run_date = args.run_date or latest_partition(C.GRM_EXAMPLES, args.warehouse)
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    labels_true = None
+    for seed in range(args.seeds):
+        for name in names:
+            use_group, n_points = VARIANTS[name]
+            out = Path(args.out_dir) / name / f"seed{seed}"
+            shutil.rmtree(out, ignore_errors=True)  # an evaluation trains from scratch, never resumes
+            cfg = GRMConfig(warehouse=args.warehouse, run_date=run_date, gmllm=args.gmllm, use_group=use_group,
+                            n_points=n_points, deepspeed_config=args.deepspeed_config, epochs=args.epochs, lr=args.lr,
+                            seed=seed, out_dir=str(out), progress=False)
+            train_grm(cfg)
+            s = score_pairs(GRM.load(out / MODEL_SUBDIR), args.warehouse, run_date, max_len=cfg.max_len)
+            if labels_true is None:
+                labels_true = true_labels(args.warehouse, run_date, s)
+            key = s["product_id"] * 1000 + s["group_id"]
+            observed, true = pair_metrics(s["p_ab"], s["p_ba"], s["label"], key), pair_metrics(s["p_ab"], s["p_ba"], labels_true, key)
+            results[name].append({"observed": observed, "true": true})
+            print(f"[eval_grm] seed {seed} {name:9s}: pair accuracy {observed['pair_accuracy']:.4f} (observed labels), "
+                  f"{true['pair_accuracy']:.4f} (true labels); symmetry error {observed['symmetry_error']:.4f}", flush=True)
+
+    def stat(name: str, labels: str, metric: str) -> tuple[float, float]:
+        v = np.array([r[labels][metric] for r in results[name]])
+        return float(v.mean()), float(v.std())
+    report = {"pair_accuracy": {}, "pair_accuracy_std": {}, "pair_accuracy_true": {}, "pair_accuracy_true_std": {}}
+    for n in names:
+        for labels, suffix in (("observed", ""), ("true", "_true")):
+            mean, std = stat(n, labels, "pair_accuracy")
+            report[f"pair_accuracy{suffix}"][n], report[f"pair_accuracy{suffix}_std"][n] = round(mean, 4), round(std, 4)
+    if "grm" in names:  # the full GRM reads all 10 points
+        for k in ("pair_accuracy", "pair_accuracy_std", "pair_accuracy_true", "pair_accuracy_true_std"):
+            report[k]["points_10"] = report[k]["grm"]
+        report["worst_group_accuracy"] = round(stat("grm", "observed", "worst_group_accuracy")[0], 4)
+        report["worst_group_accuracy_true"] = round(stat("grm", "true", "worst_group_accuracy")[0], 4)
+        report["symmetry_error"] = round(stat("grm", "observed", "symmetry_error")[0], 4)
+        report["per_group"] = results["grm"][0]["observed"]["per_group"]
+    report.update(seeds=args.seeds, run_date=str(run_date), test_pairs=results[names[0]][0]["observed"]["pairs"],
+                  epochs=args.epochs)
+    write_report(args.report, report)
+    print(f"{'variant':10s} {'observed':>16s} {'true labels':>16s}")
+    for n in report["pair_accuracy"]:
+        print(f"{n:10s} {report['pair_accuracy'][n]:.4f} ± {report['pair_accuracy_std'][n]:.4f}"
+              f"   {report['pair_accuracy_true'][n]:.4f} ± {report['pair_accuracy_true_std'][n]:.4f}")
+    if "grm" in names:
+        print(f"worst group (>= 5 pairs) {report['worst_group_accuracy']:.4f}; symmetry error {report['symmetry_error']:.4f}"
+              f" -> {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

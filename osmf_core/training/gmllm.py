@@ -1,0 +1,191 @@
+"""Pre-train the G-MLLM on feat.instructions (the four Table 5 tasks) with DeepSpeed, fed by petastorm.
+
+Causal-LM loss on the response tokens only; the instruction, the group token and the image patches are
+context. ZeRO-2 and a warmup + cosine schedule come from the DeepSpeed JSON (cluster/deepspeed/);
+checkpoints and resume come from training/loop.py. The result is saved with save_pretrained (LLaVA and
+its tokenizer) plus the group MLP, in <out_dir>/model.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from osmf_core import catalog as C
+from osmf_core.instructions import IMAGE_TOKEN, grm_instruction
+from osmf_core.models.gmllm import GMLLMConfig, GroupLlava, build_tiny, from_local, train_tokenizer
+from osmf_core.training.data import latest_partition, read_columns, row_batches
+from osmf_core.training.loop import ds_config, fit, init_distributed
+
+FIELDS = ["task", "instruction", "response", "image", "group_features"]
+MODEL_SUBDIR, TOKENIZER_SUBDIR = "model", "tokenizer"
+
+
+@dataclass
+class PretrainConfig:
+    # data
+    warehouse: str = "warehouse"  # Delta warehouse with feat.instructions
+    run_date: str = ""  # which run of feat.instructions (default: the latest)
+    max_len: int = 384  # tokens per row (image and group tokens included); longer rows lose their tail
+    # model
+    base: str = ""  # local LLaVA directory (e.g. llava-1.5-7b-hf); empty: the tiny random profile
+    model: GMLLMConfig = field(default_factory=GMLLMConfig)
+    # optimisation (batch size and learning rate override the DeepSpeed JSON)
+    deepspeed_config: str = "cluster/deepspeed/gmllm.json"  # ZeRO-2, AdamW, WarmupCosineLR
+    epochs: int = 3
+    batch_size: int = 16  # per process
+    lr: float = 1e-3
+    max_steps: int = 0  # stop after this many steps (0 = all epochs)
+    shuffle_buffer: int = 4096  # rows shuffled together
+    seed: int = 0
+    # output
+    out_dir: str = "runs/gmllm"  # checkpoints/, tokenizer/, model/ and metrics.json
+    save_every: int = 100  # checkpoint every N steps
+    progress: bool = True  # tqdm bar with the loss
+
+    def __post_init__(self):
+        if min(self.epochs, self.batch_size, self.save_every) < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size, save_every must be >= 1 and lr > 0")
+        tokens = (self.model.image_size // self.model.patch_size) ** 2
+        if self.max_len < tokens + 16:
+            raise ValueError(f"max_len {self.max_len} leaves no room for text after {tokens} image tokens")
+
+
+# ---------------------------------------------------------------------------------- batches
+def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, use_group: bool = True,
+           images=None) -> dict:
+    """Token ids, attention mask and (with responses) labels of a batch, right-padded; pixel values of the
+    images of the rows whose instruction shows one, in row order. Labels are -100 except on the response."""
+    tok = model.tokenizer
+    rows, labels, pngs = [], [], []
+    for i, instruction in enumerate(instructions):
+        prefix, text = model.prefix(str(instruction), use_group)
+        prompt = [tok.bos_token_id] + tok(prefix + "USER: " + text + " ASSISTANT:", add_special_tokens=False).input_ids
+        answer = [] if responses is None else tok(" " + str(responses[i]), add_special_tokens=False).input_ids + [tok.eos_token_id]
+        ids = (prompt + answer)[:max_len]
+        rows.append(ids)
+        labels.append(([-100] * len(prompt) + answer)[:max_len])
+        if IMAGE_TOKEN in str(instruction):
+            n = str(instruction).count(IMAGE_TOKEN)
+            if images is None:
+                raise ValueError("an instruction shows an image but no images were given")
+            pngs.extend(images[i] if n > 1 else [images[i]])
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    lab = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, y) in enumerate(zip(rows, labels)):
+        ids[i, :len(r)], lab[i, :len(y)], mask[i, :len(r)] = torch.tensor(r), torch.tensor(y), 1
+    out = {"input_ids": ids, "attention_mask": mask, "pixel_values": model.pixels(pngs) if pngs else None}
+    if responses is not None:
+        out["labels"] = lab
+    return out
+
+
+def group_tensor(features, width: int) -> torch.Tensor:
+    """(B, width) float32 group features; rows without a group (empty arrays) are zeros."""
+    out = np.zeros((len(features), width), dtype=np.float32)
+    for i, f in enumerate(features):
+        if len(f):
+            if len(f) != width:
+                raise ValueError(f"group features of {len(f)} values, the model reads {width}")
+            out[i] = f
+    return torch.from_numpy(out)
+
+
+def batch_inputs(model: GroupLlava, batch: dict, max_len: int, device) -> dict:
+    width = (1 + model.meta["group_points"]) * model.meta["group_dim"]
+    enc = encode(model, batch["instruction"], batch["response"], max_len, images=batch["image"])
+    enc["group_features"] = group_tensor(batch["group_features"], width)
+    return {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
+
+
+def corpus(warehouse: str, run_date: str) -> list[str]:
+    """The texts the tiny profile's tokenizer is trained on: instructions, responses, GRM instructions."""
+    texts, titles = [], set()
+    for g in read_columns(C.INSTRUCTIONS, warehouse, ["instruction", "response", "task"], {"run_date": run_date}):
+        texts.extend(str(t) for t in g["instruction"])
+        texts.extend(str(t) for t in g["response"])
+        titles.update(str(r) for r, t in zip(g["response"], g["task"]) if t == "product_understanding")
+    texts.extend(grm_instruction(t) for t in sorted(titles))
+    return texts + ["USER: ASSISTANT:"]
+
+
+def build_model(cfg: PretrainConfig, run_date: str) -> GroupLlava:
+    """The tiny profile (tokenizer trained once and kept in out_dir, so a resumed run has the same one)
+    or a local LLaVA."""
+    if cfg.base:
+        return from_local(cfg.base, cfg.model)
+    from transformers import AutoTokenizer
+    tok_dir = Path(cfg.out_dir) / TOKENIZER_SUBDIR
+    if (tok_dir / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+    else:
+        tok = train_tokenizer(corpus(cfg.warehouse, run_date), cfg.model.vocab_size)
+        tok.save_pretrained(tok_dir)
+    torch.manual_seed(cfg.seed)
+    return build_tiny(cfg.model, tok)
+
+
+def count_rows(t: C.Table, warehouse: str, partition: dict) -> int:
+    return sum(len(g["product_id"]) for g in read_columns(t, warehouse, ["product_id"], partition))
+
+
+# ---------------------------------------------------------------------------------- training
+def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
+    """Pre-train (or resume) the G-MLLM; save it to <out_dir>/model. `stop_after`: see loop.fit."""
+    import deepspeed
+    rank, world = init_distributed()
+    run_date = cfg.run_date or latest_partition(C.INSTRUCTIONS, cfg.warehouse)
+    part = {"run_date": run_date}
+    model = build_model(cfg, run_date)
+    n_rows = count_rows(C.INSTRUCTIONS, cfg.warehouse, part)
+    steps = cfg.epochs * max(1, n_rows // (cfg.batch_size * world))
+    if cfg.max_steps:
+        steps = min(steps, cfg.max_steps)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+                                           config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr, steps))
+
+    def batches(epoch: int):
+        return row_batches(C.INSTRUCTIONS, cfg.warehouse, FIELDS, part, cfg.batch_size, seed=cfg.seed * 1000 + epoch,
+                           shard=rank, shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True)
+
+    def loss_of(batch):
+        return engine(**batch_inputs(engine.module, batch, cfg.max_len, engine.device)).loss
+
+    out = fit(engine, batches, loss_of, epochs=cfg.epochs, out_dir=cfg.out_dir, save_every=cfg.save_every,
+              name="G-MLLM", max_steps=cfg.max_steps, progress=cfg.progress, rank=rank, stop_after=stop_after)
+    if out["stopped"]:
+        return out
+    summary = {"run_date": run_date, "rows": n_rows, "step": out["step"], "resumed_from": out["resumed_from"],
+               "loss": out["loss"], "first_losses": out["losses"][:5], "config": asdict(cfg)}
+    if rank == 0:
+        engine.module.save(Path(cfg.out_dir) / MODEL_SUBDIR)
+        summary["task_loss"] = task_losses(engine.module, cfg.warehouse, run_date, cfg.max_len)
+        Path(cfg.out_dir, "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@torch.no_grad()
+def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int = 384, batch_size: int = 32) -> dict:
+    """Mean response-token cross-entropy per task over the run's rows (perplexity = exp of it)."""
+    model.eval()
+    device = next(model.parameters()).device
+    total: dict[str, list[float]] = {}
+    for batch in row_batches(C.INSTRUCTIONS, warehouse, FIELDS, {"run_date": run_date}, batch_size, seed=None):
+        for task in np.unique(batch["task"]):
+            sub = {k: v[batch["task"] == task] for k, v in batch.items()}
+            inputs = batch_inputs(model, sub, max_len, device)
+            labels = inputs.pop("labels")
+            logits = model(**inputs).logits[:, :-1]
+            target = labels[:, 1:]
+            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
+                                                   ignore_index=-100, reduction="sum")
+            acc = total.setdefault(str(task), [0.0, 0.0])
+            acc[0] += float(ce)
+            acc[1] += float((target != -100).sum())
+    return {t: round(s / max(n, 1), 4) for t, (s, n) in sorted(total.items())}
+

@@ -1,0 +1,155 @@
+"""Train and score the group-aware reward model (eq. 8) on feat.grm_examples with DeepSpeed and petastorm.
+
+Initialised from the pre-trained G-MLLM; each row is a same-product pair of creatives in one group with
+the label "a got the higher CTR in the group". Position-swap augmentation shows a pair as (b, a) with the
+label flipped, so the model cannot learn "the first one wins". Variants for Figure 3: without the group
+token (use_group False, CAIG-like) and with 0/1/5/10 of the group's percentile points.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from osmf_core import catalog as C
+from osmf_core.instructions import grm_instruction
+from osmf_core.models.gmllm import GRM, GroupLlava
+from osmf_core.training.data import latest_partition, row_batches
+from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows, encode, group_tensor
+from osmf_core.training.loop import ds_config, fit, init_distributed
+
+FIELDS = ["product_id", "group_id", "creative_a", "creative_b", "title", "image_a", "image_b", "group_features",
+          "label"]
+
+
+@dataclass
+class GRMConfig:
+    # data
+    warehouse: str = "warehouse"  # Delta warehouse with feat.grm_examples
+    run_date: str = ""  # which run (default: the latest)
+    # model
+    gmllm: str = "runs/gmllm/model"  # pre-trained G-MLLM (make pretrain-gmllm)
+    use_group: bool = True  # False: the group-agnostic reward model (no group token)
+    n_points: int = -1  # percentile points the group token reads (-1: all of them)
+    max_len: int = 128  # tokens per row
+    # optimisation
+    deepspeed_config: str = "cluster/deepspeed/gmllm.json"
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 5e-4
+    swap: bool = True  # position-swap augmentation
+    max_steps: int = 0
+    shuffle_buffer: int = 8192
+    seed: int = 0
+    # output
+    out_dir: str = "runs/grm"
+    save_every: int = 200
+    progress: bool = True
+
+    def __post_init__(self):
+        if min(self.epochs, self.batch_size, self.save_every) < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size, save_every must be >= 1 and lr > 0")
+        if self.n_points < -1:
+            raise ValueError("n_points must be -1 (all) or >= 0")
+
+
+def pair_inputs(grm: GRM, batch: dict, max_len: int, device, swap: np.ndarray | None = None) -> dict:
+    """Model inputs of a batch of pairs; rows where `swap` is True show (b, a) instead of (a, b)."""
+    swap = np.zeros(len(batch["label"]), bool) if swap is None else swap
+    first = np.where(swap, batch["image_b"], batch["image_a"])
+    second = np.where(swap, batch["image_a"], batch["image_b"])
+    images = [(a, b) for a, b in zip(first, second)]
+    enc = encode(grm.base, [grm_instruction(t) for t in batch["title"]], None, max_len, grm.use_group, images)
+    width = (1 + grm.base.meta["group_points"]) * grm.base.meta["group_dim"]
+    enc["group_features"] = group_tensor(batch["group_features"], width)
+    return {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
+
+
+def load_grm(cfg: GRMConfig) -> GRM:
+    base = GroupLlava.load(cfg.gmllm)
+    return GRM(base, cfg.use_group, None if cfg.n_points < 0 else cfg.n_points)
+
+
+def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
+    """Train (or resume) a GRM; saved to <out_dir>/model with its head."""
+    import deepspeed
+    rank, world = init_distributed()
+    run_date = cfg.run_date or latest_partition(C.GRM_EXAMPLES, cfg.warehouse)
+    part = {"run_date": run_date, "split": "train"}
+    torch.manual_seed(cfg.seed)
+    grm = load_grm(cfg)
+    n_rows = count_rows(C.GRM_EXAMPLES, cfg.warehouse, part)
+    steps = cfg.epochs * max(1, n_rows // (cfg.batch_size * world))
+    engine, _, _, _ = deepspeed.initialize(model=grm, model_parameters=[p for p in grm.parameters() if p.requires_grad],
+                                           config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr,
+                                                            min(steps, cfg.max_steps) if cfg.max_steps else steps))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def batches(epoch: int):
+        return row_batches(C.GRM_EXAMPLES, cfg.warehouse, FIELDS, part, cfg.batch_size, seed=cfg.seed * 1000 + epoch,
+                           shard=rank, shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True)
+
+    def loss_of(batch):
+        rng = np.random.default_rng([cfg.seed, int(batch["creative_a"][0]), int(batch["creative_b"][0])])
+        swap = rng.random(len(batch["label"])) < 0.5 if cfg.swap else None
+        label = batch["label"].astype(np.int64)
+        if swap is not None:
+            label = np.where(swap, 1 - label, label)
+        logits = engine(**pair_inputs(engine.module, batch, cfg.max_len, engine.device, swap))
+        return loss_fn(logits, torch.from_numpy(label).to(engine.device))
+
+    name = "GRM" if cfg.use_group else "GRM no group"
+    out = fit(engine, batches, loss_of, epochs=cfg.epochs, out_dir=cfg.out_dir, save_every=cfg.save_every,
+              name=name if cfg.n_points < 0 else f"GRM {cfg.n_points} points", max_steps=cfg.max_steps,
+              progress=cfg.progress, rank=rank, stop_after=stop_after)
+    if out["stopped"]:
+        return out
+    summary = {"run_date": run_date, "rows": n_rows, "step": out["step"], "resumed_from": out["resumed_from"],
+               "loss": out["loss"], "config": asdict(cfg)}
+    if rank == 0:
+        engine.module.save(Path(cfg.out_dir) / MODEL_SUBDIR)
+        Path(cfg.out_dir, "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@torch.no_grad()
+def score_pairs(grm: GRM, warehouse: str, run_date: str, split: str = "test", batch_size: int = 64,
+                max_len: int = 128) -> dict:
+    """P(a beats b) shown as (a, b) and as (b, a), with the rows' ids and labels, in table order."""
+    grm.eval()
+    device = next(grm.parameters()).device
+    cols: dict[str, list] = {k: [] for k in ("product_id", "group_id", "creative_a", "creative_b", "label")}
+    p_ab, p_ba = [], []
+    for batch in row_batches(C.GRM_EXAMPLES, warehouse, FIELDS, {"run_date": run_date, "split": split}, batch_size,
+                             seed=None):
+        n = len(batch["label"])
+        for swap, out in ((np.zeros(n, bool), p_ab), (np.ones(n, bool), p_ba)):
+            logits = grm(**pair_inputs(grm, batch, max_len, device, swap))
+            out.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())  # P(first shown wins)
+        for k in cols:
+            cols[k].append(batch[k])
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    out["p_ab"], out["p_ba"] = np.concatenate(p_ab), np.concatenate(p_ba)
+    return out
+
+
+def pair_metrics(p_ab: np.ndarray, p_ba: np.ndarray, label: np.ndarray, groups: np.ndarray,
+                 min_pairs: int = 5) -> dict:
+    """Pair Accuracy (P(a wins) > 0.5 against the label), per group key, the worst group with at least
+    `min_pairs` pairs, and the symmetry error |p(a,b) + p(b,a) - 1|."""
+    label = np.asarray(label).astype(bool)
+    hit = (np.asarray(p_ab) > 0.5) == label
+    per = {}
+    for g in np.unique(groups):
+        m = groups == g
+        if m.sum() >= min_pairs:
+            per[str(g)] = float(hit[m].mean())
+    return {"pair_accuracy": float(hit.mean()) if len(hit) else float("nan"),
+            "per_group": per,
+            "worst_group_accuracy": min(per.values()) if per else float("nan"),
+            "symmetry_error": float(np.mean(np.abs(np.asarray(p_ab) + np.asarray(p_ba) - 1))) if len(hit) else float("nan"),
+            "pairs": int(len(hit))}
+
