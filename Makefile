@@ -17,12 +17,18 @@ EVAL ?=
 Q ?=
 SQL ?=
 PAAG_MODEL ?= runs/paag/model.pt
+INSTR ?=
+PRETRAIN ?=
+GRM ?=
+EVAL_GRM ?=
+GMLLM ?= runs/gmllm/model
+GMLLM_DS ?= cluster/deepspeed/gmllm.json
 NUM_GPUS ?= 1
 # several nodes: DS_LAUNCH="--hostfile cluster/deepspeed/hostfile" DS_CONFIG=cluster/deepspeed/zero3_multinode.json
 DS_LAUNCH ?= --num_gpus $(NUM_GPUS)
 DS_CONFIG ?= cluster/deepspeed/paag.json
 
-.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups bench bench-simulate bench-regroup ddl sql clean
+.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm bench bench-simulate bench-regroup ddl sql clean
 
 help:
 	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
@@ -34,6 +40,10 @@ help:
 	@echo "make paag-baselines  reference AUROCs on the same split: lookups, full-batch vs minibatch linear"
 	@echo "make regroup         nightly regroup: K-Means on e_u|t per product, GAIP tables (REGROUP='--run-date ...')"
 	@echo "make eval-groups     the Table 1 analog: NDCG@5 and ARI of the groups against baseline groupings"
+	@echo "make instructions    G-MLLM instruction rows (Table 5) and GRM pairs from the latest regroup (INSTR='--run-date ...')"
+	@echo "make pretrain-gmllm  pre-train the group-token LLaVA under the DeepSpeed launcher (PRETRAIN='--epochs 2')"
+	@echo "make train-grm       train the group-aware reward model from the G-MLLM (GRM='--no-group')"
+	@echo "make eval-grm        the Figure 3 analog: Pair Accuracy of GRM vs no group token vs 0/1/5/10 points"
 	@echo "make bench           all benchmarks (bench-simulate, bench-regroup)"
 	@echo "make bench-regroup   clustering core vs a scikit-learn loop and MLlib, scaling, sampled silhouette error"
 	@echo "make ddl             regenerate sql/ddl/ from the table catalog"
@@ -76,6 +86,25 @@ regroup: paag-model
 
 eval-groups: regroup
 	$(PY) jobs/eval_groups.py --model $(PAAG_MODEL) $(EVAL)
+
+instructions: setup
+	@test -d "$${OSMF_WAREHOUSE:-warehouse}/gaip/groups" || $(MAKE) regroup
+	$(PY) jobs/build_instructions.py $(INSTR)
+
+pretrain-gmllm: setup
+	@test -d "$${OSMF_WAREHOUSE:-warehouse}/feat/instructions" || $(MAKE) instructions
+	PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/deepspeed $(DS_LAUNCH) jobs/pretrain_gmllm.py \
+		--deepspeed_config $(GMLLM_DS) $(PRETRAIN)
+
+gmllm-model: setup  # pre-trains the G-MLLM with the default settings unless $(GMLLM) exists
+	@test -d "$(GMLLM)" || $(MAKE) pretrain-gmllm
+
+train-grm: gmllm-model
+	PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/deepspeed $(DS_LAUNCH) jobs/train_grm.py \
+		--deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) $(GRM)
+
+eval-grm: gmllm-model
+	$(PY) jobs/eval_grm.py --deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) $(EVAL_GRM)
 
 bench: bench-simulate bench-regroup
 

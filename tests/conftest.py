@@ -10,6 +10,9 @@ from osmf_core.world import WorldSize
 
 TINY_MODEL = PAAGConfig(d=32, attr_dim=4, heads=2, text_dim=32, image_dim=16, dropout=0.1)
 TINY = WorldSize(users=1_500, products=42, impressions_per_user=40.0, days=3, image_size=32)
+# regroup settings scaled to the tiny world
+REGROUP = dict(min_users=60, min_group_size=20, point_users=5, exact_max=400, sample_size=300, rows_per_call=20_000,
+               min_exposure=5, pair_min_exposure=10, pair_ctr_ratio=1.25, window_days=3)
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +58,20 @@ def paag_model(paag_wh, tmp_path_factory):
     train(TrainConfig(warehouse=paag_wh, text_encoder="tiny", image_encoder="tiny", model=TINY_MODEL,
                       max_steps=30, batch_size=256, out_dir=str(out), progress=False))
     return str(out / MODEL_FILE)
+
+
+@pytest.fixture(scope="session")
+def gaip_wh(spark, paag_wh, paag_model):
+    """The tiny world regrouped once: (warehouse, RegroupConfig, summary)."""
+    from osmf_core.regroup import RegroupConfig, run
+    cfg = RegroupConfig(model=paag_model, **REGROUP)
+    summary = run(spark, cfg, paag_wh, log=lambda *_: None)
+    return paag_wh, cfg, summary
+
+
+@pytest.fixture(scope="session")
+def instructions_wh(spark, gaip_wh):
+    """feat.instructions and feat.grm_examples built from the tiny world's groups: (warehouse, summary)."""
+    from osmf_core.curation import CurationConfig, run
+    wh = gaip_wh[0]
+    return wh, run(spark, CurationConfig(window_days=3, test_share=0.3), wh, log=lambda *_: None)

@@ -4,18 +4,15 @@ import pytest
 from pyspark.sql import functions as F
 
 from osmf_core import catalog as C
-from osmf_core.regroup import RegroupConfig, run
+from osmf_core.regroup import run
 from osmf_core.store import checksum, read_table
 
-CFG = dict(min_users=60, min_group_size=20, point_users=5, exact_max=400, sample_size=300, rows_per_call=20_000,
-           min_exposure=5, pair_min_exposure=10, pair_ctr_ratio=1.25, window_days=3)
+from conftest import REGROUP as CFG  # noqa: F401  (other tests import CFG from here)
 
 
 @pytest.fixture(scope="module")
-def regrouped(spark, paag_wh, paag_model):
-    cfg = RegroupConfig(model=paag_model, **CFG)
-    summary = run(spark, cfg, paag_wh, log=lambda *_: None)
-    return paag_wh, cfg, summary
+def regrouped(gaip_wh):
+    return gaip_wh
 
 
 def _run_date(spark, wh, t):

@@ -35,7 +35,7 @@ class PretrainConfig:
     model: GMLLMConfig = field(default_factory=GMLLMConfig)
     # optimisation (batch size and learning rate override the DeepSpeed JSON)
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"  # ZeRO-2, AdamW, WarmupCosineLR
-    epochs: int = 3
+    epochs: int = 8
     batch_size: int = 16  # per process
     lr: float = 1e-3
     max_steps: int = 0  # stop after this many steps (0 = all epochs)

@@ -68,6 +68,16 @@ def pair_inputs(grm: GRM, batch: dict, max_len: int, device, swap: np.ndarray | 
     return {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
 
 
+def pair_loss(model, grm: GRM, batch: dict, max_len: int, device, swap: np.ndarray | None) -> torch.Tensor:
+    """Cross-entropy of eq. 8 on a batch; swapped rows show (b, a) and carry the flipped label.
+    `model` is what runs the forward pass (the DeepSpeed engine, or `grm` itself)."""
+    label = batch["label"].astype(np.int64)
+    if swap is not None:
+        label = np.where(swap, 1 - label, label)
+    logits = model(**pair_inputs(grm, batch, max_len, device, swap))
+    return torch.nn.functional.cross_entropy(logits, torch.from_numpy(label).to(device))
+
+
 def load_grm(cfg: GRMConfig) -> GRM:
     base = GroupLlava.load(cfg.gmllm)
     return GRM(base, cfg.use_group, None if cfg.n_points < 0 else cfg.n_points)
@@ -86,8 +96,6 @@ def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
     engine, _, _, _ = deepspeed.initialize(model=grm, model_parameters=[p for p in grm.parameters() if p.requires_grad],
                                            config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr,
                                                             min(steps, cfg.max_steps) if cfg.max_steps else steps))
-    loss_fn = torch.nn.CrossEntropyLoss()
-
     def batches(epoch: int):
         return row_batches(C.GRM_EXAMPLES, cfg.warehouse, FIELDS, part, cfg.batch_size, seed=cfg.seed * 1000 + epoch,
                            shard=rank, shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True)
@@ -95,11 +103,7 @@ def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
     def loss_of(batch):
         rng = np.random.default_rng([cfg.seed, int(batch["creative_a"][0]), int(batch["creative_b"][0])])
         swap = rng.random(len(batch["label"])) < 0.5 if cfg.swap else None
-        label = batch["label"].astype(np.int64)
-        if swap is not None:
-            label = np.where(swap, 1 - label, label)
-        logits = engine(**pair_inputs(engine.module, batch, cfg.max_len, engine.device, swap))
-        return loss_fn(logits, torch.from_numpy(label).to(engine.device))
+        return pair_loss(engine, engine.module, batch, cfg.max_len, engine.device, swap)
 
     name = "GRM" if cfg.use_group else "GRM no group"
     out = fit(engine, batches, loss_of, epochs=cfg.epochs, out_dir=cfg.out_dir, save_every=cfg.save_every,

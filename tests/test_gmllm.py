@@ -1,0 +1,253 @@
+"""G-MLLM and GRM: Table 5 templates, the instruction job, the group token, training, save/load, resume."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pyspark.sql import functions as F
+
+from osmf_core import catalog as C
+from osmf_core.instructions import (GROUP_TOKEN, IMAGE_TOKEN, TABLE5_ATTRIBUTES, TABLE5_TASKS, TEMPLATES,
+                                    best_ctr_teacher, most_common_profile, profile_text, render)
+from osmf_core.models.gmllm import GMLLMConfig, GroupLlava, build_tiny, points_kept, train_tokenizer
+from osmf_core.store import checksum, read_table
+
+TINY = GMLLMConfig(image_size=32, patch_size=16, vision_hidden=16, text_hidden=32, text_heads=2, text_intermediate=64,
+                   vocab_size=400, group_dim=8, group_points=10, group_hidden=32)
+
+
+# ------------------------------------------------------------------------------ templates (pure)
+def test_templates_name_exactly_the_table4_attributes():
+    listed = [t for task in TABLE5_TASKS for t in TEMPLATES[task] if "member_level" in t]
+    assert len(listed) == 3  # the templates of Table 5 that spell the attribute list out
+    for t in listed:
+        names = t.split("member_level")[1].split(".")[0]
+        assert ["member_level", *[n.strip() for n in names.split(",")[1:]]] == list(TABLE5_ATTRIBUTES)
+    assert set(TABLE5_ATTRIBUTES) == set(C.USER_ATTRIBUTES)
+    row = {a: i for i, a in enumerate(C.USER_ATTRIBUTES)}
+    text = profile_text(row)
+    assert text.startswith("member_level: 13, promotions_sensitive_level: 19,") and text.endswith("color: 1")
+    assert all(len(TEMPLATES[t]) == 4 for t in TABLE5_TASKS)
+
+
+def test_render_places_title_group_token_and_image():
+    text = render("prompt_generation", 0, "Nova Pro Phone 7")
+    assert text.startswith(IMAGE_TOKEN) and '"Nova Pro Phone 7"' in text and text.count(GROUP_TOKEN) == 1
+    assert "<users>" not in text and "{}" not in text
+    assert render("product_understanding", 2).startswith(f"{IMAGE_TOKEN} Construct a succinct")
+    assert IMAGE_TOKEN not in render("group_analysis", 1)
+
+
+def test_most_common_profile_and_teacher_have_known_answers():
+    users = pd.DataFrame({a: [1, 1, 2, 2, 3] for a in C.USER_ATTRIBUTES}).assign(age=[5, 5, 5, 0, 1])
+    modes = most_common_profile(users)
+    assert modes["age"] == 5 and modes["gender"] == 1  # gender ties 1,1 vs 2,2: the smaller code
+    cands = pd.DataFrame({"creative_id": [10, 11, 12], "impressions": [3, 1000, 1000], "clicks": [1, 60, 20],
+                          "prompt": ["X, cozy beach background, neon palette", "X, minimal office background, warm palette",
+                                     "X, serene forest background"]})
+    # creative 10 has the highest raw CTR (1/3) on 3 impressions; smoothing toward the pooled 4% makes 11 (6%) win
+    assert best_ctr_teacher(cands) == "the product, minimal office background, warm palette"
+
+
+def test_points_kept_spreads_over_the_percentile_set():
+    assert points_kept(0, 10) == [] and points_kept(1, 10) == [0] and points_kept(10, 10) == list(range(10))
+    assert points_kept(5, 10) == [0, 2, 4, 7, 9]
+
+
+# ------------------------------------------------------------------------------ the model (pure torch)
+@pytest.fixture(scope="module")
+def tiny():
+    texts = [render(t, k, "Nova Pro Phone 7") for t in TEMPLATES for k in range(len(TEMPLATES[t]))]
+    tok = train_tokenizer(texts * 3 + ["USER: ASSISTANT: the product, cozy kitchen background"], TINY.vocab_size)
+    torch.manual_seed(0)
+    return build_tiny(TINY, tok)
+
+
+def _png(seed):
+    from osmf_core.images import to_png
+    return to_png((np.random.default_rng(seed).random((32, 32, 3)) * 255).astype(np.uint8))
+
+
+def _batch(model, group=True, seed=0):
+    from osmf_core.training.gmllm import encode
+    instr = [render("prompt_generation", 0, "Nova"), render("group_analysis", 1)]
+    if not group:
+        instr = [i.replace(GROUP_TOKEN, "them") for i in instr]
+    enc = encode(model, instr, ["the product, cozy kitchen background", "member_level: 3"], 200, images=[_png(seed), b""])
+    g = torch.from_numpy(np.random.default_rng(seed).normal(size=(2, 11 * TINY.group_dim)).astype(np.float32))
+    return {**enc, "group_features": g}
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_forward_and_backward_with_and_without_the_group_token(tiny, group):
+    batch = _batch(tiny, group)
+    assert ((batch["input_ids"] == tiny.group_token_id).sum(1) == (1 if group else 0)).all()
+    assert (batch["input_ids"][0] == tiny.image_token_id).sum() == tiny.n_image_tokens
+    tiny.zero_grad()
+    out = tiny(**batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    grads = tiny.group_mlp.net[1].weight.grad
+    assert (grads is not None and grads.abs().sum() > 0) == group  # the MLP is trained only through the token
+    patch = [p for n, p in tiny.llava.model.vision_tower.named_parameters() if "patch_embedding" in n][0]
+    assert patch.grad.abs().sum() > 0  # the vision tower learns through the image tokens
+
+
+def test_the_group_token_changes_the_output_distribution(tiny):
+    tiny.eval()
+    a = _batch(tiny, seed=0)
+    b = {**a, "group_features": _batch(tiny, seed=1)["group_features"]}  # another group
+    with torch.no_grad():
+        pa = torch.softmax(tiny(**a).logits, -1)
+        pb = torch.softmax(tiny(**b).logits, -1)
+        # without a group token in the input, the features are not read at all
+        na = _batch(tiny, group=False)
+        nb = {**na, "group_features": _batch(tiny, seed=1)["group_features"]}
+        same = torch.equal(tiny(**na).logits, tiny(**nb).logits)
+    assert (pa - pb).abs().max() > 1e-4 and same
+    # zeroed points: a 0-point token ignores the percentile points, reads the centroid
+    g = a["group_features"].clone()
+    g2 = g.clone()
+    g2[:, TINY.group_dim:] += 5.0
+    assert torch.allclose(tiny.group_mlp(g, 0), tiny.group_mlp(g2, 0))
+    assert not torch.allclose(tiny.group_mlp(g, 10), tiny.group_mlp(g2, 10))
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(tiny):
+    batch = _batch(tiny, seed=3)
+    opt = torch.optim.AdamW(tiny.parameters(), lr=3e-3)
+    tiny.train()
+    before = tiny(**batch).loss
+    before.backward()
+    opt.step()
+    opt.zero_grad()
+    with torch.no_grad():
+        after = tiny(**batch).loss
+    assert after < before
+
+
+def test_save_then_load_gives_identical_logits(tiny, tmp_path):
+    tiny.eval()
+    batch = _batch(tiny, seed=5)
+    tiny.save(tmp_path / "m")
+    back = GroupLlava.load(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(tiny(**batch).logits, back(**batch).logits)
+    assert back.tokenizer.convert_tokens_to_ids(GROUP_TOKEN) == tiny.group_token_id
+
+
+# ------------------------------------------------------------------------------ the Spark job
+def test_instruction_job_writes_every_task_from_the_groups(spark, instructions_wh):
+    wh, summary = instructions_wh
+    rows = read_table(spark, C.INSTRUCTIONS, wh).toPandas()
+    groups = read_table(spark, C.GROUPS, wh).toPandas()
+    products = read_table(spark, C.PRODUCTS, wh).count()
+    counts = rows["task"].value_counts().to_dict()
+    assert counts == summary["instructions"]
+    assert counts["group_analysis"] == counts["prompt_generation"] == len(groups)
+    assert counts["product_understanding"] == 2 * products
+    assert counts["creative_captioning"] == read_table(spark, C.CREATIVES, wh).count()
+    assert counts["behavioral_prediction"] > 0
+    grouped = rows["group_id"] >= 0
+    assert (rows.loc[grouped, "group_features"].map(len) == 11 * rows.loc[grouped, "group_dim"]).all()
+    assert (rows.loc[~grouped, "group_features"].map(len) == 0).all()
+    assert (rows["instruction"].str.contains(GROUP_TOKEN) == grouped).all()
+    assert ((rows["image"].map(len) > 0) == rows["instruction"].str.contains(IMAGE_TOKEN)).all()
+    # group analysis answers with the most common attribute values of the group's users (pandas, by hand)
+    one = rows[rows["task"] == "group_analysis"].iloc[0]
+    ug = read_table(spark, C.USER_GROUPS, wh).where((F.col("product_id") == int(one["product_id"])) &
+                                                    (F.col("group_id") == int(one["group_id"])))
+    users = ug.join(read_table(spark, C.USERS, wh), "user_id").toPandas()
+    assert one["response"] == "The most common users of this group have " + profile_text(most_common_profile(users)) + "."
+
+
+def test_grm_examples_are_the_pairs_with_images_split_by_product(spark, instructions_wh):
+    from osmf_core.curation import CurationConfig, run
+    wh, summary = instructions_wh
+    ex = read_table(spark, C.GRM_EXAMPLES, wh)
+    assert ex.count() == read_table(spark, C.PAIRS, wh).count() == sum(summary["grm_examples"].values())
+    per_product = ex.groupBy("product_id").agg(F.countDistinct("split").alias("n")).toPandas()
+    assert (per_product["n"] == 1).all() and set(summary["grm_examples"]) == {"train", "test"}
+    before = [checksum(read_table(spark, t, wh)) for t in (C.INSTRUCTIONS, C.GRM_EXAMPLES)]
+    run(spark, CurationConfig(window_days=3, test_share=0.3), wh, log=lambda *_: None)  # a rerun replaces
+    assert [checksum(read_table(spark, t, wh)) for t in (C.INSTRUCTIONS, C.GRM_EXAMPLES)] == before
+
+
+def test_instruction_job_stops_in_one_line_on_a_bad_run_date(spark, instructions_wh, capsys):
+    from jobs.build_instructions import main
+    wh, _ = instructions_wh
+    capsys.readouterr()
+    assert main(["--warehouse", wh, "--master", "local[2]", "--run-date", "2001-01-01"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("build_instructions: --run-date 2001-01-01: gaip.groups has no run of that date"), err
+
+
+# ------------------------------------------------------------------------------ DeepSpeed training
+def _pre_cfg(wh, out, **kw):
+    from osmf_core.training.gmllm import PretrainConfig
+    return PretrainConfig(warehouse=wh, model=GMLLMConfig(**{**TINY.__dict__, "group_dim": 32, "image_size": 32}),
+                          batch_size=8, out_dir=str(out), progress=False, max_len=160, **kw)
+
+
+def test_pretraining_killed_mid_run_resumes_and_ends_like_an_unbroken_run(instructions_wh, tmp_path):
+    from osmf_core.training.gmllm import MODEL_SUBDIR, pretrain
+    wh, _ = instructions_wh
+    whole = pretrain(_pre_cfg(wh, tmp_path / "whole", max_steps=12, save_every=4))
+    assert whole["step"] == 12 and whole["loss"] < whole["first_losses"][0]
+    broken = _pre_cfg(wh, tmp_path / "broken", max_steps=12, save_every=4)
+    assert pretrain(broken, stop_after=6)["stopped"]  # killed after step 6: the last checkpoint is step 4
+    resumed = pretrain(broken)
+    assert resumed["resumed_from"] == 4 and resumed["step"] == 12
+    a, b = GroupLlava.load(tmp_path / "whole" / MODEL_SUBDIR), GroupLlava.load(tmp_path / "broken" / MODEL_SUBDIR)
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(p, q, atol=1e-6), n
+    assert set(whole["task_loss"]) == set(TEMPLATES)
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_position_swaps_keep_the_grm_from_learning_that_the_first_image_wins(tiny, swap):
+    from osmf_core.models.gmllm import GRM
+    from osmf_core.training.grm import pair_loss, pair_inputs
+    torch.manual_seed(0)
+    grm = GRM(tiny)
+    n = 8  # every label says "a wins": only the position tells a from b
+    batch = {"title": np.array(["Nova"] * n, dtype=object), "label": np.ones(n, dtype=np.int64),
+             "image_a": np.array([_png(i) for i in range(n)], dtype=object),
+             "image_b": np.array([_png(100 + i) for i in range(n)], dtype=object),
+             "group_features": np.array([np.ones(11 * TINY.group_dim, np.float32)] * n, dtype=object)}
+    opt = torch.optim.AdamW(grm.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        loss = pair_loss(grm, grm, batch, 64, "cpu", rng.permutation(n) < n // 2 if swap else None)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        p_ab = torch.softmax(grm(**pair_inputs(grm, batch, 64, "cpu")), -1)[:, 1].numpy()
+        p_ba = torch.softmax(grm(**pair_inputs(grm, batch, 64, "cpu", np.ones(n, bool))), -1)[:, 1].numpy()
+    symmetry = float(np.mean(np.abs(p_ab + p_ba - 1)))
+    if swap:  # half the rows say "b (now first) loses": no position rule fits, the order does not matter
+        assert symmetry < 0.15, (p_ab, p_ba)
+    else:  # without swaps the model learns "the first one wins", whichever image that is
+        assert symmetry > 0.5 and (p_ab > 0.8).all() and (p_ba > 0.8).all(), (p_ab, p_ba)
+
+
+def test_grm_trains_with_deepspeed_from_the_gmllm_and_scores_held_out_pairs(instructions_wh, tmp_path):
+    from osmf_core.models.gmllm import GRM
+    from osmf_core.training.gmllm import MODEL_SUBDIR, pretrain
+    from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
+    wh, summary = instructions_wh
+    pretrain(_pre_cfg(wh, tmp_path / "gm", max_steps=2))
+    s = train_grm(GRMConfig(warehouse=wh, gmllm=str(tmp_path / "gm" / MODEL_SUBDIR), out_dir=str(tmp_path / "grm"),
+                            max_steps=4, batch_size=16, progress=False))
+    assert s["step"] == 4 and s["rows"] == summary["grm_examples"]["train"]
+    grm = GRM.load(tmp_path / "grm" / MODEL_SUBDIR)
+    sc = score_pairs(grm, wh, s["run_date"], split="test")
+    m = pair_metrics(sc["p_ab"], sc["p_ba"], sc["label"], sc["product_id"] * 1000 + sc["group_id"])
+    assert m["pairs"] == summary["grm_examples"]["test"] and 0 <= m["pair_accuracy"] <= 1
+
+
+def test_pair_metrics_on_a_known_case():
+    from osmf_core.training.grm import pair_metrics
+    k = pair_metrics(np.array([0.9, 0.2, 0.6]), np.array([0.1, 0.8, 0.6]), np.array([1, 1, 0]), np.array([0, 0, 1]), 1)
+    assert k["pair_accuracy"] == pytest.approx(1 / 3) and k["per_group"] == {"0": 0.5, "1": 0.0}
+    assert k["worst_group_accuracy"] == 0.0 and k["symmetry_error"] == pytest.approx(0.2 / 3)
