@@ -8,12 +8,11 @@ Writes feat.instructions and feat.grm_examples; a rerun of a run date replaces i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from osmf_core.config import ConfigError, add_spark_args, spark_settings
+from osmf_core.config import add_spark_args
 from osmf_core.curation import CurationConfig, run
-from osmf_core.spark import build_spark
+from osmf_core.spark import run_job
 
 
 def main(argv=None) -> int:
@@ -27,21 +26,10 @@ def main(argv=None) -> int:
     ap.add_argument("--summary-json", help="also write the row counts to this file")
     add_spark_args(ap)
     args = ap.parse_args(argv)
-    try:  # a configuration that cannot work stops here, in one line, before any table is touched
-        cfg = CurationConfig(run_date=args.run_date, window_days=args.window_days,
-                             context_clickers=args.context_clickers, behavior_examples=args.behavior_examples,
-                             product_examples=args.product_examples, test_share=args.test_share, seed=args.seed)
-        settings = spark_settings(args)
-        spark = build_spark(settings)
-        summary = run(spark, cfg, settings.warehouse)
-    except ConfigError as e:
-        print(f"build_instructions: {e}", file=sys.stderr)
-        return 2
-    if args.summary_json:
-        with open(args.summary_json, "w") as fh:
-            json.dump(summary, fh, indent=2)
-    spark.stop()
-    return 0
+    return run_job("build_instructions", args, lambda a: CurationConfig(
+        run_date=a.run_date, window_days=a.window_days, context_clickers=a.context_clickers,
+        behavior_examples=a.behavior_examples, product_examples=a.product_examples, test_share=a.test_share,
+        seed=a.seed), run)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ A rerun of a run date replaces that date's rows in gaip.groups, user_groups, gro
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from osmf_core.config import ConfigError, add_spark_args, spark_settings
+from osmf_core.config import add_spark_args
 from osmf_core.regroup import add_regroup_args, regroup_config, run
-from osmf_core.spark import build_spark
+from osmf_core.spark import run_job
 
 
 def main(argv=None) -> int:
@@ -25,18 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("--summary-json", help="also write the run's metrics to this file")
     add_spark_args(ap)
     args = ap.parse_args(argv)
-    try:  # a configuration that cannot work stops here, in one line, before any table is touched
-        cfg, settings = regroup_config(args), spark_settings(args)
-        spark = build_spark(settings)
-        summary = run(spark, cfg, settings.warehouse)
-    except ConfigError as e:
-        print(f"regroup: {e}", file=sys.stderr)
-        return 2
-    if args.summary_json:
-        with open(args.summary_json, "w") as fh:
-            json.dump(summary, fh, indent=2)
-    spark.stop()
-    return 0
+    return run_job("regroup", args, regroup_config, run)
 
 
 if __name__ == "__main__":

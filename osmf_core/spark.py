@@ -1,13 +1,16 @@
 """The one SparkSession builder: Delta's extension and catalog, jars from Maven Central (cached by ivy)."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
+from typing import Callable
 
 from delta import configure_spark_with_delta_pip
 from pyspark.sql import SparkSession
 
-from osmf_core.config import SparkSettings
+from osmf_core.config import ConfigError, SparkSettings, spark_settings
 
 
 def build_spark(settings: SparkSettings | None = None) -> SparkSession:
@@ -43,3 +46,21 @@ def build_spark(settings: SparkSettings | None = None) -> SparkSession:
 def _under_spark_submit() -> bool:
     """True when spark-submit launched this python: its JVM is up and already has master and jars."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def run_job(name: str, args: argparse.Namespace, make_config: Callable, run: Callable) -> int:
+    """The shell of a Spark job: its config and Spark settings from `args`, then `run(spark, cfg, warehouse)`.
+    A configuration that cannot work stops in one `name: ...` line, exit code 2, before any table is touched;
+    the run's summary goes to `args.summary_json` when one is given."""
+    try:
+        cfg, settings = make_config(args), spark_settings(args)
+        spark = build_spark(settings)
+        summary = run(spark, cfg, settings.warehouse)
+    except ConfigError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 2
+    if args.summary_json:
+        with open(args.summary_json, "w") as fh:
+            json.dump(summary, fh, indent=2)
+    spark.stop()
+    return 0
