@@ -69,6 +69,26 @@ class Truth:
                                     np.broadcast_to(style, (n, len(DIMS))))
         return float(p.mean()) if n else float("nan")
 
+    def oracle_style(self, product_id: int, users) -> tuple[np.ndarray, float]:
+        """The style (all four dimensions named) with the highest expected CTR over `users` for a creative
+        of `product_id`, and that CTR: an exhaustive search over the style vocabulary."""
+        u = _arrays(users)
+        if not len(u["user_id"]):
+            raise ValueError("the oracle style of an empty audience is undefined")
+        c = int(self.products.category[product_id])
+        seg = world.segment_of(np.full(len(u["user_id"]), c), u)
+        base = (self.spec.base_logit + self.spec.category_bias[c] + self.products.bias[product_id]
+                + world.user_propensity(u))
+        # users differ only by (segment, base logit): score each distinct pair once, weighted by its count
+        keys, count = np.unique(np.stack([seg, base]), axis=1, return_counts=True)
+        seg_k, base_k = keys[0].astype(np.int64), keys[1]
+        grids = np.meshgrid(*[np.arange(n) for n in world.DIM_SIZES], indexing="ij")
+        styles = np.stack([g.ravel() for g in grids], axis=1)  # (n_styles, n_dims)
+        util = sum(w[c][seg_k][:, styles[:, j]] for j, w in enumerate(self.spec.prefs))  # (n_keys, n_styles)
+        ctr = (world._sigmoid(base_k[:, None] + util) * count[:, None]).sum(axis=0) / count.sum()
+        best = int(np.argmax(ctr))
+        return styles[best], float(ctr[best])
+
     @staticmethod
     def style_words(style) -> dict:
         return {d: (STYLE_DIMS[d][int(v)] if v >= 0 else None) for d, v in zip(DIMS, style)}

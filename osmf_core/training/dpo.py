@@ -1,0 +1,372 @@
+"""Group-DPO (paper eq. 9): LoRA fine-tuning of the G-MLLM on group-wise preferences ranked by the frozen GRM.
+
+A round (as CAIG does it, several of them):
+  1. sample `samples` background prompts per (product, group) from the current policy, conditioned on G_{s,k};
+  2. render each prompt around the product (the procedural renderer on the simulated world);
+  3. rank the images with the frozen GRM in that group; the best and the worst form (y_w, y_l);
+  4. train eq. 9 on the round's pairs with DeepSpeed, policy and reference both conditioned on G_{s,k}.
+The reference is the same model with its LoRA adapters disabled (peft), so there is no second copy.
+`robust` weights the loss of each (product, group) by exponentiated-gradient group weights (group-robust
+preference optimisation), so the worst-served groups count more.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from osmf_core import catalog as C
+from osmf_core.models.gmllm import GRM, GroupLlava
+from osmf_core.render import ProceduralRenderer, RenderJob
+from osmf_core import images
+from osmf_core.training.data import latest_partition, read_columns
+from osmf_core.training.gmllm import encode, group_tensor
+from osmf_core.training.grm import pair_inputs
+from osmf_core.training.loop import ds_config, fit, init_distributed
+
+ADAPTER_SUBDIR, META_FILE = "adapter", "dpo.json"
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"  # the LM's attention, not the vision tower
+
+
+@dataclass
+class DPOConfig:
+    # data
+    warehouse: str = "warehouse"  # feat.instructions (prompt-generation contexts), raw.products, feat.grm_examples
+    run_date: str = ""  # run of feat.instructions (default: the latest)
+    # models
+    gmllm: str = "runs/gmllm/model"  # the pre-trained G-MLLM (policy init and reference)
+    grm: str = "runs/grm/model"  # the frozen reward model that ranks the samples
+    use_group: bool = True  # False: the policy reads no group token (one prompt per product)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    # sample-rank-train
+    rounds: int = 2
+    samples: int = 4  # prompts sampled per (product, group) and round
+    temperature: float = 1.0
+    max_new_tokens: int = 32
+    min_margin: float = 0.0  # GRM score gap a (winner, loser) pair needs
+    max_contexts: int = 0  # use only the first N (product, group) contexts (0 = all; for smoke runs)
+    # optimisation
+    deepspeed_config: str = "cluster/deepspeed/gmllm.json"
+    beta: float = 0.1  # eq. 9
+    epochs: int = 2  # passes over each round's pairs
+    batch_size: int = 8  # pairs per step
+    lr: float = 5e-4
+    robust: bool = False  # worst-group weighting of the loss (exponentiated-gradient group weights)
+    robust_eta: float = 1.0  # step size of the group weights
+    max_len: int = 384
+    seed: int = 0
+    # output
+    out_dir: str = "runs/dpo"
+    save_every: int = 50
+    progress: bool = True
+
+    def __post_init__(self):
+        if min(self.rounds, self.samples - 1, self.epochs, self.batch_size, self.save_every, self.lora_r) < 1:
+            raise ValueError("rounds, epochs, batch_size, save_every, lora_r must be >= 1 and samples >= 2")
+        if self.beta <= 0 or self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("beta, lr and temperature must be > 0")
+
+
+# ---------------------------------------------------------------------------------- eq. 9
+def dpo_loss(pi_w, pi_l, ref_w, ref_l, beta: float, weights=None):
+    """Eq. 9 per pair: -log sigma(beta (log pi(y_w)/ref(y_w) - log pi(y_l)/ref(y_l))), with the implicit
+    rewards beta log pi/ref of winner and loser. Returns (loss, reward_w, reward_l); `weights` (summing to 1)
+    make the loss a weighted sum instead of a mean."""
+    reward_w, reward_l = beta * (pi_w - ref_w), beta * (pi_l - ref_l)
+    losses = -torch.nn.functional.logsigmoid(reward_w - reward_l)
+    loss = losses.mean() if weights is None else (losses * weights).sum()
+    return loss, losses, reward_w.detach(), reward_l.detach()
+
+
+class GroupWeights:
+    """Exponentiated-gradient weights over groups: alpha_g <- alpha_g exp(eta * loss_g), normalised."""
+
+    def __init__(self, keys, eta: float):
+        self.keys = {k: i for i, k in enumerate(sorted(set(keys)))}
+        self.log_alpha = np.zeros(len(self.keys))
+        self.eta = eta
+
+    def batch_weights(self, keys) -> np.ndarray:
+        """Weights of a batch's rows (sum 1): each row carries its group's alpha."""
+        a = np.exp(self.log_alpha[[self.keys[k] for k in keys]])
+        return a / a.sum()
+
+    def update(self, keys, losses: np.ndarray) -> None:
+        idx = np.array([self.keys[k] for k in keys])
+        for g in np.unique(idx):
+            self.log_alpha[g] += self.eta * float(losses[idx == g].mean())
+        self.log_alpha -= self.log_alpha.max()
+
+    def alpha(self) -> np.ndarray:
+        a = np.exp(self.log_alpha)
+        return a / a.sum()
+
+
+# ---------------------------------------------------------------------------------- the policy
+def add_lora(model: GroupLlava, cfg: DPOConfig):
+    """The policy: the G-MLLM with LoRA adapters on the language model's attention; all else frozen."""
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                            target_modules=LORA_TARGETS))
+
+
+def core_of(policy) -> GroupLlava:
+    """The GroupLlava inside a peft model (its layers carry the adapters)."""
+    return policy.base_model.model
+
+
+def load_policy(gmllm: str, adapter: str | None = None):
+    """A G-MLLM and, when given, its trained adapters (a peft model); the plain model otherwise."""
+    base = GroupLlava.load(gmllm)
+    if not adapter:
+        return base
+    from peft import PeftModel
+    return PeftModel.from_pretrained(base, adapter).eval()
+
+
+def sequence_logprob(model, inputs: dict) -> torch.Tensor:
+    """Sum of log p(token) over each row's response tokens (labels != -100)."""
+    labels = inputs["labels"][:, 1:]
+    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**fwd).logits[:, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logp * (labels != -100)).sum(dim=1)
+
+
+def policy_inputs(core: GroupLlava, ctx: dict, responses, use_group: bool, max_len: int, device) -> dict:
+    width = (1 + core.meta["group_points"]) * core.meta["group_dim"]
+    enc = encode(core, ctx["instruction"], responses, max_len, use_group, ctx["image"])
+    enc["group_features"] = group_tensor(ctx["group_features"], width)
+    return {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
+
+
+@torch.no_grad()
+def generate(core: GroupLlava, ctx: dict, use_group: bool, n: int = 1, temperature: float = 1.0,
+             greedy: bool = False, max_new_tokens: int = 32, max_len: int = 384, seed: int = 0) -> list[list[str]]:
+    """`n` prompts per context row (greedy: one, the most likely), decoded without special tokens."""
+    device = next(core.parameters()).device
+    enc = policy_inputs(core, ctx, None, use_group, max_len, device)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    lengths = mask.sum(dim=1)
+    left_ids, left_mask = torch.full_like(ids, core.tokenizer.pad_token_id), torch.zeros_like(mask)
+    for i, m in enumerate(lengths.tolist()):  # generation continues on the right: pad on the left
+        left_ids[i, ids.shape[1] - m:], left_mask[i, ids.shape[1] - m:] = ids[i, :m], 1
+    emb = core.embed(left_ids, enc["pixel_values"], enc["group_features"] if use_group else None)
+    torch.manual_seed(seed)
+    out = core.llava.generate(inputs_embeds=emb.repeat_interleave(1 if greedy else n, dim=0),
+                              attention_mask=left_mask.repeat_interleave(1 if greedy else n, dim=0),
+                              max_new_tokens=max_new_tokens, do_sample=not greedy,
+                              temperature=None if greedy else temperature, top_k=None, top_p=None,
+                              pad_token_id=core.tokenizer.pad_token_id, eos_token_id=core.tokenizer.eos_token_id)
+    texts = [t.strip() for t in core.tokenizer.batch_decode(out, skip_special_tokens=True)]
+    k = 1 if greedy else n
+    return [texts[i * k:(i + 1) * k] for i in range(len(lengths))]
+
+
+# ---------------------------------------------------------------------------------- contexts and ranking
+def load_contexts(warehouse: str, run_date: str = "", split: str | None = None) -> pd.DataFrame:
+    """One prompt-generation context per (product, group): the instruction, the product image and mask,
+    the title and the group features. `split` 'train'/'test' keeps the GRM's train or held-out products."""
+    run_date = run_date or latest_partition(C.INSTRUCTIONS, warehouse)
+    fields = ["task", "example", "product_id", "group_id", "instruction", "image", "group_features"]
+    rows = pd.concat([pd.DataFrame(g) for g in read_columns(C.INSTRUCTIONS, warehouse, fields, {"run_date": run_date})])
+    rows = rows[(rows["task"] == "prompt_generation") & (rows["example"] == 0)].drop(columns=["task", "example"])
+    prods = pd.concat([pd.DataFrame(g) for g in read_columns(C.PRODUCTS, warehouse, ["product_id", "title", "mask"])])
+    rows = rows.merge(prods, on="product_id")
+    if split is not None:
+        held = set()
+        for g in read_columns(C.GRM_EXAMPLES, warehouse, ["product_id"], {"run_date": run_date, "split": "test"}):
+            held.update(g["product_id"].tolist())
+        rows = rows[rows["product_id"].isin(held) == (split == "test")]
+    return rows.sort_values(["product_id", "group_id"]).reset_index(drop=True)
+
+
+def render_prompts(renderer, ctx: pd.DataFrame, prompts: list[list[str]], seed) -> list[list[bytes]]:
+    """PNG of every sampled prompt drawn around its context's product."""
+    jobs, shape = [], []
+    for (_, row), ps in zip(ctx.iterrows(), prompts):
+        shape.append(len(ps))
+        jobs += [RenderJob.from_pngs(int(row["product_id"]), row["image"], row["mask"], p,
+                                     (*seed, int(row["product_id"]), int(row["group_id"]), i)) for i, p in enumerate(ps)]
+    pngs = [images.to_png(a) for a in renderer.render(jobs)]
+    out, at = [], 0
+    for n in shape:
+        out.append(pngs[at:at + n])
+        at += n
+    return out
+
+
+@torch.no_grad()
+def grm_scores(grm: GRM, title: str, group_features, pngs: list[bytes], max_len: int = 128) -> np.ndarray:
+    """One score per candidate image in a group: the mean over all ordered pairs (i, j), i != j, of
+    P(i beats j) from the GRM (both positions, so a position bias cancels)."""
+    n = len(pngs)
+    i, j = np.where(~np.eye(n, dtype=bool))
+    batch = {"title": np.array([title] * len(i), dtype=object), "image_a": np.array([pngs[k] for k in i], dtype=object),
+             "image_b": np.array([pngs[k] for k in j], dtype=object), "label": np.zeros(len(i), np.int64),
+             "group_features": [np.asarray(group_features, np.float32)] * len(i)}
+    device = next(grm.parameters()).device
+    p = torch.softmax(grm(**pair_inputs(grm, batch, max_len, device)).float(), dim=-1)[:, 1].cpu().numpy()
+    wins = np.zeros(n)
+    np.add.at(wins, i, p)
+    np.add.at(wins, j, 1 - p)
+    return wins / (2 * (n - 1))
+
+
+def preference_pairs(ctx: pd.DataFrame, prompts: list[list[str]], scores: list[np.ndarray], min_margin: float) -> pd.DataFrame:
+    """(winner, loser) per context: the best and the worst scored distinct prompts, if their gap > min_margin."""
+    rows = []
+    for k, (ps, s) in enumerate(zip(prompts, scores)):
+        w, lo = int(np.argmax(s)), int(np.argmin(s))
+        if ps[w] != ps[lo] and s[w] - s[lo] > min_margin:
+            rows.append((k, ps[w], ps[lo], float(s[w] - s[lo])))
+    pairs = pd.DataFrame(rows, columns=["ctx", "chosen", "rejected", "grm_margin"])
+    return pairs.join(ctx[["product_id", "group_id"]], on="ctx")
+
+
+# ---------------------------------------------------------------------------------- training
+def pair_logprobs(model, core: GroupLlava, ctx: pd.DataFrame, pairs: pd.DataFrame, use_group: bool, max_len: int,
+                  device) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(y_w | s, G) and log pi(y_l | s, G) of a batch of pairs (one forward over winners and losers)."""
+    rows = ctx.iloc[np.concatenate([pairs["ctx"].to_numpy()] * 2)]
+    batch = {k: rows[k].tolist() for k in ("instruction", "image", "group_features")}
+    responses = pairs["chosen"].tolist() + pairs["rejected"].tolist()
+    lp = sequence_logprob(model, policy_inputs(core, batch, responses, use_group, max_len, device))
+    return lp[:len(pairs)], lp[len(pairs):]
+
+
+def dpo_step_loss(engine, policy, ctx, pairs: pd.DataFrame, cfg: DPOConfig, weights: GroupWeights | None):
+    """Eq. 9 on a batch of pairs; the reference pass runs with the adapters disabled and without grad."""
+    core = core_of(policy)
+    with torch.no_grad(), policy.disable_adapter():
+        ref_w, ref_l = pair_logprobs(policy, core, ctx, pairs, cfg.use_group, cfg.max_len, engine.device)
+    pi_w, pi_l = pair_logprobs(engine, core, ctx, pairs, cfg.use_group, cfg.max_len, engine.device)
+    keys = list(zip(pairs["product_id"], pairs["group_id"]))
+    w = None if weights is None else torch.tensor(weights.batch_weights(keys), dtype=torch.float32, device=engine.device)
+    loss, losses, _, _ = dpo_loss(pi_w, pi_l, ref_w, ref_l, cfg.beta, w)
+    if weights is not None:
+        weights.update(keys, losses.detach().cpu().numpy())
+    return loss
+
+
+@torch.no_grad()
+def reward_stats(policy, ctx: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOConfig, batch_size: int = 32) -> dict:
+    """Implicit-reward accuracy (r_w > r_l) and margin (r_w - r_l) overall and per (product, group)."""
+    core, device = core_of(policy), next(policy.parameters()).device
+    rw, rl = [], []
+    for lo in range(0, len(pairs), batch_size):
+        part = pairs.iloc[lo:lo + batch_size]
+        pi_w, pi_l = pair_logprobs(policy, core, ctx, part, cfg.use_group, cfg.max_len, device)
+        with policy.disable_adapter():
+            ref_w, ref_l = pair_logprobs(policy, core, ctx, part, cfg.use_group, cfg.max_len, device)
+        _, _, a, b = dpo_loss(pi_w, pi_l, ref_w, ref_l, cfg.beta)
+        rw.append(a.cpu().numpy())
+        rl.append(b.cpu().numpy())
+    rw, rl = (np.concatenate(x) if x else np.zeros(0) for x in (rw, rl))
+    df = pairs.assign(correct=rw > rl, margin=rw - rl)
+    per = df.groupby(["product_id", "group_id"])[["correct", "margin"]].mean()
+    return {"pairs": int(len(df)), "reward_accuracy": float(df["correct"].mean()) if len(df) else float("nan"),
+            "reward_margin": float(df["margin"].mean()) if len(df) else float("nan"),
+            "worst_group_reward_accuracy": float(per["correct"].min()) if len(per) else float("nan"),
+            "per_group": {f"{p}/{g}": {"accuracy": round(float(r.correct), 4), "margin": round(float(r.margin), 5)}
+                          for (p, g), r in per.iterrows()}}
+
+
+def sample_round(policy, grm: GRM, renderer, ctx: pd.DataFrame, cfg: DPOConfig, round_no: int,
+                 batch_size: int = 16) -> pd.DataFrame:
+    """Steps 1-3 of a round: sample, render, rank with the frozen GRM -> (winner, loser) pairs."""
+    core = core_of(policy)
+    core.eval()
+    prompts, scores = [], []
+    for lo in tqdm(range(0, len(ctx), batch_size), desc=f"sample+rank round {round_no}", unit="batch",
+                   disable=not cfg.progress):
+        part = ctx.iloc[lo:lo + batch_size]
+        ps = generate(core, {k: part[k].tolist() for k in ("instruction", "image", "group_features")}, cfg.use_group,
+                      cfg.samples, cfg.temperature, max_new_tokens=cfg.max_new_tokens, max_len=cfg.max_len,
+                      seed=cfg.seed * 100_003 + round_no * 1_009 + lo)
+        pngs = render_prompts(renderer, part, ps, (cfg.seed, round_no))
+        for (_, row), p, imgs in zip(part.iterrows(), ps, pngs):
+            prompts.append(p)
+            scores.append(grm_scores(grm, row["title"], row["group_features"] if grm.use_group else [], imgs))
+    return preference_pairs(ctx, prompts, scores, cfg.min_margin)
+
+
+def engine_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None) -> dict:
+    """All rounds of sample-rank-train (resuming a killed run); the adapters end in <out_dir>/adapter."""
+    import deepspeed
+    rank, world = init_distributed()
+    out = Path(cfg.out_dir)
+    ctx = load_contexts(cfg.warehouse, cfg.run_date, split="train")
+    if cfg.max_contexts:
+        ctx = ctx.iloc[:cfg.max_contexts].reset_index(drop=True)
+    torch.manual_seed(cfg.seed)
+    policy = add_lora(GroupLlava.load(cfg.gmllm), cfg)
+    grm = GRM.load(cfg.grm).to(engine_device())
+    for p in grm.parameters():
+        p.requires_grad_(False)
+    steps = cfg.rounds * cfg.epochs * max(1, len(ctx) // (cfg.batch_size * world))
+    engine, _, _, _ = deepspeed.initialize(model=policy, model_parameters=[p for p in policy.parameters() if p.requires_grad],
+                                           config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr, steps))
+    weights = GroupWeights(zip(ctx["product_id"], ctx["group_id"]), cfg.robust_eta) if cfg.robust else None
+    renderer, history = ProceduralRenderer(), []
+    for r in range(cfg.rounds):
+        rdir = out / f"round{r}"
+        done = rdir / "done.json"
+        if done.is_file():  # a finished round: its pairs and final weights are on disk
+            history.append(json.loads(done.read_text()))
+            if not (out / f"round{r + 1}" / "done.json").is_file():
+                tag = (rdir / "checkpoints" / "latest").read_text().strip()
+                engine.load_checkpoint(str(rdir / "checkpoints"), tag=tag)
+            continue
+        pairs_file = rdir / "pairs.parquet"
+        if pairs_file.is_file():  # sampled before a kill: the same pairs, so a resumed round sees the same batches
+            pairs = pd.read_parquet(pairs_file)
+        else:
+            pairs = sample_round(policy, grm, renderer, ctx, cfg, r)
+            rdir.mkdir(parents=True, exist_ok=True)
+            if rank == 0:
+                pairs.to_parquet(pairs_file)
+        before = reward_stats(policy, ctx, pairs, cfg) if len(pairs) else {}
+
+        def batches(epoch: int, pairs=pairs, r=r):
+            order = np.random.default_rng([cfg.seed, r, epoch]).permutation(len(pairs))[rank::world]
+            for lo in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+                yield pairs.iloc[order[lo:lo + cfg.batch_size]]
+
+        fit_out = fit(engine, batches, lambda b: dpo_step_loss(engine, policy, ctx, b, cfg, weights), epochs=cfg.epochs,
+                      out_dir=str(rdir), save_every=cfg.save_every, name=f"Group-DPO round {r}", progress=cfg.progress,
+                      rank=rank, stop_after=stop_after)
+        if fit_out["stopped"]:
+            return fit_out
+        engine.save_checkpoint(str(rdir / "checkpoints"), tag=f"step{fit_out['step']}", client_state={
+            "step": fit_out["step"], "epoch": cfg.epochs, "batch_in_epoch": 0, "torch_rng": torch.get_rng_state()})
+        after = reward_stats(policy, ctx, pairs, cfg) if len(pairs) else {}
+        summary = {"round": r, "pairs": int(len(pairs)), "steps": fit_out["step"], "loss": fit_out["loss"],
+                   "grm_margin": float(pairs["grm_margin"].mean()) if len(pairs) else float("nan"),
+                   "before": {k: v for k, v in before.items() if k != "per_group"},
+                   "after": {k: v for k, v in after.items() if k != "per_group"},
+                   "per_group_after": after.get("per_group", {})}
+        if weights is not None:
+            summary["worst_groups"] = [str(k) for k in np.array(list(weights.keys))[np.argsort(-weights.alpha())[:5]]]
+        history.append(summary)
+        if rank == 0:
+            done.write_text(json.dumps(summary, indent=2))
+            print(f"[group-dpo] round {r}: {len(pairs)} pairs, loss {fit_out['loss'] or float('nan'):.4f}, "
+                  f"reward accuracy {after.get('reward_accuracy', float('nan')):.3f}, "
+                  f"margin {after.get('reward_margin', float('nan')):.4f}", flush=True)
+    if rank == 0:
+        policy.save_pretrained(str(out / ADAPTER_SUBDIR))
+        meta = {"gmllm": cfg.gmllm, "use_group": cfg.use_group, "config": asdict(cfg),
+                "rounds": [{k: v for k, v in h.items() if k != "per_group_after"} for h in history]}
+        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return {"stopped": False, "rounds": history, "adapter": str(out / ADAPTER_SUBDIR)}
