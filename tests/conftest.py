@@ -75,3 +75,21 @@ def instructions_wh(spark, gaip_wh):
     from osmf_core.curation import CurationConfig, run
     wh = gaip_wh[0]
     return wh, run(spark, CurationConfig(window_days=3, test_share=0.3), wh, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(instructions_wh, tmp_path_factory):
+    """A tiny G-MLLM pre-trained for a few steps and a GRM trained from it, on the tiny world:
+    (warehouse, gmllm dir, grm dir)."""
+    from osmf_core.models.gmllm import GMLLMConfig
+    from osmf_core.training.gmllm import MODEL_SUBDIR, PretrainConfig, pretrain
+    from osmf_core.training.grm import GRMConfig, train_grm
+    wh, _ = instructions_wh
+    out = tmp_path_factory.mktemp("tiny_models")
+    model = GMLLMConfig(image_size=32, patch_size=16, vision_hidden=16, text_hidden=32, text_heads=2,
+                        text_intermediate=64, vocab_size=400, group_dim=32, group_points=10, group_hidden=32)
+    pretrain(PretrainConfig(warehouse=wh, model=model, batch_size=8, max_len=160, max_steps=6, out_dir=str(out / "gm"),
+                            progress=False))
+    train_grm(GRMConfig(warehouse=wh, gmllm=str(out / "gm" / MODEL_SUBDIR), out_dir=str(out / "grm"), max_steps=3,
+                        batch_size=8, progress=False))
+    return wh, str(out / "gm" / MODEL_SUBDIR), str(out / "grm" / MODEL_SUBDIR)

@@ -133,6 +133,8 @@ def load_policy(gmllm: str, adapter: str | None = None):
 def sequence_logprob(model, inputs: dict) -> torch.Tensor:
     """Sum of log p(token) over each row's response tokens (labels != -100)."""
     labels = inputs["labels"][:, 1:]
+    if not (labels != -100).any(dim=1).all():
+        raise ValueError("a response lost every token to max_len: raise max_len so prompts and answers fit")
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
     logits = model(**fwd).logits[:, :-1].float()
     logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,210 @@
+"""Group-DPO, the procedural renderer, the online A/B scoring, generation and the gallery."""
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from osmf_core import catalog as C
+from osmf_core.training.dpo import GroupWeights, dpo_loss, preference_pairs
+
+
+# ------------------------------------------------------------------------------ eq. 9 (pure)
+def test_dpo_loss_matches_eq9_on_hand_computed_numbers():
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    loss, losses, rw, rl = dpo_loss(t(-1.0, -3.0), t(-2.0, -1.0), t(-1.5, -2.0), t(-1.5, -2.0), beta=0.5)
+    # pair 0: beta*(−1+1.5)=0.25 vs beta*(−2+1.5)=−0.25 -> −log σ(0.5); pair 1: −0.5 vs 0.5 -> −log σ(−1)
+    want = [-math.log(1 / (1 + math.exp(-0.5))), -math.log(1 / (1 + math.exp(1.0)))]
+    assert losses.tolist() == pytest.approx(want) and float(loss) == pytest.approx(np.mean(want))
+    assert rw.tolist() == pytest.approx([0.25, -0.5]) and rl.tolist() == pytest.approx([-0.25, 0.5])
+    weighted, *_ = dpo_loss(t(-1.0, -3.0), t(-2.0, -1.0), t(-1.5, -2.0), t(-1.5, -2.0), 0.5, t(0.25, 0.75))
+    assert float(weighted) == pytest.approx(0.25 * want[0] + 0.75 * want[1])
+    # policy == reference: every pair sits at log 2, whatever beta
+    assert float(dpo_loss(t(-4.0), t(-9.0), t(-4.0), t(-9.0), 3.0)[0]) == pytest.approx(math.log(2))
+
+
+def test_group_weights_follow_exponentiated_gradient():
+    w = GroupWeights([("p", 0), ("p", 1)], eta=math.log(2))
+    w.update([("p", 0), ("p", 0), ("p", 1)], np.array([1.0, 1.0, 0.0]))  # group 0 loss 1: its weight doubles
+    assert w.alpha().tolist() == pytest.approx([2 / 3, 1 / 3])
+    assert w.batch_weights([("p", 0), ("p", 1), ("p", 1)]).tolist() == pytest.approx([0.5, 0.25, 0.25])
+
+
+def test_preference_pairs_take_best_and_worst_distinct_prompts():
+    ctx = pd.DataFrame({"product_id": [7, 7, 8], "group_id": [0, 1, 0]})
+    prompts = [["a", "b", "c"], ["x", "x", "x"], ["m", "n", "o"]]
+    scores = [np.array([0.2, 0.9, 0.5]), np.array([0.1, 0.9, 0.5]), np.array([0.50, 0.52, 0.51])]
+    pairs = preference_pairs(ctx, prompts, scores, min_margin=0.05)
+    # context 1 has one distinct prompt, context 2's gap 0.02 is under the margin
+    assert pairs[["ctx", "chosen", "rejected", "product_id", "group_id"]].values.tolist() == [[0, "b", "a", 7, 0]]
+    assert pairs["grm_margin"].tolist() == pytest.approx([0.7])
+
+
+# ------------------------------------------------------------------------------ LoRA policy and reference
+@pytest.fixture(scope="module")
+def policy_and_batch():
+    from osmf_core.instructions import render
+    from osmf_core.models.gmllm import GMLLMConfig, build_tiny, train_tokenizer
+    from osmf_core.training.dpo import DPOConfig, add_lora, core_of, policy_inputs
+    cfg = GMLLMConfig(image_size=32, patch_size=16, vision_hidden=16, text_hidden=32, text_heads=2, text_intermediate=64,
+                      vocab_size=300, group_dim=4, group_points=10, group_hidden=16)
+    texts = [render("prompt_generation", k, "Nova") for k in range(4)] + ["the product, cozy kitchen background"] * 3
+    torch.manual_seed(0)
+    base = build_tiny(cfg, train_tokenizer(texts * 4, cfg.vocab_size))
+    reference = {k: v.clone() for k, v in base.state_dict().items()}
+    policy = add_lora(base, DPOConfig(lora_r=4))
+    from osmf_core.images import to_png
+    png = to_png(np.full((32, 32, 3), 120, np.uint8))
+    ctx = {"instruction": [render("prompt_generation", 0, "Nova")] * 2, "image": [png, png],
+           "group_features": [np.ones(44, np.float32), -np.ones(44, np.float32)]}
+    inputs = policy_inputs(core_of(policy), ctx, ["the product, cozy kitchen background", "the product, warm palette"],
+                           True, 200, "cpu")
+    return base, policy, reference, inputs, ctx
+
+
+def test_lora_trains_only_adapters_and_disabled_adapters_give_the_base_model(policy_and_batch):
+    from osmf_core.training.dpo import core_of, sequence_logprob
+    base, policy, reference, inputs, _ = policy_and_batch
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+    with torch.no_grad():
+        base_lp = sequence_logprob(core_of(policy), inputs)  # LoRA B starts at zero: the policy is the base model
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(5):
+        loss = -sequence_logprob(policy, inputs).sum()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        moved = sequence_logprob(policy, inputs)
+        with policy.disable_adapter():
+            ref_lp = sequence_logprob(policy, inputs)
+    assert (moved > base_lp + 1e-3).all()  # the adapters learned
+    assert torch.allclose(ref_lp, base_lp, atol=1e-6)  # adapters off = the untouched base model
+    for name, value in core_of(policy).state_dict().items():  # every base weight is bit-identical
+        clean = name.replace("base_layer.", "")
+        if "lora_" not in name:
+            assert torch.equal(value, reference[clean]), name
+
+
+def test_generate_is_greedy_deterministic_and_samples_n(policy_and_batch):
+    from osmf_core.training.dpo import core_of, generate
+    _, policy, _, _, ctx = policy_and_batch
+    core = core_of(policy)
+    g1, g2 = generate(core, ctx, True, greedy=True, max_new_tokens=8), generate(core, ctx, True, greedy=True, max_new_tokens=8)
+    assert g1 == g2 and [len(x) for x in g1] == [1, 1]
+    s = generate(core, ctx, True, n=3, max_new_tokens=8, seed=1)
+    assert [len(x) for x in s] == [3, 3] and s == generate(core, ctx, True, n=3, max_new_tokens=8, seed=1)
+
+
+# ------------------------------------------------------------------------------ renderer and simulator agree
+def test_procedural_renderer_draws_a_creative_exactly_as_the_simulator_did(instructions_wh):
+    from osmf_core.images import from_png
+    from osmf_core.render import ProceduralRenderer, RenderJob
+    from osmf_core.simulate import read_manifest
+    from osmf_core.training.data import read_columns
+    from osmf_core.truth import Truth
+    from osmf_core.world import parse_style
+    wh, _ = instructions_wh
+    seed, _ = read_manifest(wh)
+    truth = Truth.from_warehouse(wh)
+    prods = pd.concat([pd.DataFrame(g) for g in read_columns(C.PRODUCTS, wh, ["product_id", "image", "mask"])])
+    crea = pd.concat([pd.DataFrame(g) for g in read_columns(C.CREATIVES, wh, ["creative_id", "product_id", "prompt", "image"])])
+    sample = crea.sort_values("creative_id").iloc[::7].head(12).merge(prods, on="product_id", suffixes=("", "_product"))
+    jobs = [RenderJob.from_pngs(r.product_id, r.image_product, r.mask, r.prompt, [seed, 5, r.creative_id])
+            for r in sample.itertuples()]
+    for r, img in zip(sample.itertuples(), ProceduralRenderer().render(jobs)):
+        assert (parse_style(r.prompt) == truth.creative_style([r.creative_id])[0]).all()  # the prompt names the style
+        assert np.array_equal(img, from_png(r.image)[..., :3]), r.creative_id  # and draws the simulator's pixels
+        inside = from_png(r.mask) > 0
+        assert np.array_equal(img[inside], from_png(r.image_product)[..., :3][inside])
+
+
+# ------------------------------------------------------------------------------ online A/B scoring (pure)
+def test_online_summary_weighs_groups_by_size_and_takes_each_products_worst_group():
+    from osmf_core.online import summarize, table3
+    scored = pd.DataFrame({"product_id": [1, 1, 2], "group_id": [0, 1, 0], "size": [100, 300, 100],
+                           "sim_ctr": [0.02, 0.04, 0.01]})
+    s = summarize(scored)
+    assert s["ctr"] == pytest.approx((2 + 12 + 1) / 500) and s["worst_group_ctr"] == pytest.approx((0.02 + 0.01) / 2)
+    t = table3({"pretrained": {"ctr": 0.02, "worst_group_ctr": 0.01}, "osmf": {"ctr": 0.025, "worst_group_ctr": 0.02}})
+    assert t.loc["osmf", "lift"] == pytest.approx(0.25) and t.loc["pretrained", "lift"] == 0
+
+
+def test_oracle_style_is_the_exhaustive_best():
+    from osmf_core.truth import Truth
+    from osmf_core.world import DIM_SIZES, sample_users
+    truth, users = Truth(5, 28), pd.DataFrame(sample_users(5, 0, 400))
+    for pid in (0, 9):
+        style, ctr = truth.oracle_style(pid, users)
+        assert ctr == pytest.approx(truth.expected_ctr(style, pid, users))
+        rng = np.random.default_rng(pid)
+        others = [truth.expected_ctr(rng.integers(0, DIM_SIZES), pid, users) for _ in range(200)]
+        assert ctr >= max(others)
+        for j, n in enumerate(DIM_SIZES):  # changing any one dimension never helps
+            for v in range(n):
+                alt = style.copy()
+                alt[j] = v
+                assert truth.expected_ctr(alt, pid, users) <= ctr + 1e-12
+
+
+# ------------------------------------------------------------------------------ Group-DPO end to end
+def _dpo_cfg(models, out, **kw):
+    from osmf_core.training.dpo import DPOConfig
+    wh, gm, grm = models
+    return DPOConfig(**{**dict(warehouse=wh, gmllm=gm, grm=grm, rounds=2, samples=3, max_contexts=6, batch_size=2,
+                               epochs=1, max_new_tokens=12, max_len=400, save_every=2, out_dir=str(out), progress=False),
+                        **kw})
+
+
+def test_group_dpo_killed_mid_round_resumes_and_ends_like_an_unbroken_run(tiny_models, tmp_path):
+    from peft import PeftModel
+    from osmf_core.training.dpo import ADAPTER_SUBDIR, run_group_dpo
+    from osmf_core.models.gmllm import GroupLlava
+    whole = run_group_dpo(_dpo_cfg(tiny_models, tmp_path / "whole"))
+    assert len(whole["rounds"]) == 2
+    r0 = whole["rounds"][0]
+    assert r0["pairs"] > 0 and r0["steps"] >= 1
+    assert r0["after"]["reward_accuracy"] >= r0["before"]["reward_accuracy"]  # DPO moved toward the winners
+    assert r0["after"]["reward_margin"] > 0 and set(r0["per_group_after"])
+    broken = _dpo_cfg(tiny_models, tmp_path / "broken")
+    assert run_group_dpo(broken, stop_after=1)["stopped"]  # killed inside round 0
+    resumed = run_group_dpo(broken)
+    assert [r["pairs"] for r in resumed["rounds"]] == [r["pairs"] for r in whole["rounds"]]
+
+    def adapters(d):
+        m = PeftModel.from_pretrained(GroupLlava.load(tiny_models[1]), str(d / ADAPTER_SUBDIR))
+        return {n: p for n, p in m.named_parameters() if "lora_" in n}
+    a, b = adapters(tmp_path / "whole"), adapters(tmp_path / "broken")
+    assert a and all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    assert any(p.abs().sum() > 0 for n, p in a.items() if "lora_B" in n)  # it trained
+
+
+def test_robust_group_dpo_reports_its_worst_groups(tiny_models, tmp_path):
+    from osmf_core.training.dpo import run_group_dpo
+    out = run_group_dpo(_dpo_cfg(tiny_models, tmp_path / "robust", robust=True, rounds=1))
+    assert out["rounds"][0]["worst_groups"]
+
+
+# ------------------------------------------------------------------------------ generation and gallery
+def test_generate_writes_every_product_group_once_and_a_gallery_listing_them(spark, tiny_models, tmp_path):
+    from osmf_core.generation import GenerateConfig, run
+    from osmf_core.store import read_table
+    from osmf_core.training.dpo import load_contexts
+    wh, gm, grm = tiny_models
+    cfg = GenerateConfig(gmllm=gm, dpo="", grm=grm, images_dir=str(tmp_path / "img"), gallery=str(tmp_path / "g" / "index.html"))
+    first = run(spark, cfg, wh, log=lambda *_: None)
+    again = run(spark, cfg, wh, log=lambda *_: None)  # a rerun replaces, never duplicates
+    ctx = load_contexts(wh)
+    want = set(zip(ctx["product_id"], ctx["group_id"]))
+    gen = read_table(spark, C.GENERATED, wh).toPandas()
+    assert first == again and len(gen) == len(want) == first["images"]
+    assert set(zip(gen["product_id"], gen["group_id"])) == want
+    assert gen["sim_ctr"].between(0, 1).all() and gen["grm_score"].between(0, 1).all()
+    assert len(list((tmp_path / "img").glob("*/*.png"))) == len(want)
+    assert read_table(spark, C.PROMPTS, wh).count() == len(want)
+    page = (tmp_path / "g" / "index.html").read_text()
+    cells = set((int(p), int(g)) for p, g in re.findall(r"data-product='(\d+)' data-group='(\d+)'", page))
+    assert cells == want and page.count("<img ") == len(want)
