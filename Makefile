@@ -22,13 +22,18 @@ PRETRAIN ?=
 GRM ?=
 EVAL_GRM ?=
 GMLLM ?= runs/gmllm/model
+GRM_MODEL ?= runs/grm/model
+GRM_NO_GROUP ?= runs/grm_no_group/model
+DPO ?=
+GEN ?=
+EVAL_ONLINE ?=
 GMLLM_DS ?= cluster/deepspeed/gmllm.json
 NUM_GPUS ?= 1
 # several nodes: DS_LAUNCH="--hostfile cluster/deepspeed/hostfile" DS_CONFIG=cluster/deepspeed/zero3_multinode.json
 DS_LAUNCH ?= --num_gpus $(NUM_GPUS)
 DS_CONFIG ?= cluster/deepspeed/paag.json
 
-.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm bench bench-simulate bench-regroup ddl sql clean
+.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm grm-models group-dpo generate eval-online bench bench-simulate bench-regroup ddl sql clean
 
 help:
 	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
@@ -44,6 +49,9 @@ help:
 	@echo "make pretrain-gmllm  pre-train the group-token LLaVA under the DeepSpeed launcher (PRETRAIN='--epochs 2')"
 	@echo "make train-grm       train the group-aware reward model from the G-MLLM (GRM='--no-group')"
 	@echo "make eval-grm        the Figure 3 analog: Pair Accuracy of GRM vs no group token vs 0/1/5/10 points"
+	@echo "make group-dpo       Group-DPO: LoRA on the G-MLLM, sample-render-rank rounds with the frozen GRM (DPO='--robust')"
+	@echo "make generate        one prompt and image per (product, group): gen tables, images, reports/gallery/index.html"
+	@echo "make eval-online     the Table 3 analog: simulated online CTR of pretrained, one-size, OSMF variants, oracle"
 	@echo "make bench           all benchmarks (bench-simulate, bench-regroup)"
 	@echo "make bench-regroup   clustering core vs a scikit-learn loop and MLlib, scaling, sampled silhouette error"
 	@echo "make ddl             regenerate sql/ddl/ from the table catalog"
@@ -105,6 +113,22 @@ train-grm: gmllm-model
 
 eval-grm: gmllm-model
 	$(PY) jobs/eval_grm.py --deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) $(EVAL_GRM)
+
+grm-models: gmllm-model  # the group-aware and the group-agnostic reward models, unless they exist
+	@test -d "$(GRM_MODEL)" || $(MAKE) train-grm GRM="--out-dir $(patsubst %/model,%,$(GRM_MODEL))"
+	@test -d "$(GRM_NO_GROUP)" || $(MAKE) train-grm GRM="--no-group --out-dir $(patsubst %/model,%,$(GRM_NO_GROUP))"
+
+group-dpo: grm-models
+	PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/deepspeed $(DS_LAUNCH) jobs/group_dpo.py \
+		--deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) --grm $(GRM_MODEL) $(DPO)
+
+generate: setup
+	@test -d runs/dpo/adapter || $(MAKE) group-dpo
+	$(PY) jobs/generate.py --gmllm $(GMLLM) --grm $(GRM_MODEL) $(GEN)
+
+eval-online: grm-models
+	$(PY) jobs/eval_online.py --deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) --grm $(GRM_MODEL) \
+		--grm-no-group $(GRM_NO_GROUP) $(EVAL_ONLINE)
 
 bench: bench-simulate bench-regroup
 

@@ -9,6 +9,8 @@ Methods, each giving one background prompt per (product, group) of a held-out pr
   osmf           Group-DPO: policy and reference conditioned on G_{s,k}
   osmf_robust    osmf with worst-group (exponentiated-gradient) weighting of the DPO loss
   oracle         the best style per group by the simulator's truth: the ceiling
+and, asked for by name, the diagnostic osmf_true_reward: Group-DPO ranked by the simulator's true CTR
+instead of the GRM, which tells the reward model's share of a shortfall from Group-DPO's own.
 Scored by the simulator's true expected CTR over each group's users; writes reports/eval_online.json.
 """
 from __future__ import annotations
@@ -30,8 +32,9 @@ from osmf_core.truth import Truth
 
 # name: (policy reads the group token, reward model, robust weighting); pretrained and oracle train nothing
 METHODS = {"one_size": (False, "grm_no_group", False), "osmf_no_group": (False, "grm", False),
-           "osmf": (True, "grm", False), "osmf_robust": (True, "grm", True)}
+           "osmf": (True, "grm", False), "osmf_robust": (True, "grm", True), "osmf_true_reward": (True, "truth", False)}
 ORDER = ("pretrained", "one_size", "osmf_no_group", "osmf", "osmf_robust", "oracle")
+DIAGNOSTICS = ("osmf_true_reward",)  # not a method: Group-DPO ranked by the simulator's truth (a perfect GRM)
 
 
 def greedy_prompts(policy: GroupLlava, ctx: pd.DataFrame, use_group: bool, batch_size: int = 32) -> pd.DataFrame:
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     for name in ("beta", "lr", "robust_eta"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    ap.add_argument("--methods", default=",".join(ORDER), help=f"subset of {','.join(ORDER)}")
+    ap.add_argument("--methods", default=",".join(ORDER), help=f"subset of {','.join(ORDER + DIAGNOSTICS)}")
     ap.add_argument("--out-dir", default="runs/eval_online", help="one Group-DPO run per method under it")
     ap.add_argument("--retrain", action="store_true", help="train again even where a method's adapter exists")
     ap.add_argument("--report", default="reports/eval_online.json")
@@ -71,8 +74,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     methods = args.methods.split(",")
     paths = {"gmllm": args.gmllm, "grm": args.grm, "grm_no_group": args.grm_no_group}
-    needed = {"gmllm"} | {METHODS[m][1] for m in methods if m in METHODS}
-    problems = [f"unknown methods {sorted(set(methods) - set(ORDER))}"] if set(methods) - set(ORDER) else []
+    needed = {"gmllm"} | {METHODS[m][1] for m in methods if m in METHODS and METHODS[m][1] != "truth"}
+    unknown = set(methods) - set(ORDER + DIAGNOSTICS)
+    problems = [f"unknown methods {sorted(unknown)}"] if unknown else []
     problems += [f"no {k} at {paths[k]}" for k in sorted(needed) if not Path(paths[k]).is_dir()]
     if "pretrained" not in methods:
         problems.append("the pretrained method is the baseline of the lift: keep it in --methods")
@@ -95,7 +99,8 @@ def main(argv=None) -> int:
             out = Path(args.out_dir) / m
             if args.retrain or not (out / ADAPTER_SUBDIR).is_dir():
                 shutil.rmtree(out, ignore_errors=True)
-                cfg = DPOConfig(warehouse=args.warehouse, run_date=run_date, gmllm=args.gmllm, grm=paths[grm],
+                cfg = DPOConfig(warehouse=args.warehouse, run_date=run_date, gmllm=args.gmllm,
+                                grm="" if grm == "truth" else paths[grm], reward="truth" if grm == "truth" else "grm",
                                 use_group=use_group, robust=robust, rounds=args.rounds, samples=args.samples,
                                 epochs=args.epochs, batch_size=args.batch_size, max_contexts=args.max_contexts,
                                 beta=args.beta, lr=args.lr, robust_eta=args.robust_eta, seed=args.seed,

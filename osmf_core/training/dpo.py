@@ -41,6 +41,7 @@ class DPOConfig:
     # models
     gmllm: str = "runs/gmllm/model"  # the pre-trained G-MLLM (policy init and reference)
     grm: str = "runs/grm/model"  # the frozen reward model that ranks the samples
+    reward: str = "grm"  # grm; or truth: rank by the simulator's true CTR in the group (a diagnostic ceiling)
     use_group: bool = True  # False: the policy reads no group token (one prompt per product)
     lora_r: int = 8
     lora_alpha: int = 16
@@ -69,6 +70,8 @@ class DPOConfig:
     def __post_init__(self):
         if min(self.rounds, self.samples - 1, self.epochs, self.batch_size, self.save_every, self.lora_r) < 1:
             raise ValueError("rounds, epochs, batch_size, save_every, lora_r must be >= 1 and samples >= 2")
+        if self.reward not in ("grm", "truth"):
+            raise ValueError(f"reward must be grm or truth, got {self.reward!r}")
         if self.beta <= 0 or self.lr <= 0 or self.temperature <= 0:
             raise ValueError("beta, lr and temperature must be > 0")
 
@@ -280,9 +283,25 @@ def reward_stats(policy, ctx: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOConfig,
                           for (p, g), r in per.iterrows()}}
 
 
-def sample_round(policy, grm: GRM, renderer, ctx: pd.DataFrame, cfg: DPOConfig, round_no: int,
+def grm_scorer(grm: GRM):
+    """Scores of a context's candidates by the frozen GRM in the context's group."""
+    return lambda row, prompts, pngs: grm_scores(grm, row["title"], row["group_features"] if grm.use_group else [], pngs)
+
+
+def truth_scorer(warehouse: str, run_date: str, ctx: pd.DataFrame):
+    """Scores by the simulator's true expected CTR among the group's users: what a perfect reward model
+    would say (a diagnostic that separates the reward model's errors from what DPO can learn)."""
+    from osmf_core.online import audiences
+    from osmf_core.truth import Truth
+    truth = Truth.from_warehouse(warehouse)
+    groups = {k: g for k, g in audiences(warehouse, run_date, ctx["product_id"].unique()).groupby(["product_id", "group_id"])}
+    return lambda row, prompts, pngs: np.array(
+        [truth.expected_ctr(p, int(row["product_id"]), groups[(row["product_id"], row["group_id"])]) for p in prompts])
+
+
+def sample_round(policy, score, renderer, ctx: pd.DataFrame, cfg: DPOConfig, round_no: int,
                  batch_size: int = 16) -> pd.DataFrame:
-    """Steps 1-3 of a round: sample, render, rank with the frozen GRM -> (winner, loser) pairs."""
+    """Steps 1-3 of a round: sample, render, rank (`score(row, prompts, pngs)`) -> (winner, loser) pairs."""
     core = core_of(policy)
     core.eval()
     prompts, scores = [], []
@@ -295,7 +314,7 @@ def sample_round(policy, grm: GRM, renderer, ctx: pd.DataFrame, cfg: DPOConfig, 
         pngs = render_prompts(renderer, part, ps, (cfg.seed, round_no))
         for (_, row), p, imgs in zip(part.iterrows(), ps, pngs):
             prompts.append(p)
-            scores.append(grm_scores(grm, row["title"], row["group_features"] if grm.use_group else [], imgs))
+            scores.append(score(row, p, imgs))
     return preference_pairs(ctx, prompts, scores, cfg.min_margin)
 
 
@@ -313,9 +332,13 @@ def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None) -> dict:
         ctx = ctx.iloc[:cfg.max_contexts].reset_index(drop=True)
     torch.manual_seed(cfg.seed)
     policy = add_lora(GroupLlava.load(cfg.gmllm), cfg)
-    grm = GRM.load(cfg.grm).to(engine_device())
-    for p in grm.parameters():
-        p.requires_grad_(False)
+    if cfg.reward == "grm":
+        grm = GRM.load(cfg.grm).to(engine_device())
+        for p in grm.parameters():
+            p.requires_grad_(False)
+        score = grm_scorer(grm)
+    else:
+        score = truth_scorer(cfg.warehouse, cfg.run_date or latest_partition(C.INSTRUCTIONS, cfg.warehouse), ctx)
     steps = cfg.rounds * cfg.epochs * max(1, len(ctx) // (cfg.batch_size * world))
     engine, _, _, _ = deepspeed.initialize(model=policy, model_parameters=[p for p in policy.parameters() if p.requires_grad],
                                            config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr, steps))
@@ -334,7 +357,7 @@ def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None) -> dict:
         if pairs_file.is_file():  # sampled before a kill: the same pairs, so a resumed round sees the same batches
             pairs = pd.read_parquet(pairs_file)
         else:
-            pairs = sample_round(policy, grm, renderer, ctx, cfg, r)
+            pairs = sample_round(policy, score, renderer, ctx, cfg, r)
             rdir.mkdir(parents=True, exist_ok=True)
             if rank == 0:
                 pairs.to_parquet(pairs_file)
