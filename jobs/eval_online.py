@@ -3,6 +3,8 @@
     python jobs/eval_online.py            # after make pretrain-gmllm and make train-grm (both reward models)
 Methods, each giving one background prompt per (product, group) of a held-out product:
   pretrained     the pre-trained G-MLLM, greedy, with the group token
+  teacher        what the G-MLLM was pre-trained to say: the style of the logged creative with the best
+                 smoothed CTR in the group (the prompt-generation responses of feat.instructions)
   one_size       CTR-DPO, CAIG-like: no group token in the policy, ranked by the group-agnostic reward model;
                  one prompt per product, shown to every group
   osmf_no_group  Group-DPO ranked per group by the GRM, but the policy reads no group token (one per product)
@@ -33,7 +35,7 @@ from osmf_core.truth import Truth
 # name: (policy reads the group token, reward model, robust weighting); pretrained and oracle train nothing
 METHODS = {"one_size": (False, "grm_no_group", False), "osmf_no_group": (False, "grm", False),
            "osmf": (True, "grm", False), "osmf_robust": (True, "grm", True), "osmf_true_reward": (True, "truth", False)}
-ORDER = ("pretrained", "one_size", "osmf_no_group", "osmf", "osmf_robust", "oracle")
+ORDER = ("pretrained", "teacher", "one_size", "osmf_no_group", "osmf", "osmf_robust", "oracle")
 DIAGNOSTICS = ("osmf_true_reward",)  # not a method: Group-DPO ranked by the simulator's truth (a perfect GRM)
 
 
@@ -92,6 +94,8 @@ def main(argv=None) -> int:
     for m in methods:
         if m == "pretrained":
             prompts[m] = greedy_prompts(load_policy(args.gmllm), held_out, use_group=True)
+        elif m == "teacher":
+            prompts[m] = held_out[["product_id", "group_id"]].assign(prompt=held_out["response"])
         elif m == "oracle":
             prompts[m] = oracle_prompts(truth, members)
         else:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import SparkSession
 from tqdm import tqdm
 

@@ -176,10 +176,10 @@ def generate(core: GroupLlava, ctx: dict, use_group: bool, n: int = 1, temperatu
 
 # ---------------------------------------------------------------------------------- contexts and ranking
 def load_contexts(warehouse: str, run_date: str = "", split: str | None = None) -> pd.DataFrame:
-    """One prompt-generation context per (product, group): the instruction, the product image and mask,
-    the title and the group features. `split` 'train'/'test' keeps the GRM's train or held-out products."""
+    """One prompt-generation context per (product, group): the instruction, the teacher's response, the
+    product image and mask, the title and the group features. `split` 'train'/'test' keeps the GRM's train or held-out products."""
     run_date = run_date or latest_partition(C.INSTRUCTIONS, warehouse)
-    fields = ["task", "example", "product_id", "group_id", "instruction", "image", "group_features"]
+    fields = ["task", "example", "product_id", "group_id", "instruction", "response", "image", "group_features"]
     rows = pd.concat([pd.DataFrame(g) for g in read_columns(C.INSTRUCTIONS, warehouse, fields, {"run_date": run_date})])
     rows = rows[(rows["task"] == "prompt_generation") & (rows["example"] == 0)].drop(columns=["task", "example"])
     prods = pd.concat([pd.DataFrame(g) for g in read_columns(C.PRODUCTS, warehouse, ["product_id", "title", "mask"])])
