@@ -10,8 +10,8 @@ Profiles:
   local  a LLaVA checkpoint (e.g. llava-1.5-7b-hf) from a local directory: its own tokenizer and image
          statistics; the group token is added to its vocabulary
 
-GRM (eq. 8): the same model reads [e_G; X_V(a); X_V(b); X_T] and a 2-way head on the last position's
-hidden state gives P(CTR_a > CTR_b | G).
+GRM (eq. 8), Bradley-Terry form: the same model reads [e_G; X_V(c); X_T] for each creative c and a scalar
+head on the last position's hidden state gives r(c); P(CTR_a > CTR_b | G) = sigmoid(r(a) - r(b)).
 """
 from __future__ import annotations
 
@@ -231,7 +231,10 @@ def from_local(path: str, cfg: GMLLMConfig) -> GroupLlava:
 
 
 class GRM(nn.Module):
-    """Group-aware reward model: G-MLLM + a 2-way head; logits[:, 1] - logits[:, 0] favours creative a.
+    """Group-aware reward model (eq. 8) in Bradley-Terry form: r(image, G, title) is a scalar head on the
+    last real token of a ONE-image instruction. A pair's 2-way logits are [r(b), r(a)], so
+    softmax(logits)[:, 1] = sigmoid(r(a) - r(b)) = P(CTR_a > CTR_b | G): logits[:, 1] - logits[:, 0] favours
+    creative a, and showing (b, a) gives exactly 1 - P(a beats b).
 
     `use_group` False is the group-agnostic (CAIG-like) model: no group token in its input.
     `n_points` is how many percentile points the group token reads (None: all)."""
@@ -239,14 +242,23 @@ class GRM(nn.Module):
     def __init__(self, base: GroupLlava, use_group: bool = True, n_points: int | None = None):
         super().__init__()
         self.base, self.use_group, self.n_points = base, use_group, n_points
-        self.head = nn.Linear(base.hidden_size, 2)
-        self.meta = {"use_group": use_group, "n_points": n_points}
+        self.head = nn.Linear(base.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)  # every pair starts at P = 0.5
+        nn.init.zeros_(self.head.bias)
+        self.meta = {"use_group": use_group, "n_points": n_points, "form": "bradley_terry"}
 
-    def forward(self, input_ids, attention_mask, pixel_values, group_features) -> torch.Tensor:
+    def reward(self, input_ids, attention_mask, pixel_values, group_features) -> torch.Tensor:
+        """r (N,) of N one-image rows."""
         h = self.base.hidden(input_ids, attention_mask, pixel_values, group_features if self.use_group else None,
                              self.n_points)
         last = attention_mask.long().sum(dim=1) - 1  # right padding: the last real token saw everything
-        return self.head(h[torch.arange(len(h), device=h.device), last])
+        return self.head(h[torch.arange(len(h), device=h.device), last]).squeeze(-1)
+
+    def forward(self, input_ids, attention_mask, pixel_values, group_features) -> torch.Tensor:
+        """(B, 2) logits [r(second), r(first)] of 2B one-image rows: the B first-shown creatives, then the
+        B second-shown ones (training/grm.pair_inputs builds them)."""
+        first, second = self.reward(input_ids, attention_mask, pixel_values, group_features).chunk(2)
+        return torch.stack([second, first], dim=1)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -256,8 +268,8 @@ class GRM(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> "GRM":
         blob = torch.load(Path(path) / "grm_head.pt", map_location="cpu")
+        if blob.get("form") != "bradley_terry":
+            raise ValueError(f"{path} holds a pairwise (2-image) GRM of an older version: retrain it (make train-grm)")
         grm = cls(GroupLlava.load(path), blob["use_group"], blob["n_points"])
         grm.head.load_state_dict(blob["head"])
         return grm.eval()
-
-
