@@ -217,12 +217,12 @@ def _pairs(n, seed=0):
             "group_features": np.array([np.ones(11 * TINY.group_dim, np.float32)] * n, dtype=object)}
 
 
-@pytest.mark.parametrize("swap", [False, True])
-def test_the_bradley_terry_grm_is_symmetric_and_learns_which_image_wins(tiny, swap):
+@pytest.mark.parametrize("swap,pooling", [(False, "bilinear"), (True, "bilinear"), (True, "last")])
+def test_the_bradley_terry_grm_is_symmetric_and_learns_which_image_wins(tiny, swap, pooling):
     from osmf_core.models.gmllm import GRM
     from osmf_core.training.grm import pair_loss, pair_inputs
     torch.manual_seed(0)
-    grm = GRM(tiny)
+    grm = GRM(tiny, pooling=pooling)
     n = 8
     batch, held_out = _pairs(n), _pairs(4, seed=50)
     opt = torch.optim.AdamW(grm.parameters(), lr=3e-3)
@@ -247,7 +247,8 @@ def test_score_candidates_orders_like_the_pairwise_probabilities(tiny):
     from osmf_core.training.grm import pair_inputs, score_candidates
     torch.manual_seed(1)
     grm = GRM(tiny).eval()
-    torch.nn.init.normal_(grm.head.weight, std=1.0)  # a head that prefers some images
+    torch.nn.init.normal_(grm.head.weight, std=1.0)  # heads that prefer some images
+    torch.nn.init.normal_(grm.style.weight, std=1.0)
     images = [_png(i) for i in range(5)]
     g = np.ones(11 * TINY.group_dim, np.float32)
     r = score_candidates(grm, "Nova", g, images)
@@ -273,6 +274,24 @@ def test_score_candidates_without_a_group(tiny):
     r = score_candidates(grm, "Nova", np.zeros(0, np.float32), [_png(i) for i in range(3)])
     assert r.shape == (3,) and np.isfinite(r).all()
     assert score_candidates(grm, "Nova", np.zeros(0, np.float32), []).shape == (0,)
+
+
+@pytest.mark.parametrize("pooling", ["last", "bilinear"])
+def test_grm_save_load_keeps_its_heads(tiny, tmp_path, pooling):
+    from osmf_core.models.gmllm import GRM
+    from osmf_core.training.grm import score_candidates
+    torch.manual_seed(2)
+    grm = GRM(tiny, use_group=False, n_points=None, pooling=pooling)
+    for p in grm.parameters():
+        if p.dim() > 1 and p.shape[0] <= 16:  # the reward heads
+            torch.nn.init.normal_(p)
+    torch.nn.init.normal_(grm.head.weight)
+    grm.save(tmp_path / "grm")
+    back = GRM.load(tmp_path / "grm")
+    assert back.pooling == pooling and not back.use_group
+    images = [_png(i) for i in range(3)]
+    np.testing.assert_allclose(score_candidates(back, "Nova", np.zeros(0), images),
+                               score_candidates(grm, "Nova", np.zeros(0), images), atol=1e-5)
 
 
 def test_grm_trains_with_deepspeed_from_the_gmllm_and_scores_held_out_pairs(instructions_wh, tmp_path):

@@ -36,6 +36,7 @@ class GRMConfig:
     gmllm: str = "runs/gmllm/model"  # pre-trained G-MLLM (make pretrain-gmllm)
     use_group: bool = True  # False: the group-agnostic reward model (no group token)
     n_points: int = -1  # percentile points the group token reads (-1: all of them)
+    pooling: str = "bilinear"  # GRM head: "last" (linear on the last token) or "bilinear" (image style x last token)
     max_len: int = 128  # tokens per row
     # optimisation
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"
@@ -90,16 +91,16 @@ def pair_loss(model, grm: GRM, batch: dict, max_len: int, device, swap: np.ndarr
 
 def load_grm(cfg: GRMConfig) -> GRM:
     base = GroupLlava.load(cfg.gmllm)
-    return GRM(base, cfg.use_group, None if cfg.n_points < 0 else cfg.n_points)
+    return GRM(base, cfg.use_group, None if cfg.n_points < 0 else cfg.n_points, cfg.pooling)
 
 
 def param_groups(grm: GRM, cfg: GRMConfig) -> list[dict]:
-    """What trains, at which learning rate: the reward head (head_lr) and the rest of the G-MLLM (lr),
-    without the vision tower when train_vision is False."""
+    """What trains, at which learning rate: the reward heads (head_lr) and the G-MLLM (lr), without its
+    vision tower when train_vision is False."""
     if not cfg.train_vision:
         grm.base.llava.model.vision_tower.requires_grad_(False)
-    head = [p for p in grm.head.parameters() if p.requires_grad]
-    rest = [p for n, p in grm.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    head = [p for n, p in grm.named_parameters() if p.requires_grad and not n.startswith("base.")]
+    rest = [p for n, p in grm.named_parameters() if p.requires_grad and n.startswith("base.")]
     return [{"params": rest}, {"params": head, "lr": cfg.head_lr or cfg.lr}]
 
 
