@@ -45,6 +45,7 @@ class GRMConfig:
     lr: float = 5e-4
     head_lr: float = 0.0  # learning rate of the reward head (0: lr)
     train_vision: bool = True  # False: the vision tower stays as pre-trained
+    train_lm: bool = True  # False: the language model and group MLP stay as pre-trained too (heads only)
     swap: bool = True  # position-swap augmentation
     max_steps: int = 0
     shuffle_buffer: int = 8192
@@ -96,12 +97,13 @@ def load_grm(cfg: GRMConfig) -> GRM:
 
 def param_groups(grm: GRM, cfg: GRMConfig) -> list[dict]:
     """What trains, at which learning rate: the reward heads (head_lr) and the G-MLLM (lr), without its
-    vision tower when train_vision is False."""
-    if not cfg.train_vision:
-        grm.base.llava.model.vision_tower.requires_grad_(False)
+    vision tower when train_vision is False, only the heads when train_lm and train_vision are False."""
+    if not cfg.train_lm:
+        grm.base.requires_grad_(False)
+    grm.base.llava.model.vision_tower.requires_grad_(cfg.train_vision)
     head = [p for n, p in grm.named_parameters() if p.requires_grad and not n.startswith("base.")]
     rest = [p for n, p in grm.named_parameters() if p.requires_grad and n.startswith("base.")]
-    return [{"params": rest}, {"params": head, "lr": cfg.head_lr or cfg.lr}]
+    return [g for g in ({"params": rest}, {"params": head, "lr": cfg.head_lr or cfg.lr}) if g["params"]]
 
 
 def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
