@@ -110,8 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--head-lr", type=float, default=d.head_lr, help="reward head learning rate (0: --lr)")
-    ap.add_argument("--freeze-vision", action="store_true", help="keep the pre-trained vision tower fixed")
-    ap.add_argument("--freeze-lm", action="store_true", help="keep the language model and group MLP fixed")
+    ap.add_argument("--train-vision", action=argparse.BooleanOptionalAction, default=d.train_vision)
+    ap.add_argument("--train-lm", action=argparse.BooleanOptionalAction, default=d.train_lm)
     ap.add_argument("--pooling", default=d.pooling, choices=GRM.POOLINGS)
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--seeds", type=int, default=3)
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
             shutil.rmtree(out, ignore_errors=True)  # an evaluation trains from scratch, never resumes
             cfg = GRMConfig(warehouse=args.warehouse, run_date=run_date, gmllm=args.gmllm, use_group=use_group,
                             n_points=n_points, deepspeed_config=args.deepspeed_config, epochs=args.epochs, lr=args.lr,
-                            head_lr=args.head_lr, train_vision=not args.freeze_vision, train_lm=not args.freeze_lm,
+                            head_lr=args.head_lr, train_vision=args.train_vision, train_lm=args.train_lm,
                             batch_size=args.batch_size, pooling=args.pooling,
                             seed=seed, out_dir=str(out), progress=False)
             train_grm(cfg)
@@ -175,8 +175,8 @@ def main(argv=None) -> int:
                                         "pair_accuracy_true": round(tru["pair_accuracy"], 4),
                                         "symmetry_error": round(obs["symmetry_error"], 6)}
     report.update(seeds=args.seeds, run_date=str(run_date), test_pairs=results[names[0]][0]["observed"]["pairs"],
-                  epochs=args.epochs, lr=args.lr, head_lr=args.head_lr or args.lr, freeze_vision=args.freeze_vision,
-                  freeze_lm=args.freeze_lm,
+                  epochs=args.epochs, lr=args.lr, head_lr=args.head_lr or args.lr, train_vision=args.train_vision,
+                  train_lm=args.train_lm,
                   pooling=args.pooling)
     write_report(args.report, report)
     print(f"{'variant':10s} {'observed':>16s} {'true labels':>16s}")

@@ -42,9 +42,9 @@ class GRMConfig:
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"
     epochs: int = 4
     batch_size: int = 32
-    lr: float = 5e-4
-    head_lr: float = 0.0  # learning rate of the reward head (0: lr)
-    train_vision: bool = True  # False: the vision tower stays as pre-trained
+    lr: float = 2e-4  # the G-MLLM's parameters
+    head_lr: float = 2e-3  # the reward heads (0: lr)
+    train_vision: bool = False  # True: fine-tune the vision tower too (measured: no better, see eval_grm)
     train_lm: bool = True  # False: the language model and group MLP stay as pre-trained too (heads only)
     swap: bool = True  # position-swap augmentation
     max_steps: int = 0
