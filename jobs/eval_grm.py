@@ -5,6 +5,11 @@ against the number of percentile points in the group token, over seeds, on held-
 Each variant is trained from the same pre-trained G-MLLM (runs/eval_grm/<variant>/seed<k>) and scored on
 the test pairs twice: against the pairs' observed labels (the group CTRs of the log, as the paper scores)
 and against the simulator's true labels (expected CTR of each creative over the group's users).
+
+The "style_codes" rows are a reference ceiling, not a model variant: a logistic regression that reads
+what only the simulator knows -- the style codes (scene, palette, lighting, mood) of both creatives
+(Truth.creative_style) -- crossed with the product's category and the group's features (style_codes) or
+with the category alone (style_codes_no_group), trained on the train pairs and scored on the test pairs.
 """
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ from osmf_core.training.data import latest_partition, read_columns
 from osmf_core.training.gmllm import MODEL_SUBDIR
 from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
 from osmf_core.truth import Truth
-from osmf_core.world import ATTRS
+from osmf_core.world import ATTRS, DIMS, STYLE_DIMS
+
+PAIR_COLUMNS = ["product_id", "group_id", "creative_a", "creative_b", "group_features", "label"]
 
 VARIANTS = {  # name: (use_group, n_points); points_10 is the full GRM (10 points is the whole set)
     "grm": (True, -1), "no_group": (False, -1), "points_0": (True, 0), "points_1": (True, 1), "points_5": (True, 5),
@@ -50,6 +57,49 @@ def true_labels(warehouse: str, run_date: str, scores: dict) -> np.ndarray:
                      zip(scores["product_id"], scores["group_id"], scores["creative_a"], scores["creative_b"])], dtype=int)
 
 
+def read_pairs(warehouse: str, run_date: str, split: str) -> dict:
+    """The pairs of a split without their images, as numpy columns."""
+    parts = list(read_columns(C.GRM_EXAMPLES, warehouse, PAIR_COLUMNS, {"run_date": run_date, "split": split}))
+    return {k: np.concatenate([p[k] for p in parts]) for k in PAIR_COLUMNS}
+
+
+def style_code_features(truth: Truth, pairs: dict, context: np.ndarray) -> np.ndarray:
+    """(one-hot style codes of a - those of b) crossed with each row's context vector: antisymmetric in
+    (a, b), so with no intercept P(a beats b) + P(b beats a) = 1."""
+    def one_hot(cids):
+        codes = truth.creative_style(np.asarray(cids, dtype=np.int64))
+        return np.concatenate([np.eye(len(STYLE_DIMS[d]))[codes[:, j]] for j, d in enumerate(DIMS)], axis=1)
+    d = one_hot(pairs["creative_a"]) - one_hot(pairs["creative_b"])
+    return (d[:, :, None] * context[:, None, :]).reshape(len(d), -1)
+
+
+def style_code_reference(warehouse: str, run_date: str, use_group: bool = True, group_pcs: int = 8,
+                         c: float = 0.01) -> dict:
+    """Reference ceiling from simulator style codes (see the module docstring); p_ab/p_ba and labels of the
+    test pairs, as score_pairs gives them plus the true labels."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    truth = Truth.from_warehouse(warehouse)
+    train, test = read_pairs(warehouse, run_date, "train"), read_pairs(warehouse, run_date, "test")
+    n_cat = int(truth.products.category.max()) + 1
+    cat = {k: np.eye(n_cat)[truth.products.category[p["product_id"].astype(np.int64)]] for k, p in (("train", train), ("test", test))}
+    ctx = {k: np.concatenate([np.ones((len(v), 1)), v], axis=1) for k, v in cat.items()}
+    if use_group:
+        g = {k: np.stack(p["group_features"]).astype(np.float64) for k, p in (("train", train), ("test", test))}
+        pca = PCA(group_pcs, random_state=0).fit(g["train"])
+        ctx = {k: np.concatenate([v, pca.transform(g[k])], axis=1) for k, v in ctx.items()}
+    x_train = style_code_features(truth, train, ctx["train"])
+    scale = StandardScaler(with_mean=False).fit(x_train)  # no centring: keeps the features antisymmetric
+    clf = LogisticRegression(C=c, max_iter=5000, fit_intercept=False).fit(scale.transform(x_train), train["label"])
+    swapped = {**test, "creative_a": test["creative_b"], "creative_b": test["creative_a"]}
+    out = {k: test[k] for k in ("product_id", "group_id", "creative_a", "creative_b", "label")}
+    out["p_ab"] = clf.predict_proba(scale.transform(style_code_features(truth, test, ctx["test"])))[:, 1]
+    out["p_ba"] = clf.predict_proba(scale.transform(style_code_features(truth, swapped, ctx["test"])))[:, 1]
+    out["label_true"] = true_labels(warehouse, run_date, out)
+    return out
+
+
 def main(argv=None) -> int:
     d = GRMConfig()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,10 +109,16 @@ def main(argv=None) -> int:
     ap.add_argument("--deepspeed_config", default=d.deepspeed_config)
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--head-lr", type=float, default=d.head_lr, help="reward head learning rate (0: --lr)")
+    ap.add_argument("--train-vision", action=argparse.BooleanOptionalAction, default=d.train_vision)
+    ap.add_argument("--train-lm", action=argparse.BooleanOptionalAction, default=d.train_lm)
+    ap.add_argument("--pooling", default=d.pooling, choices=GRM.POOLINGS)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
     ap.add_argument("--out-dir", default="runs/eval_grm")
     ap.add_argument("--report", default="reports/eval_grm.json")
+    ap.add_argument("--no-reference", action="store_true", help="skip the style_codes reference rows")
     ap.add_argument("--local_rank", type=int, default=0)
     args = ap.parse_args(argv)
     names = args.variants.split(",")
@@ -81,6 +137,8 @@ def main(argv=None) -> int:
             shutil.rmtree(out, ignore_errors=True)  # an evaluation trains from scratch, never resumes
             cfg = GRMConfig(warehouse=args.warehouse, run_date=run_date, gmllm=args.gmllm, use_group=use_group,
                             n_points=n_points, deepspeed_config=args.deepspeed_config, epochs=args.epochs, lr=args.lr,
+                            head_lr=args.head_lr, train_vision=args.train_vision, train_lm=args.train_lm,
+                            batch_size=args.batch_size, pooling=args.pooling,
                             seed=seed, out_dir=str(out), progress=False)
             train_grm(cfg)
             s = score_pairs(GRM.load(out / MODEL_SUBDIR), args.warehouse, run_date, max_len=cfg.max_len)
@@ -107,13 +165,27 @@ def main(argv=None) -> int:
         report["worst_group_accuracy_true"] = round(stat("grm", "true", "worst_group_accuracy")[0], 4)
         report["symmetry_error"] = round(stat("grm", "observed", "symmetry_error")[0], 4)
         report["per_group"] = results["grm"][0]["observed"]["per_group"]
+    if not args.no_reference:  # reads simulator style codes: a ceiling, not a variant
+        report["reference"] = {}
+        for ref, use_group in (("style_codes", True), ("style_codes_no_group", False)):
+            r = style_code_reference(args.warehouse, run_date, use_group)
+            key = r["product_id"] * 1000 + r["group_id"]
+            obs, tru = pair_metrics(r["p_ab"], r["p_ba"], r["label"], key), pair_metrics(r["p_ab"], r["p_ba"], r["label_true"], key)
+            report["reference"][ref] = {"pair_accuracy": round(obs["pair_accuracy"], 4),
+                                        "pair_accuracy_true": round(tru["pair_accuracy"], 4),
+                                        "symmetry_error": round(obs["symmetry_error"], 6)}
     report.update(seeds=args.seeds, run_date=str(run_date), test_pairs=results[names[0]][0]["observed"]["pairs"],
-                  epochs=args.epochs)
+                  epochs=args.epochs, lr=args.lr, head_lr=args.head_lr or args.lr, train_vision=args.train_vision,
+                  train_lm=args.train_lm,
+                  pooling=args.pooling)
     write_report(args.report, report)
     print(f"{'variant':10s} {'observed':>16s} {'true labels':>16s}")
     for n in report["pair_accuracy"]:
         print(f"{n:10s} {report['pair_accuracy'][n]:.4f} ± {report['pair_accuracy_std'][n]:.4f}"
               f"   {report['pair_accuracy_true'][n]:.4f} ± {report['pair_accuracy_true_std'][n]:.4f}")
+    for ref, r in report.get("reference", {}).items():
+        print(f"{ref:10s} {r['pair_accuracy']:.4f}            {r['pair_accuracy_true']:.4f}"
+              "            (reference ceiling: reads simulator style codes, not a model)")
     if "grm" in names:
         print(f"worst group (>= 5 pairs) {report['worst_group_accuracy']:.4f}; symmetry error {report['symmetry_error']:.4f}"
               f" -> {args.report}")

@@ -23,6 +23,10 @@ def add_grm_args(ap: argparse.ArgumentParser) -> None:
     for name in ("epochs", "batch_size", "max_steps", "save_every", "max_len"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--head-lr", type=float, default=d.head_lr, help="reward head learning rate (0: --lr)")
+    ap.add_argument("--pooling", default=d.pooling, choices=GRM.POOLINGS)
+    ap.add_argument("--train-vision", action=argparse.BooleanOptionalAction, default=d.train_vision)
+    ap.add_argument("--train-lm", action=argparse.BooleanOptionalAction, default=d.train_lm)
     ap.add_argument("--local_rank", type=int, default=0, help="set by the DeepSpeed launcher")
 
 
@@ -39,7 +43,8 @@ def main(argv=None) -> int:
         cfg = GRMConfig(warehouse=args.warehouse, run_date=args.run_date, gmllm=args.gmllm, use_group=not args.no_group,
                         n_points=args.points, deepspeed_config=args.deepspeed_config, epochs=args.epochs,
                         batch_size=args.batch_size, max_steps=args.max_steps, save_every=args.save_every,
-                        max_len=args.max_len, lr=args.lr, seed=args.seed, out_dir=args.out_dir)
+                        max_len=args.max_len, lr=args.lr, head_lr=args.head_lr, pooling=args.pooling,
+                        train_vision=args.train_vision, train_lm=args.train_lm, seed=args.seed, out_dir=args.out_dir)
     except ValueError as e:
         print(f"train_grm: {e}", file=sys.stderr)
         return 2

@@ -160,9 +160,10 @@ def background_words(prompt: str) -> str:
     return style_prompt(parse_style(prompt))
 
 
-# The reward model's instruction (eq. 8): the group, two creatives, which one gets more clicks.
-GRM_INSTRUCTION = (f"{IMAGE_TOKEN} {IMAGE_TOKEN} For consumers {GROUP_TOKEN}, which of these two advertising images "
-                   "of {} will get more clicks: the first or the second?")
+# The reward model's instruction (eq. 8), Bradley-Terry form: the group and ONE creative; the model scores
+# each creative of a pair separately and P(a beats b) = sigmoid(r(a) - r(b)).
+GRM_INSTRUCTION = (f"{IMAGE_TOKEN} For consumers {GROUP_TOKEN}, how many clicks will this advertising image "
+                   "of {} get?")
 
 
 def grm_instruction(title: str) -> str:

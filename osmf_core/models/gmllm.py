@@ -10,8 +10,8 @@ Profiles:
   local  a LLaVA checkpoint (e.g. llava-1.5-7b-hf) from a local directory: its own tokenizer and image
          statistics; the group token is added to its vocabulary
 
-GRM (eq. 8): the same model reads [e_G; X_V(a); X_V(b); X_T] and a 2-way head on the last position's
-hidden state gives P(CTR_a > CTR_b | G).
+GRM (eq. 8), Bradley-Terry form: the same model reads [e_G; X_V(c); X_T] for each creative c and a scalar
+head on the last position's hidden state gives r(c); P(CTR_a > CTR_b | G) = sigmoid(r(a) - r(b)).
 """
 from __future__ import annotations
 
@@ -231,33 +231,64 @@ def from_local(path: str, cfg: GMLLMConfig) -> GroupLlava:
 
 
 class GRM(nn.Module):
-    """Group-aware reward model: G-MLLM + a 2-way head; logits[:, 1] - logits[:, 0] favours creative a.
+    """Group-aware reward model (eq. 8) in Bradley-Terry form: r(image, G, title) is a scalar head on the
+    last real token of a ONE-image instruction. A pair's 2-way logits are [r(b), r(a)], so
+    softmax(logits)[:, 1] = sigmoid(r(a) - r(b)) = P(CTR_a > CTR_b | G): logits[:, 1] - logits[:, 0] favours
+    creative a, and showing (b, a) gives exactly 1 - P(a beats b).
 
     `use_group` False is the group-agnostic (CAIG-like) model: no group token in its input.
-    `n_points` is how many percentile points the group token reads (None: all)."""
+    `n_points` is how many percentile points the group token reads (None: all).
+    `pooling` "last": r = w . h_last; "bilinear": r = w . h_last + <S h_image, T h_last>, h_image the mean of
+    the image tokens' hidden states (the creative's style), h_last what the instruction's last token read
+    (title, group): a style x taste interaction the head does not have to find inside the LM."""
 
-    def __init__(self, base: GroupLlava, use_group: bool = True, n_points: int | None = None):
+    POOLINGS = ("last", "bilinear")
+
+    def __init__(self, base: GroupLlava, use_group: bool = True, n_points: int | None = None,
+                 pooling: str = "bilinear", rank: int = 16):
         super().__init__()
-        self.base, self.use_group, self.n_points = base, use_group, n_points
-        self.head = nn.Linear(base.hidden_size, 2)
-        self.meta = {"use_group": use_group, "n_points": n_points}
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"pooling must be one of {self.POOLINGS}, got {pooling!r}")
+        self.base, self.use_group, self.n_points, self.pooling = base, use_group, n_points, pooling
+        self.head = nn.Linear(base.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)  # every pair starts at P = 0.5
+        nn.init.zeros_(self.head.bias)
+        if pooling == "bilinear":
+            self.style, self.taste = nn.Linear(base.hidden_size, rank, bias=False), nn.Linear(base.hidden_size, rank)
+            nn.init.zeros_(self.style.weight)  # still P = 0.5 at the start; taste's gradient follows style's
+        self.meta = {"use_group": use_group, "n_points": n_points, "form": "bradley_terry", "pooling": pooling,
+                     "rank": rank}
 
-    def forward(self, input_ids, attention_mask, pixel_values, group_features) -> torch.Tensor:
+    def reward(self, input_ids, attention_mask, pixel_values, group_features) -> torch.Tensor:
+        """r (N,) of N one-image rows."""
         h = self.base.hidden(input_ids, attention_mask, pixel_values, group_features if self.use_group else None,
                              self.n_points)
         last = attention_mask.long().sum(dim=1) - 1  # right padding: the last real token saw everything
-        return self.head(h[torch.arange(len(h), device=h.device), last])
+        h_last = h[torch.arange(len(h), device=h.device), last]
+        r = self.head(h_last).squeeze(-1)
+        if self.pooling == "bilinear":
+            img = (input_ids == self.base.image_token_id).unsqueeze(-1).to(h.dtype)
+            h_image = (h * img).sum(dim=1) / img.sum(dim=1).clamp(min=1)
+            r = r + (self.style(h_image) * self.taste(h_last)).sum(dim=-1)
+        return r
+
+    def forward(self, input_ids, attention_mask, pixel_values, group_features) -> torch.Tensor:
+        """(B, 2) logits [r(second), r(first)] of 2B one-image rows: the B first-shown creatives, then the
+        B second-shown ones (training/grm.pair_inputs builds them)."""
+        first, second = self.reward(input_ids, attention_mask, pixel_values, group_features).chunk(2)
+        return torch.stack([second, first], dim=1)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
         self.base.save(path)
-        torch.save({"head": self.head.state_dict(), **self.meta}, path / "grm_head.pt")
+        heads = {k: v for k, v in self.state_dict().items() if not k.startswith("base.")}
+        torch.save({"heads": heads, **self.meta}, path / "grm_head.pt")
 
     @classmethod
     def load(cls, path: str | Path) -> "GRM":
         blob = torch.load(Path(path) / "grm_head.pt", map_location="cpu")
-        grm = cls(GroupLlava.load(path), blob["use_group"], blob["n_points"])
-        grm.head.load_state_dict(blob["head"])
+        if blob.get("form") != "bradley_terry":
+            raise ValueError(f"{path} holds a pairwise (2-image) GRM of an older version: retrain it (make train-grm)")
+        grm = cls(GroupLlava.load(path), blob["use_group"], blob["n_points"], blob["pooling"], blob["rank"])
+        grm.load_state_dict(blob["heads"], strict=False)
         return grm.eval()
-
-

@@ -1,9 +1,11 @@
 """Train and score the group-aware reward model (eq. 8) on feat.grm_examples with DeepSpeed and petastorm.
 
 Initialised from the pre-trained G-MLLM; each row is a same-product pair of creatives in one group with
-the label "a got the higher CTR in the group". Position-swap augmentation shows a pair as (b, a) with the
-label flipped, so the model cannot learn "the first one wins". Variants for Figure 3: without the group
-token (use_group False, CAIG-like) and with 0/1/5/10 of the group's percentile points.
+the label "a got the higher CTR in the group". The GRM is a Bradley-Terry model: it scores each creative
+of the pair on its own (one image per instruction) and P(a beats b) = sigmoid(r(a) - r(b)), so the order
+the pair is shown in cannot matter (position swaps only flip which logit is which). Variants for Figure
+3: without the group token (use_group False, CAIG-like) and with 0/1/5/10 of the group's percentile points.
+`score_candidates` ranks any number of candidate images for a group (Group-DPO).
 """
 from __future__ import annotations
 
@@ -34,12 +36,16 @@ class GRMConfig:
     gmllm: str = "runs/gmllm/model"  # pre-trained G-MLLM (make pretrain-gmllm)
     use_group: bool = True  # False: the group-agnostic reward model (no group token)
     n_points: int = -1  # percentile points the group token reads (-1: all of them)
+    pooling: str = "bilinear"  # GRM head: "last" (linear on the last token) or "bilinear" (image style x last token)
     max_len: int = 128  # tokens per row
     # optimisation
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"
     epochs: int = 4
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 2e-4  # the G-MLLM's parameters
+    head_lr: float = 2e-3  # the reward heads (0: lr)
+    train_vision: bool = False  # True: fine-tune the vision tower too (measured: no better, see eval_grm)
+    train_lm: bool = True  # False: the language model and group MLP stay as pre-trained too (heads only)
     swap: bool = True  # position-swap augmentation
     max_steps: int = 0
     shuffle_buffer: int = 8192
@@ -50,22 +56,28 @@ class GRMConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if min(self.epochs, self.batch_size, self.save_every) < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size, save_every must be >= 1 and lr > 0")
+        if min(self.epochs, self.batch_size, self.save_every) < 1 or self.lr <= 0 or self.head_lr < 0:
+            raise ValueError("epochs, batch_size, save_every must be >= 1, lr > 0 and head_lr >= 0")
         if self.n_points < -1:
             raise ValueError("n_points must be -1 (all) or >= 0")
 
 
-def pair_inputs(grm: GRM, batch: dict, max_len: int, device, swap: np.ndarray | None = None) -> dict:
-    """Model inputs of a batch of pairs; rows where `swap` is True show (b, a) instead of (a, b)."""
-    swap = np.zeros(len(batch["label"]), bool) if swap is None else swap
-    first = np.where(swap, batch["image_b"], batch["image_a"])
-    second = np.where(swap, batch["image_a"], batch["image_b"])
-    images = [(a, b) for a, b in zip(first, second)]
-    enc = encode(grm.base, [grm_instruction(t) for t in batch["title"]], None, max_len, grm.use_group, images)
+def reward_inputs(grm: GRM, titles, images, group_features, max_len: int, device) -> dict:
+    """Model inputs of one-image rows: row i shows images[i] (PNG bytes) of titles[i] to group_features[i]."""
+    enc = encode(grm.base, [grm_instruction(t) for t in titles], None, max_len, grm.use_group, list(images))
     width = (1 + grm.base.meta["group_points"]) * grm.base.meta["group_dim"]
-    enc["group_features"] = group_tensor(batch["group_features"], width)
+    enc["group_features"] = group_tensor(group_features, width)
     return {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
+
+
+def pair_inputs(grm: GRM, batch: dict, max_len: int, device, swap: np.ndarray | None = None) -> dict:
+    """Model inputs of a batch of B pairs: 2B one-image rows, the first-shown creatives then the second-shown
+    ones; rows where `swap` is True show (b, a) instead of (a, b)."""
+    swap = np.zeros(len(batch["label"]), bool) if swap is None else swap
+    first = [b if s else a for a, b, s in zip(batch["image_a"], batch["image_b"], swap)]
+    second = [a if s else b for a, b, s in zip(batch["image_a"], batch["image_b"], swap)]
+    titles, groups = list(batch["title"]), list(batch["group_features"])
+    return reward_inputs(grm, titles * 2, first + second, groups * 2, max_len, device)
 
 
 def pair_loss(model, grm: GRM, batch: dict, max_len: int, device, swap: np.ndarray | None) -> torch.Tensor:
@@ -80,7 +92,18 @@ def pair_loss(model, grm: GRM, batch: dict, max_len: int, device, swap: np.ndarr
 
 def load_grm(cfg: GRMConfig) -> GRM:
     base = GroupLlava.load(cfg.gmllm)
-    return GRM(base, cfg.use_group, None if cfg.n_points < 0 else cfg.n_points)
+    return GRM(base, cfg.use_group, None if cfg.n_points < 0 else cfg.n_points, cfg.pooling)
+
+
+def param_groups(grm: GRM, cfg: GRMConfig) -> list[dict]:
+    """What trains, at which learning rate: the reward heads (head_lr) and the G-MLLM (lr), without its
+    vision tower when train_vision is False, only the heads when train_lm and train_vision are False."""
+    if not cfg.train_lm:
+        grm.base.requires_grad_(False)
+    grm.base.llava.model.vision_tower.requires_grad_(cfg.train_vision)
+    head = [p for n, p in grm.named_parameters() if p.requires_grad and not n.startswith("base.")]
+    rest = [p for n, p in grm.named_parameters() if p.requires_grad and n.startswith("base.")]
+    return [g for g in ({"params": rest}, {"params": head, "lr": cfg.head_lr or cfg.lr}) if g["params"]]
 
 
 def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
@@ -93,7 +116,7 @@ def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
     grm = load_grm(cfg)
     n_rows = count_rows(C.GRM_EXAMPLES, cfg.warehouse, part)
     steps = cfg.epochs * max(1, n_rows // (cfg.batch_size * world))
-    engine, _, _, _ = deepspeed.initialize(model=grm, model_parameters=[p for p in grm.parameters() if p.requires_grad],
+    engine, _, _, _ = deepspeed.initialize(model=grm, model_parameters=param_groups(grm, cfg),
                                            config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr,
                                                             min(steps, cfg.max_steps) if cfg.max_steps else steps))
     def batches(epoch: int):
@@ -157,3 +180,16 @@ def pair_metrics(p_ab: np.ndarray, p_ba: np.ndarray, label: np.ndarray, groups: 
             "symmetry_error": float(np.mean(np.abs(np.asarray(p_ab) + np.asarray(p_ba) - 1))) if len(hit) else float("nan"),
             "pairs": int(len(hit))}
 
+
+
+@torch.no_grad()
+def score_candidates(grm: GRM, title: str, group_features: np.ndarray, images: list[bytes], batch_size: int = 64,
+                     max_len: int = 128) -> np.ndarray:
+    """One reward per candidate image (PNG bytes) of `title` for a group (flat G_{s,k}; empty: no group):
+    higher = more clicks expected in the group. P(i beats j) = sigmoid(r_i - r_j)."""
+    grm.eval()
+    device = next(grm.parameters()).device
+    feats = np.asarray(group_features, dtype=np.float32).ravel()
+    out = [grm.reward(**reward_inputs(grm, [title] * len(chunk), chunk, [feats] * len(chunk), max_len, device))
+           for chunk in (list(images[i:i + batch_size]) for i in range(0, len(images), batch_size))]
+    return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)
