@@ -245,7 +245,7 @@ GENERATED = Table(
      _c("model_version", _STR, "G-MLLM version"),
      _c("prompt", _STR, "prompt the image was rendered from"),
      _c("image_path", _STR, "rendered image file"),
-     _c("grm_score", _DBL, "reward model score", nullable=True),
+     _c("grm_score", _DBL, "GRM: mean P(this image beats each logged creative of the product) in the group", nullable=True),
      _c("sim_ctr", _DBL, "simulated expected CTR in the group", nullable=True)),
     grain="one row per (run date, product, group, model version)",
     key=("run_date", "product_id", "group_id", "model_version"),

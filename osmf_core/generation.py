@@ -28,7 +28,8 @@ from osmf_core.simulate import MANIFEST
 from osmf_core.render import ProceduralRenderer, RenderJob
 from osmf_core.store import write_table
 from osmf_core.training.data import latest_partition, read_columns
-from osmf_core.training.dpo import ADAPTER_SUBDIR, META_FILE, core_of, generate, grm_scores, load_contexts, load_policy
+from osmf_core.training.dpo import (ADAPTER_SUBDIR, META_FILE, core_of, generate, load_contexts, load_policy,
+                                    win_probability)
 from osmf_core.truth import Truth
 
 
@@ -120,8 +121,7 @@ def run(spark: SparkSession, cfg: GenerateConfig, warehouse: str, log=print) -> 
     if cfg.grm:
         grm = GRM.load(cfg.grm)
         logged = logged_creatives(warehouse, ctx["product_id"].unique())
-        ctx["grm_score"] = [float(grm_scores(grm, r.title, r.group_features if grm.use_group else [],
-                                             [images.to_png(img)] + logged[int(r.product_id)])[0])
+        ctx["grm_score"] = [win_probability(grm, r.title, r.group_features, images.to_png(img), logged[int(r.product_id)])
                             for r, img in tqdm(zip(ctx.itertuples(), rendered), total=len(ctx), desc="GRM scores")]
     members = audiences(warehouse, run_date, ctx["product_id"].unique())
     if (Path(warehouse) / MANIFEST).is_file():  # the simulated world: its true CTR of each image's prompt

@@ -26,7 +26,7 @@ from osmf_core.render import ProceduralRenderer, RenderJob
 from osmf_core import images
 from osmf_core.training.data import latest_partition, read_columns
 from osmf_core.training.gmllm import encode, group_tensor
-from osmf_core.training.grm import pair_inputs
+from osmf_core.training.grm import score_candidates
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
 ADAPTER_SUBDIR, META_FILE = "adapter", "dpo.json"
@@ -207,21 +207,10 @@ def render_prompts(renderer, ctx: pd.DataFrame, prompts: list[list[str]], seed) 
     return out
 
 
-@torch.no_grad()
-def grm_scores(grm: GRM, title: str, group_features, pngs: list[bytes], max_len: int = 128) -> np.ndarray:
-    """One score per candidate image in a group: the mean over all ordered pairs (i, j), i != j, of
-    P(i beats j) from the GRM (both positions, so a position bias cancels)."""
-    n = len(pngs)
-    i, j = np.where(~np.eye(n, dtype=bool))
-    batch = {"title": np.array([title] * len(i), dtype=object), "image_a": np.array([pngs[k] for k in i], dtype=object),
-             "image_b": np.array([pngs[k] for k in j], dtype=object), "label": np.zeros(len(i), np.int64),
-             "group_features": [np.asarray(group_features, np.float32)] * len(i)}
-    device = next(grm.parameters()).device
-    p = torch.softmax(grm(**pair_inputs(grm, batch, max_len, device)).float(), dim=-1)[:, 1].cpu().numpy()
-    wins = np.zeros(n)
-    np.add.at(wins, i, p)
-    np.add.at(wins, j, 1 - p)
-    return wins / (2 * (n - 1))
+def win_probability(grm: GRM, title: str, group_features, image: bytes, others: list[bytes]) -> float:
+    """Mean P(`image` beats each of `others`) in the group, by the GRM (Bradley-Terry: sigmoid(r_i - r_j))."""
+    r = score_candidates(grm, title, group_features if grm.use_group else [], [image, *others])
+    return float(np.mean(1 / (1 + np.exp(-(r[0] - r[1:]))))) if len(others) else float("nan")
 
 
 def preference_pairs(ctx: pd.DataFrame, prompts: list[list[str]], scores: list[np.ndarray], min_margin: float) -> pd.DataFrame:
@@ -285,7 +274,8 @@ def reward_stats(policy, ctx: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOConfig,
 
 def grm_scorer(grm: GRM):
     """Scores of a context's candidates by the frozen GRM in the context's group."""
-    return lambda row, prompts, pngs: grm_scores(grm, row["title"], row["group_features"] if grm.use_group else [], pngs)
+    return lambda row, prompts, pngs: score_candidates(grm, row["title"], row["group_features"] if grm.use_group else [],
+                                                       pngs)
 
 
 def truth_scorer(warehouse: str, run_date: str, ctx: pd.DataFrame):

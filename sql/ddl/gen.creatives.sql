@@ -9,7 +9,7 @@ create table if not exists gen.creatives (
   model_version string not null comment 'G-MLLM version',
   prompt        string not null comment 'prompt the image was rendered from',
   image_path    string not null comment 'rendered image file',
-  grm_score     double comment 'reward model score',
+  grm_score     double comment 'GRM: mean P(this image beats each logged creative of the product) in the group',
   sim_ctr       double comment 'simulated expected CTR in the group'
 )
 using delta
