@@ -2,6 +2,7 @@
 
     python jobs/generate.py                                  # Group-DPO policy of runs/dpo, procedural renderer
     python jobs/generate.py --dpo '' --products 10           # the pre-trained G-MLLM, first 10 products
+    python jobs/generate.py --prompt "the product, cozy kitchen background, warm palette"   # one prompt for all
     python jobs/generate.py --renderer inpaint --sd-path DIR --controlnet-path DIR   # Stable Diffusion on a GPU node
 Open reports/gallery/index.html in a browser: rows are products, columns groups.
 """
@@ -14,7 +15,8 @@ from osmf_core.config import add_spark_args
 from osmf_core.generation import GenerateConfig, run
 from osmf_core.spark import run_job
 
-FIELDS = ("run_date", "gmllm", "dpo", "grm", "renderer", "sd_path", "controlnet_path", "images_dir", "gallery")
+FIELDS = ("run_date", "gmllm", "dpo", "grm", "renderer", "sd_path", "controlnet_path", "prompt", "images_dir",
+          "gallery")
 
 
 def main(argv=None) -> int:

@@ -31,6 +31,7 @@ from osmf_core.training.data import latest_partition, read_columns
 from osmf_core.training.dpo import (ADAPTER_SUBDIR, META_FILE, core_of, generate, load_contexts, load_policy,
                                     win_probability)
 from osmf_core.truth import Truth
+from osmf_core.world import style_errors
 
 
 @dataclass
@@ -42,6 +43,7 @@ class GenerateConfig:
     renderer: str = "procedural"  # procedural (simulated world) or inpaint (ControlNet-Inpaint SD)
     sd_path: str = ""  # inpaint: local Stable Diffusion 1.5 inpainting directory (empty: tiny random pipeline)
     controlnet_path: str = ""  # inpaint: local ControlNet directory
+    prompt: str = ""  # render this one prompt for every (product, group) instead of the policy's (a control arm)
     products: int = 0  # only the first N products (0 = all)
     images_dir: str = "reports/gallery/img"  # image files: <images_dir>/<run_date>/<product>_<group>.png
     gallery: str = "reports/gallery/index.html"
@@ -52,6 +54,11 @@ class GenerateConfig:
             raise ConfigError(f"--renderer must be procedural or inpaint, got {self.renderer!r}")
         if bool(self.sd_path) != bool(self.controlnet_path):
             raise ConfigError("--sd-path and --controlnet-path go together (both empty: the tiny pipeline)")
+        if self.prompt:
+            errors = style_errors(self.prompt)
+            if errors:
+                raise ConfigError(f"--prompt: {errors[0]}")
+            return
         if not Path(self.gmllm).is_dir():
             raise ConfigError(f"no G-MLLM at {self.gmllm}: run make pretrain-gmllm")
         if self.dpo and not (Path(self.dpo) / ADAPTER_SUBDIR).is_dir():
@@ -61,8 +68,11 @@ class GenerateConfig:
 
 
 def model_version(cfg: GenerateConfig) -> str:
-    """'pretrained-<hash>' or 'dpo-<hash>': a hash of the weights the prompts come from."""
+    """'pretrained-<hash>' or 'dpo-<hash>': a hash of the weights the prompts come from ('fixed-<hash>' of
+    the prompt for a fixed prompt)."""
     h = hashlib.sha1()
+    if cfg.prompt:
+        return f"fixed-{hashlib.sha1(cfg.prompt.encode()).hexdigest()[:10]}"
     files = [Path(cfg.gmllm) / "group_mlp.pt"] + (sorted((Path(cfg.dpo) / ADAPTER_SUBDIR).glob("*.safetensors"))
                                                   if cfg.dpo else [])
     for f in files:
@@ -93,21 +103,26 @@ def logged_creatives(warehouse: str, products) -> dict[int, list[bytes]]:
     return out
 
 
-def run(spark: SparkSession, cfg: GenerateConfig, warehouse: str, log=print) -> dict:
-    run_date = cfg.run_date or latest_partition(C.INSTRUCTIONS, warehouse)
-    ctx = load_contexts(warehouse, run_date)
-    if cfg.products:
-        ctx = ctx[ctx["product_id"].isin(sorted(ctx["product_id"].unique())[:cfg.products])].reset_index(drop=True)
+def policy_prompts(cfg: GenerateConfig, ctx) -> list[str]:
+    """The policy's greedy prompt for every context row (batched)."""
     use_group = json.loads((Path(cfg.dpo) / META_FILE).read_text())["use_group"] if cfg.dpo else True
     policy = load_policy(cfg.gmllm, str(Path(cfg.dpo) / ADAPTER_SUBDIR) if cfg.dpo else None)
     core = core_of(policy) if cfg.dpo else policy
-    version = model_version(cfg)
     prompts = []
     for lo in tqdm(range(0, len(ctx), 32), desc="prompts", unit="batch"):
         part = ctx.iloc[lo:lo + 32]
         prompts += [p[0] for p in generate(core, {k: part[k].tolist() for k in ("instruction", "image", "group_features")},
                                            use_group, greedy=True)]
-    ctx = ctx.assign(prompt=prompts)
+    return prompts
+
+
+def run(spark: SparkSession, cfg: GenerateConfig, warehouse: str, log=print) -> dict:
+    run_date = cfg.run_date or latest_partition(C.INSTRUCTIONS, warehouse)
+    ctx = load_contexts(warehouse, run_date)
+    if cfg.products:
+        ctx = ctx[ctx["product_id"].isin(sorted(ctx["product_id"].unique())[:cfg.products])].reset_index(drop=True)
+    version = model_version(cfg)
+    ctx = ctx.assign(prompt=[cfg.prompt] * len(ctx) if cfg.prompt else policy_prompts(cfg, ctx))
     jobs = [RenderJob.from_pngs(int(r.product_id), r.image, r.mask, r.prompt, (cfg.seed, int(r.product_id), int(r.group_id)))
             for r in ctx.itertuples()]
     rendered = make_renderer(cfg).render(jobs, progress=True)

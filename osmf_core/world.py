@@ -59,6 +59,30 @@ def parse_style(text: str) -> np.ndarray:
     return out
 
 
+_SLOTS = {"background": ("mood", "scene"), "palette": ("palette",), "lighting": ("lighting",)}
+
+
+def style_errors(text: str) -> list[str]:
+    """What a prompt written in the style grammar of `style_prompt` gets wrong: every part after the subject
+    is '<mood> <scene> background', '<palette> palette' or '<lighting> lighting' with known terms only."""
+    errors = []
+    for part in [p.strip().lower() for p in text.split(",")[1:] if p.strip()]:
+        words, _, slot = part.rpartition(" ")
+        if slot not in _SLOTS or not words:
+            errors.append(f"cannot read {part!r}: write '<terms> background', '<term> palette' or '<term> lighting'")
+            continue
+        rest = words
+        for dim in _SLOTS[slot]:  # background: an optional mood, then an optional scene, in that order
+            for term in sorted(STYLE_DIMS[dim], key=len, reverse=True):
+                if rest == term or rest.startswith(term + " "):
+                    rest = rest[len(term):].strip()
+                    break
+        if rest:
+            known = sorted(t for d in _SLOTS[slot] for t in STYLE_DIMS[d])
+            errors.append(f"unknown style word {rest!r} in {part!r}; known {slot} terms: {', '.join(known)}")
+    return errors
+
+
 # ---------------------------------------------------------------- categories and their hidden splits
 # Each category splits its shoppers by one attribute; `bins` maps every code of that attribute to a
 # segment. Different categories split along different attributes (paper, Figure 1).

@@ -208,3 +208,21 @@ def test_generate_writes_every_product_group_once_and_a_gallery_listing_them(spa
     page = (tmp_path / "g" / "index.html").read_text()
     cells = set((int(p), int(g)) for p, g in re.findall(r"data-product='(\d+)' data-group='(\d+)'", page))
     assert cells == want and page.count("<img ") == len(want)
+
+
+def test_style_errors_name_the_unknown_word():
+    from osmf_core.world import DIM_SIZES, style_errors, style_prompt
+    assert style_errors("the product, cozy city street background, neon palette, golden hour lighting") == []
+    assert style_errors("the product, kitchen background") == [] and style_errors("the product") == []
+    assert all(not style_errors(style_prompt(list(s))) for s in np.ndindex(*DIM_SIZES))  # every style reads back
+    [err] = style_errors("the product, cozy moon background, warm palette")
+    assert "unknown style word 'moon'" in err and "kitchen" in err
+    assert "cannot read 'sunny vibes'" in style_errors("the product, sunny vibes")[0]
+
+
+def test_an_unknown_style_word_stops_generation_in_one_line(capsys, tmp_path):
+    from jobs.generate import main
+    rc = main(["--prompt", "the product, foggy palette", "--warehouse", str(tmp_path / "none")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown style word 'foggy'" in err[0] and err[0].startswith("generate:")
+    assert not (tmp_path / "none").exists()  # nothing was touched
