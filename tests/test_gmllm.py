@@ -314,3 +314,19 @@ def test_pair_metrics_on_a_known_case():
     k = pair_metrics(np.array([0.9, 0.2, 0.6]), np.array([0.1, 0.8, 0.6]), np.array([1, 1, 0]), np.array([0, 0, 1]), 1)
     assert k["pair_accuracy"] == pytest.approx(1 / 3) and k["per_group"] == {"0": 0.5, "1": 0.0}
     assert k["worst_group_accuracy"] == 0.0 and k["symmetry_error"] == pytest.approx(0.2 / 3)
+
+
+def test_grm_training_killed_mid_run_resumes_and_ends_like_an_unbroken_run(tiny_models, tmp_path):
+    from osmf_core.models.gmllm import GRM
+    from osmf_core.training.gmllm import MODEL_SUBDIR
+    from osmf_core.training.grm import GRMConfig, train_grm
+    wh, gm, _ = tiny_models
+    cfg = lambda d: GRMConfig(warehouse=wh, gmllm=gm, out_dir=str(tmp_path / d), max_steps=6, save_every=2,  # noqa: E731
+                              batch_size=8, progress=False)
+    whole = train_grm(cfg("whole"))
+    assert train_grm(cfg("broken"), stop_after=3)["stopped"]  # killed after step 3: the last checkpoint is step 2
+    resumed = train_grm(cfg("broken"))
+    assert whole["step"] == resumed["step"] == 6 and resumed["resumed_from"] == 2
+    a, b = GRM.load(tmp_path / "whole" / MODEL_SUBDIR), GRM.load(tmp_path / "broken" / MODEL_SUBDIR)
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(p, q, atol=1e-6), n
