@@ -25,6 +25,7 @@ GMLLM ?= runs/gmllm/model
 GRM_MODEL ?= runs/grm/model
 GRM_NO_GROUP ?= runs/grm_no_group/model
 DPO ?=
+DPO_RUN ?= runs/dpo
 GEN ?=
 EVAL_ONLINE ?=
 GMLLM_DS ?= cluster/deepspeed/gmllm.json
@@ -120,11 +121,11 @@ grm-models: gmllm-model  # the group-aware and the group-agnostic reward models,
 
 group-dpo: grm-models
 	PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/deepspeed $(DS_LAUNCH) jobs/group_dpo.py \
-		--deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) --grm $(GRM_MODEL) $(DPO)
+		--deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) --grm $(GRM_MODEL) --out-dir $(DPO_RUN) $(DPO)
 
 generate: setup
-	@test -d runs/dpo/adapter || $(MAKE) group-dpo
-	$(PY) jobs/generate.py --gmllm $(GMLLM) --grm $(GRM_MODEL) $(GEN)
+	@test -d "$(DPO_RUN)/adapter" || $(MAKE) group-dpo
+	$(PY) jobs/generate.py --gmllm $(GMLLM) --grm $(GRM_MODEL) --dpo $(DPO_RUN) $(GEN)
 
 eval-online: grm-models
 	$(PY) jobs/eval_online.py --deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) --grm $(GRM_MODEL) \
