@@ -12,8 +12,9 @@ job="$1"; shift
 delta_version=$(grep -E '^delta-spark==' "$here/requirements.lock" | cut -d= -f3)
 scala_suffix=2.13
 build=$(mktemp -d)
+trap 'rm -rf "$build"' EXIT  # the zip is only needed while spark-submit runs
 (cd "$here" && python3 -m zipfile -c "$build/osmf_core.zip" osmf_core)
-exec spark-submit \
+spark-submit \
   --master "${SPARK_MASTER:-yarn}" \
   --deploy-mode "${SPARK_DEPLOY_MODE:-client}" \
   --packages "io.delta:delta-spark_${scala_suffix}:${delta_version}" \
