@@ -134,6 +134,10 @@ def pipeline_after_paag(spark, args, warehouse: str, paag_model: str, stages: li
     if args.stop_after == "regroup":
         return out
     instr = stage("instructions", lambda: curation.run(spark, curation.CurationConfig(), warehouse))
+    if not instr["grm_examples"].get("train"):
+        out["lines"].append("no GRM training pairs in this world (too few impressions per creative and group): "
+                            "the demo stops after the instruction rows")
+        return out
     gm, grm, dpo = (f"{args.runs}/{d}" for d in ("gmllm", "grm", "dpo"))
     for d in (gm, grm, dpo):  # the demo trains from scratch every time
         shutil.rmtree(d, ignore_errors=True)

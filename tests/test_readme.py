@@ -23,7 +23,7 @@ def test_make_demo_runs_end_to_end_on_a_tiny_world(tmp_path):
     report = tmp_path / "demo.json"
     world = (f"--users 400 --products 14 --impressions-per-user 10 --days 3 --image-size 16 "
              f"--corrupt-fraction 0.01 --warehouse {tmp_path / 'wh'} --report {report} "
-             f"--encoders tiny --paag-steps 4 --runs {tmp_path / 'runs'}")
+             f"--encoders tiny --paag-steps 4 --runs {tmp_path / 'runs'} --stop-after paag")
     # a fresh process, as from a shell: none of the distributed settings this test process may hold
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
