@@ -19,16 +19,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from osmf_core import catalog as C
 from osmf_core.models.gmllm import GRM
+from osmf_core.online import audiences
 from osmf_core.reports import write_report
 from osmf_core.training.data import latest_partition, read_columns
 from osmf_core.training.gmllm import MODEL_SUBDIR
 from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
 from osmf_core.truth import Truth
-from osmf_core.world import ATTRS, DIMS, STYLE_DIMS
+from osmf_core.world import DIMS, STYLE_DIMS
 
 PAIR_COLUMNS = ["product_id", "group_id", "creative_a", "creative_b", "group_features", "label"]
 
@@ -40,12 +40,7 @@ VARIANTS = {  # name: (use_group, n_points); points_10 is the full GRM (10 point
 def true_labels(warehouse: str, run_date: str, scores: dict) -> np.ndarray:
     """1 where creative_a has the higher expected CTR over the users of the pair's group (simulator truth)."""
     truth = Truth.from_warehouse(warehouse)
-    products = set(np.unique(scores["product_id"]).tolist())
-    ug = pd.concat([pd.DataFrame(g) for g in read_columns(C.USER_GROUPS, warehouse, ["product_id", "user_id", "group_id"],
-                                                          {"run_date": run_date})])
-    ug = ug[ug["product_id"].isin(products)]
-    users = pd.concat([pd.DataFrame(g) for g in read_columns(C.USERS, warehouse, ["user_id", *ATTRS])])
-    members = ug.merge(users, on="user_id")
+    members = audiences(warehouse, run_date, np.unique(scores["product_id"]))
     cache: dict = {}
 
     def ctr(pid: int, gid: int, cid: int) -> float:

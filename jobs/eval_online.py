@@ -29,7 +29,8 @@ from osmf_core.models.gmllm import GroupLlava
 from osmf_core.online import audiences, oracle_prompts, score_prompts, summarize, table3
 from osmf_core.reports import write_report
 from osmf_core.training.data import latest_partition
-from osmf_core.training.dpo import ADAPTER_SUBDIR, DPOConfig, core_of, generate, load_contexts, load_policy, run_group_dpo
+from osmf_core.training.dpo import (ADAPTER_SUBDIR, DPOConfig, greedy_prompts, load_contexts, load_policy,
+                                    run_group_dpo)
 from osmf_core.truth import Truth
 
 # name: (policy reads the group token, reward model, robust weighting); pretrained and oracle train nothing
@@ -39,17 +40,11 @@ ORDER = ("pretrained", "teacher", "one_size", "osmf_no_group", "osmf", "osmf_rob
 DIAGNOSTICS = ("osmf_true_reward",)  # not a method: Group-DPO ranked by the simulator's truth (a perfect GRM)
 
 
-def greedy_prompts(policy: GroupLlava, ctx: pd.DataFrame, use_group: bool, batch_size: int = 32) -> pd.DataFrame:
+def method_prompts(policy: GroupLlava, ctx: pd.DataFrame, use_group: bool) -> pd.DataFrame:
     """One greedy prompt per (product, group); a policy without the group token sees the same input for
     every group of a product, so it answers once per product and every group gets that prompt."""
-    core = policy.eval()
     src = ctx if use_group else ctx.drop_duplicates("product_id")
-    texts = []
-    for lo in range(0, len(src), batch_size):
-        part = src.iloc[lo:lo + batch_size]
-        texts += [p[0] for p in generate(core, {k: part[k].tolist() for k in ("instruction", "image", "group_features")},
-                                         use_group, greedy=True)]
-    out = src[["product_id", "group_id"]].assign(prompt=texts)
+    out = src[["product_id", "group_id"]].assign(prompt=greedy_prompts(policy, src, use_group))
     if not use_group:
         out = ctx[["product_id", "group_id"]].merge(out.drop(columns="group_id"), on="product_id")
     return out
@@ -93,7 +88,7 @@ def main(argv=None) -> int:
     training: dict[str, list] = {}
     for m in methods:
         if m == "pretrained":
-            prompts[m] = greedy_prompts(load_policy(args.gmllm), held_out, use_group=True)
+            prompts[m] = method_prompts(load_policy(args.gmllm), held_out, use_group=True)
         elif m == "teacher":
             prompts[m] = held_out[["product_id", "group_id"]].assign(prompt=held_out["response"])
         elif m == "oracle":
@@ -110,7 +105,7 @@ def main(argv=None) -> int:
                                 beta=args.beta, lr=args.lr, robust_eta=args.robust_eta, seed=args.seed,
                                 deepspeed_config=args.deepspeed_config, out_dir=str(out))
                 training[m] = run_group_dpo(cfg)["rounds"]
-            prompts[m] = greedy_prompts(core_of(load_policy(args.gmllm, str(out / ADAPTER_SUBDIR))), held_out, use_group)
+            prompts[m] = method_prompts(load_policy(args.gmllm, str(out / ADAPTER_SUBDIR)), held_out, use_group)
         print(f"[eval_online] {m}: {prompts[m]['prompt'].nunique()} distinct prompts over {len(prompts[m])} groups",
               flush=True)
     scored = {m: score_prompts(truth, members, p) for m, p in prompts.items()}

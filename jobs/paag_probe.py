@@ -24,15 +24,11 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from osmf_core import catalog as C
 from osmf_core import world
 from osmf_core.reports import write_report
-from osmf_core.training.data import FeatureBank, read_columns
+from osmf_core.training.data import FeatureBank, read_frame
 from osmf_core.training.paag import PAAGEmbedder
 from osmf_core.truth import Truth
 
 ATTRS = list(C.USER_ATTRIBUTES)
-
-
-def _table(t: C.Table, warehouse: str, fields: list[str]) -> pd.DataFrame:
-    return pd.concat([pd.DataFrame(g) for g in read_columns(t, warehouse, fields)], ignore_index=True)
 
 
 def main(argv=None) -> int:
@@ -44,9 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--report", default="reports/paag_probe.json")
     args = ap.parse_args(argv)
     wh = args.warehouse
-    users = _table(C.USERS, wh, ["user_id", *ATTRS]).set_index("user_id")
-    creatives = _table(C.CREATIVES, wh, ["creative_id", "product_id"])
-    imps = _table(C.IMPRESSIONS, wh, ["user_id", "creative_id"]).merge(creatives, on="creative_id")
+    users = read_frame(C.USERS, wh, ["user_id", *ATTRS]).set_index("user_id")
+    creatives = read_frame(C.CREATIVES, wh, ["creative_id", "product_id"])
+    imps = read_frame(C.IMPRESSIONS, wh, ["user_id", "creative_id"]).merge(creatives, on="creative_id")
     truth = Truth.from_warehouse(wh)
     emb = PAAGEmbedder(args.model, wh)
     model = emb.model

@@ -28,7 +28,7 @@ from osmf_core.simulate import MANIFEST
 from osmf_core.render import ProceduralRenderer, RenderJob
 from osmf_core.store import write_table
 from osmf_core.training.data import latest_partition, read_columns
-from osmf_core.training.dpo import (ADAPTER_SUBDIR, META_FILE, core_of, generate, load_contexts, load_policy,
+from osmf_core.training.dpo import (ADAPTER_SUBDIR, META_FILE, greedy_prompts, load_contexts, load_policy,
                                     win_probability)
 from osmf_core.truth import Truth
 from osmf_core.world import style_errors
@@ -107,13 +107,7 @@ def policy_prompts(cfg: GenerateConfig, ctx) -> list[str]:
     """The policy's greedy prompt for every context row (batched)."""
     use_group = json.loads((Path(cfg.dpo) / META_FILE).read_text())["use_group"] if cfg.dpo else True
     policy = load_policy(cfg.gmllm, str(Path(cfg.dpo) / ADAPTER_SUBDIR) if cfg.dpo else None)
-    core = core_of(policy) if cfg.dpo else policy
-    prompts = []
-    for lo in tqdm(range(0, len(ctx), 32), desc="prompts", unit="batch"):
-        part = ctx.iloc[lo:lo + 32]
-        prompts += [p[0] for p in generate(core, {k: part[k].tolist() for k in ("instruction", "image", "group_features")},
-                                           use_group, greedy=True)]
-    return prompts
+    return greedy_prompts(policy, ctx, use_group)
 
 
 def run(spark: SparkSession, cfg: GenerateConfig, warehouse: str, log=print) -> dict:

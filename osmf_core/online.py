@@ -13,7 +13,7 @@ import pandas as pd
 
 from osmf_core import catalog as C
 from osmf_core.instructions import TABLE5_ATTRIBUTES, most_common_profile
-from osmf_core.training.data import read_columns
+from osmf_core.training.data import read_frame
 from osmf_core.truth import Truth
 from osmf_core.world import ATTRS, style_prompt
 
@@ -21,10 +21,9 @@ from osmf_core.world import ATTRS, style_prompt
 def audiences(warehouse: str, run_date: str, products) -> pd.DataFrame:
     """(product_id, group_id, user_id, attributes...) of the given products' groups in a regroup run."""
     products = set(int(p) for p in products)
-    ug = pd.concat([pd.DataFrame(g) for g in read_columns(C.USER_GROUPS, warehouse, ["product_id", "user_id", "group_id"],
-                                                          {"run_date": run_date})])
+    ug = read_frame(C.USER_GROUPS, warehouse, ["product_id", "user_id", "group_id"], {"run_date": run_date})
     ug = ug[ug["product_id"].isin(products)]
-    users = pd.concat([pd.DataFrame(g) for g in read_columns(C.USERS, warehouse, ["user_id", *ATTRS])])
+    users = read_frame(C.USERS, warehouse, ["user_id", *ATTRS])
     return ug.merge(users, on="user_id")
 
 

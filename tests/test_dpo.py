@@ -104,14 +104,14 @@ def test_procedural_renderer_draws_a_creative_exactly_as_the_simulator_did(instr
     from osmf_core.images import from_png
     from osmf_core.render import ProceduralRenderer, RenderJob
     from osmf_core.simulate import read_manifest
-    from osmf_core.training.data import read_columns
+    from osmf_core.training.data import read_frame
     from osmf_core.truth import Truth
     from osmf_core.world import parse_style
     wh, _ = instructions_wh
     seed, _ = read_manifest(wh)
     truth = Truth.from_warehouse(wh)
-    prods = pd.concat([pd.DataFrame(g) for g in read_columns(C.PRODUCTS, wh, ["product_id", "image", "mask"])])
-    crea = pd.concat([pd.DataFrame(g) for g in read_columns(C.CREATIVES, wh, ["creative_id", "product_id", "prompt", "image"])])
+    prods = read_frame(C.PRODUCTS, wh, ["product_id", "image", "mask"])
+    crea = read_frame(C.CREATIVES, wh, ["creative_id", "product_id", "prompt", "image"])
     sample = crea.sort_values("creative_id").iloc[::7].head(12).merge(prods, on="product_id", suffixes=("", "_product"))
     jobs = [RenderJob.from_pngs(r.product_id, r.image_product, r.mask, r.prompt, [seed, 5, r.creative_id])
             for r in sample.itertuples()]

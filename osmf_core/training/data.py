@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from deltalake import DeltaTable
 from petastorm import make_batch_reader
 
@@ -39,6 +40,11 @@ def read_columns(t: C.Table, warehouse: str, fields: list[str], partition: dict 
                            reader_pool_type="dummy") as reader:
         for batch in reader:
             yield {f: _rows(getattr(batch, f)) for f in fields}
+
+
+def read_frame(t: C.Table, warehouse: str, fields: list[str], partition: dict | None = None) -> pd.DataFrame:
+    """The columns of a (small) table or partition as one pandas DataFrame, through the same reader."""
+    return pd.concat([pd.DataFrame(g) for g in read_columns(t, warehouse, fields, partition)], ignore_index=True)
 
 
 def _rows(values) -> np.ndarray:

@@ -24,7 +24,7 @@ from osmf_core import catalog as C
 from osmf_core.models.gmllm import GRM, GroupLlava
 from osmf_core.render import ProceduralRenderer, RenderJob
 from osmf_core import images
-from osmf_core.training.data import latest_partition, read_columns
+from osmf_core.training.data import latest_partition, read_columns, read_frame
 from osmf_core.training.gmllm import encode, group_tensor
 from osmf_core.training.grm import score_candidates
 from osmf_core.training.loop import ds_config, fit, init_distributed
@@ -124,13 +124,13 @@ def core_of(policy) -> GroupLlava:
     return policy.base_model.model
 
 
-def load_policy(gmllm: str, adapter: str | None = None):
-    """A G-MLLM and, when given, its trained adapters (a peft model); the plain model otherwise."""
+def load_policy(gmllm: str, adapter: str | None = None) -> GroupLlava:
+    """A G-MLLM for inference, with its trained adapters active in its layers when `adapter` is given."""
     base = GroupLlava.load(gmllm)
     if not adapter:
         return base
     from peft import PeftModel
-    return PeftModel.from_pretrained(base, adapter).eval()
+    return core_of(PeftModel.from_pretrained(base, adapter)).eval()
 
 
 def sequence_logprob(model, inputs: dict) -> torch.Tensor:
@@ -144,10 +144,12 @@ def sequence_logprob(model, inputs: dict) -> torch.Tensor:
     return (logp * (labels != -100)).sum(dim=1)
 
 
-def policy_inputs(core: GroupLlava, ctx: dict, responses, use_group: bool, max_len: int, device) -> dict:
+def policy_inputs(core: GroupLlava, ctx, responses, use_group: bool, max_len: int, device) -> dict:
+    """Model inputs of context rows (a dict of columns or DataFrame rows with instruction, image and
+    group_features) and, for log-probabilities, their responses."""
     width = (1 + core.meta["group_points"]) * core.meta["group_dim"]
-    enc = encode(core, ctx["instruction"], responses, max_len, use_group, ctx["image"])
-    enc["group_features"] = group_tensor(ctx["group_features"], width)
+    enc = encode(core, list(ctx["instruction"]), responses, max_len, use_group, list(ctx["image"]))
+    enc["group_features"] = group_tensor(list(ctx["group_features"]), width)
     return {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
 
 
@@ -174,15 +176,22 @@ def generate(core: GroupLlava, ctx: dict, use_group: bool, n: int = 1, temperatu
     return [texts[i * k:(i + 1) * k] for i in range(len(lengths))]
 
 
+def greedy_prompts(core: GroupLlava, ctx: pd.DataFrame, use_group: bool, batch_size: int = 32) -> list[str]:
+    """The most likely prompt of every context row, in batches."""
+    core.eval()
+    return [p[0] for lo in tqdm(range(0, len(ctx), batch_size), desc="prompts", unit="batch", disable=len(ctx) <= batch_size)
+            for p in generate(core, ctx.iloc[lo:lo + batch_size], use_group, greedy=True)]
+
+
 # ---------------------------------------------------------------------------------- contexts and ranking
 def load_contexts(warehouse: str, run_date: str = "", split: str | None = None) -> pd.DataFrame:
     """One prompt-generation context per (product, group): the instruction, the teacher's response, the
     product image and mask, the title and the group features. `split` 'train'/'test' keeps the GRM's train or held-out products."""
     run_date = run_date or latest_partition(C.INSTRUCTIONS, warehouse)
     fields = ["task", "example", "product_id", "group_id", "instruction", "response", "image", "group_features"]
-    rows = pd.concat([pd.DataFrame(g) for g in read_columns(C.INSTRUCTIONS, warehouse, fields, {"run_date": run_date})])
+    rows = read_frame(C.INSTRUCTIONS, warehouse, fields, {"run_date": run_date})
     rows = rows[(rows["task"] == "prompt_generation") & (rows["example"] == 0)].drop(columns=["task", "example"])
-    prods = pd.concat([pd.DataFrame(g) for g in read_columns(C.PRODUCTS, warehouse, ["product_id", "title", "mask"])])
+    prods = read_frame(C.PRODUCTS, warehouse, ["product_id", "title", "mask"])
     rows = rows.merge(prods, on="product_id")
     if split is not None:
         held = set()
@@ -229,18 +238,24 @@ def pair_logprobs(model, core: GroupLlava, ctx: pd.DataFrame, pairs: pd.DataFram
                   device) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(y_w | s, G) and log pi(y_l | s, G) of a batch of pairs (one forward over winners and losers)."""
     rows = ctx.iloc[np.concatenate([pairs["ctx"].to_numpy()] * 2)]
-    batch = {k: rows[k].tolist() for k in ("instruction", "image", "group_features")}
     responses = pairs["chosen"].tolist() + pairs["rejected"].tolist()
-    lp = sequence_logprob(model, policy_inputs(core, batch, responses, use_group, max_len, device))
+    lp = sequence_logprob(model, policy_inputs(core, rows, responses, use_group, max_len, device))
     return lp[:len(pairs)], lp[len(pairs):]
 
 
-def dpo_step_loss(engine, policy, ctx, pairs: pd.DataFrame, cfg: DPOConfig, weights: GroupWeights | None):
-    """Eq. 9 on a batch of pairs; the reference pass runs with the adapters disabled and without grad."""
+def policy_and_reference(model, policy, ctx: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOConfig, device):
+    """(pi_w, pi_l, ref_w, ref_l): the policy's log-probabilities through `model` (the DeepSpeed engine in
+    training), the reference's with the adapters disabled and without grad."""
     core = core_of(policy)
     with torch.no_grad(), policy.disable_adapter():
-        ref_w, ref_l = pair_logprobs(policy, core, ctx, pairs, cfg.use_group, cfg.max_len, engine.device)
-    pi_w, pi_l = pair_logprobs(engine, core, ctx, pairs, cfg.use_group, cfg.max_len, engine.device)
+        ref_w, ref_l = pair_logprobs(policy, core, ctx, pairs, cfg.use_group, cfg.max_len, device)
+    pi_w, pi_l = pair_logprobs(model, core, ctx, pairs, cfg.use_group, cfg.max_len, device)
+    return pi_w, pi_l, ref_w, ref_l
+
+
+def dpo_step_loss(engine, policy, ctx, pairs: pd.DataFrame, cfg: DPOConfig, weights: GroupWeights | None):
+    """Eq. 9 on a batch of pairs (weighted per group when `weights` is given)."""
+    pi_w, pi_l, ref_w, ref_l = policy_and_reference(engine, policy, ctx, pairs, cfg, engine.device)
     keys = list(zip(pairs["product_id"], pairs["group_id"]))
     w = None if weights is None else torch.tensor(weights.batch_weights(keys), dtype=torch.float32, device=engine.device)
     loss, losses, _, _ = dpo_loss(pi_w, pi_l, ref_w, ref_l, cfg.beta, w)
@@ -252,14 +267,11 @@ def dpo_step_loss(engine, policy, ctx, pairs: pd.DataFrame, cfg: DPOConfig, weig
 @torch.no_grad()
 def reward_stats(policy, ctx: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOConfig, batch_size: int = 32) -> dict:
     """Implicit-reward accuracy (r_w > r_l) and margin (r_w - r_l) overall and per (product, group)."""
-    core, device = core_of(policy), next(policy.parameters()).device
+    device = next(policy.parameters()).device
     rw, rl = [], []
     for lo in range(0, len(pairs), batch_size):
-        part = pairs.iloc[lo:lo + batch_size]
-        pi_w, pi_l = pair_logprobs(policy, core, ctx, part, cfg.use_group, cfg.max_len, device)
-        with policy.disable_adapter():
-            ref_w, ref_l = pair_logprobs(policy, core, ctx, part, cfg.use_group, cfg.max_len, device)
-        _, _, a, b = dpo_loss(pi_w, pi_l, ref_w, ref_l, cfg.beta)
+        logprobs = policy_and_reference(policy, policy, ctx, pairs.iloc[lo:lo + batch_size], cfg, device)
+        _, _, a, b = dpo_loss(*logprobs, cfg.beta)
         rw.append(a.cpu().numpy())
         rl.append(b.cpu().numpy())
     rw, rl = (np.concatenate(x) if x else np.zeros(0) for x in (rw, rl))
@@ -298,8 +310,7 @@ def sample_round(policy, score, renderer, ctx: pd.DataFrame, cfg: DPOConfig, rou
     for lo in tqdm(range(0, len(ctx), batch_size), desc=f"sample+rank round {round_no}", unit="batch",
                    disable=not cfg.progress):
         part = ctx.iloc[lo:lo + batch_size]
-        ps = generate(core, {k: part[k].tolist() for k in ("instruction", "image", "group_features")}, cfg.use_group,
-                      cfg.samples, cfg.temperature, max_new_tokens=cfg.max_new_tokens, max_len=cfg.max_len,
+        ps = generate(core, part, cfg.use_group, cfg.samples, cfg.temperature, max_new_tokens=cfg.max_new_tokens, max_len=cfg.max_len,
                       seed=cfg.seed * 100_003 + round_no * 1_009 + lo)
         pngs = render_prompts(renderer, part, ps, (cfg.seed, round_no))
         for (_, row), p, imgs in zip(part.iterrows(), ps, pngs):
