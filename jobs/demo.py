@@ -43,55 +43,44 @@ def main(argv=None) -> int:
     add_spark_args(ap)
     args = ap.parse_args(argv)
     cfg, settings = world_config(args), spark_settings(args)
-    stages = []
-    t0 = time.perf_counter()
-    spark = build_spark(settings)
-    stages.append({"stage": "spark_session", "seconds": round(time.perf_counter() - t0, 3)})
+    wh = settings.warehouse
+    stages = Stages()
+    spark = stages.run("spark_session", lambda: build_spark(settings))
+    result = stages.run("simulate", lambda: run(spark, cfg, wh))
+    stages[-1]["steps"] = result.seconds
 
-    t0 = time.perf_counter()
-    result = run(spark, cfg, settings.warehouse)
-    stages.append({"stage": "simulate", "seconds": round(time.perf_counter() - t0, 3),
-                   "steps": result.seconds})
-
-    t0 = time.perf_counter()
     image_enc, text_enc = ("mobilenet_v2", "minilm") if args.encoders == "pretrained" else ("tiny", "tiny")
     fcfg = features.FeatureConfig(image_encoder=image_enc, text_encoder=text_enc)
-    split_rows = features.run(spark, fcfg, settings.warehouse)
-    stages.append({"stage": "paag_features", "seconds": round(time.perf_counter() - t0, 3)})
+    split_rows = stages.run("paag_features", lambda: features.run(spark, fcfg, wh))
 
-    t0 = time.perf_counter()
-    tcfg = TrainConfig(warehouse=settings.warehouse, text_encoder=text_enc, image_encoder=image_enc,
+    tcfg = TrainConfig(warehouse=wh, text_encoder=text_enc, image_encoder=image_enc,
                        model=PAAGConfig(), max_steps=args.paag_steps, epochs=1, out_dir=f"{args.runs}/paag",
                        save_every=max(args.paag_steps // 2, 1))
     shutil.rmtree(tcfg.out_dir, ignore_errors=True)  # the demo trains from scratch every time
-    train(tcfg)
-    stages.append({"stage": "train_paag", "seconds": round(time.perf_counter() - t0, 3)})
+    stages.run("train_paag", lambda: train(tcfg))
 
-    t0 = time.perf_counter()
-    model, _ = load_model(f"{tcfg.out_dir}/{MODEL_FILE}")
-    scores, labels, rows = predict(model, FeatureBank.load(settings.warehouse, text_enc, image_enc),
-                                   settings.warehouse, "test")
-    paag = {"test_auroc": auroc(scores, labels),
-            "oracle_auroc": auroc(Truth.from_warehouse(settings.warehouse).click_probability(
-                rows, rows["creative_id"]), labels),
-            "steps": args.paag_steps, "examples": split_rows}
-    stages.append({"stage": "eval_paag", "seconds": round(time.perf_counter() - t0, 3)})
+    def eval_paag() -> dict:
+        model, _ = load_model(f"{tcfg.out_dir}/{MODEL_FILE}")
+        scores, labels, rows = predict(model, FeatureBank.load(wh, text_enc, image_enc), wh, "test")
+        oracle = Truth.from_warehouse(wh).click_probability(rows, rows["creative_id"])
+        return {"test_auroc": auroc(scores, labels), "oracle_auroc": auroc(oracle, labels),
+                "steps": args.paag_steps, "examples": split_rows}
+    paag = stages.run("eval_paag", eval_paag)
 
     later = {}
     if args.stop_after != "paag":
-        later = pipeline_after_paag(spark, args, settings.warehouse, f"{tcfg.out_dir}/{MODEL_FILE}", stages)
+        later = pipeline_after_paag(spark, args, wh, f"{tcfg.out_dir}/{MODEL_FILE}", stages)
 
-    t0 = time.perf_counter()
-    register_tables(spark, C.TABLES, settings.warehouse)
-    rejects = read_table(spark, C.REJECTS, settings.warehouse)
-    by_reason = {f"{r['source']} {r['reason']}": r["count"]
-                 for r in rejects.groupBy("source", "reason").count().orderBy("source", "reason").collect()}
-    stages.append({"stage": "summary", "seconds": round(time.perf_counter() - t0, 3)})
+    def rejects_by_reason() -> dict:
+        register_tables(spark, C.TABLES, wh)
+        rejects = read_table(spark, C.REJECTS, wh).groupBy("source", "reason").count().orderBy("source", "reason")
+        return {f"{r['source']} {r['reason']}": r["count"] for r in rejects.collect()}
+    by_reason = stages.run("summary", rejects_by_reason)
     spark.stop()
 
     s = result.summary
     print("\n=== OSMF demo: simulated ad world ===")
-    print(f"warehouse: {settings.warehouse}")
+    print(f"warehouse: {wh}")
     for name, n in s["rows"].items():
         print(f"  {name:<18} {n:>10,} rows")
     print(f"  overall CTR        {s['ctr']:.4f}")
@@ -113,18 +102,23 @@ def main(argv=None) -> int:
     return 0
 
 
-def pipeline_after_paag(spark, args, warehouse: str, paag_model: str, stages: list) -> dict:
+class Stages(list):
+    """The stages the demo ran, each with its wall time in seconds."""
+
+    def run(self, name: str, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        self.append({"stage": name, "seconds": round(time.perf_counter() - t0, 3)})
+        return out
+
+
+def pipeline_after_paag(spark, args, warehouse: str, paag_model: str, stages: Stages) -> dict:
     """Regroup, instructions, G-MLLM, GRM, one Group-DPO round and generation, each briefly."""
     from osmf_core import curation, generation, regroup
     from osmf_core.training.dpo import DPOConfig, run_group_dpo
     from osmf_core.training.gmllm import MODEL_SUBDIR, PretrainConfig, pretrain
     from osmf_core.training.grm import GRMConfig, train_grm
-
-    def stage(name, fn):
-        t0 = time.perf_counter()
-        out = fn()
-        stages.append({"stage": name, "seconds": round(time.perf_counter() - t0, 3)})
-        return out
+    stage = stages.run
     quiet = lambda *_: None  # noqa: E731
     groups = stage("regroup", lambda: regroup.run(spark, regroup.RegroupConfig(model=paag_model), warehouse))
     out = {"regroup": {k: v for k, v in groups.items() if k != "config"},

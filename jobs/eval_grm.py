@@ -22,9 +22,10 @@ import numpy as np
 
 from osmf_core import catalog as C
 from osmf_core.models.gmllm import GRM
-from osmf_core.online import audiences
+from osmf_core.config import ConfigError, config_error
+from osmf_core.online import AUDIENCE_TABLES, audiences
 from osmf_core.reports import write_report
-from osmf_core.training.data import latest_partition, read_columns
+from osmf_core.training.data import read_columns, run_of
 from osmf_core.training.gmllm import MODEL_SUBDIR
 from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
 from osmf_core.truth import Truth
@@ -118,11 +119,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     names = args.variants.split(",")
     unknown = set(names) - set(VARIANTS)
-    if unknown or not Path(args.gmllm).is_dir():
-        print(f"eval_grm: {'unknown variants ' + str(sorted(unknown)) if unknown else f'no G-MLLM at {args.gmllm}: run make pretrain-gmllm'}",
-              file=sys.stderr)
-        return 2
-    run_date = args.run_date or latest_partition(C.GRM_EXAMPLES, args.warehouse)
+    try:
+        if unknown:
+            raise ConfigError(f"unknown variants {sorted(unknown)}")
+        if not Path(args.gmllm).is_dir():
+            raise ConfigError(f"no G-MLLM at {args.gmllm}: run make pretrain-gmllm")
+        run_date = run_of(C.GRM_EXAMPLES, args.warehouse, args.run_date, needs=AUDIENCE_TABLES)
+    except ConfigError as e:
+        return config_error("eval_grm", e)
     results: dict[str, list[dict]] = {n: [] for n in names}
     labels_true = None
     for seed in range(args.seeds):

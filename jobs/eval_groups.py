@@ -37,12 +37,12 @@ from sklearn.metrics import adjusted_rand_score
 
 from osmf_core import catalog as C
 from osmf_core import world
-from osmf_core.config import add_spark_args, spark_settings
+from osmf_core.config import ConfigError, add_spark_args, config_error, spark_settings
 from osmf_core.grouping import cluster_products, merge_small
 from osmf_core.regroup import RegroupConfig
 from osmf_core.reports import write_report
 from osmf_core.spark import build_spark
-from osmf_core.store import read_table
+from osmf_core.store import read_table, require_tables
 from osmf_core.training.paag import load_model
 from osmf_core.truth import Truth
 
@@ -90,11 +90,19 @@ def main(argv=None) -> int:
     wh = settings.warehouse
     spark = build_spark(settings)
     t0 = time.perf_counter()
-    groups = read_table(spark, C.USER_GROUPS, wh)
-    run_date = args.run_date or groups.agg(F.max("run_date")).first()[0].isoformat()
+    try:
+        require_tables((C.USER_GROUPS, C.IMPRESSIONS, C.CREATIVES, C.USERS), wh, spark)
+        groups = read_table(spark, C.USER_GROUPS, wh)
+        runs = sorted(r[0].isoformat() for r in groups.select("run_date").distinct().collect())
+        if not runs:
+            raise ConfigError("gaip.user_groups is empty: run the regroup first (make regroup)")
+        run_date = args.run_date or runs[-1]
+        if run_date not in runs:
+            raise ConfigError(f"--run-date {run_date}: gaip.user_groups has no run of that date; it has "
+                              f"{', '.join(runs[-5:])}")
+    except ConfigError as e:
+        return config_error("eval_groups", e)
     ug = groups.where(F.col("run_date") == F.lit(run_date)).select("product_id", "user_id", "group_id").toPandas()
-    if ug.empty:
-        raise SystemExit(f"gaip.user_groups has no rows for {run_date}: run `make regroup` first")
     end = pd.Timestamp(run_date).date()
     start = end - pd.Timedelta(days=args.window_days - 1)
     imps = (read_table(spark, C.IMPRESSIONS, wh).where(F.col("event_date").between(F.lit(start), F.lit(end)))

@@ -26,10 +26,11 @@ import pandas as pd
 
 from osmf_core import catalog as C
 from osmf_core.models.gmllm import GroupLlava
-from osmf_core.online import audiences, oracle_prompts, score_prompts, summarize, table3
+from osmf_core.config import ConfigError, config_error
+from osmf_core.online import AUDIENCE_TABLES, audiences, oracle_prompts, score_prompts, summarize, table3
 from osmf_core.reports import write_report
-from osmf_core.training.data import latest_partition
-from osmf_core.training.dpo import (ADAPTER_SUBDIR, DPOConfig, greedy_prompts, load_contexts, load_policy,
+from osmf_core.training.data import run_of
+from osmf_core.training.dpo import (ADAPTER_SUBDIR, CONTEXT_TABLES, DPOConfig, greedy_prompts, load_contexts, load_policy,
                                     run_group_dpo)
 from osmf_core.truth import Truth
 
@@ -77,10 +78,12 @@ def main(argv=None) -> int:
     problems += [f"no {k} at {paths[k]}" for k in sorted(needed) if not Path(paths[k]).is_dir()]
     if "pretrained" not in methods:
         problems.append("the pretrained method is the baseline of the lift: keep it in --methods")
-    if problems:
-        print(f"eval_online: {'; '.join(problems)} (make pretrain-gmllm, make train-grm)", file=sys.stderr)
-        return 2
-    run_date = args.run_date or latest_partition(C.INSTRUCTIONS, args.warehouse)
+    try:
+        if problems:
+            raise ConfigError(f"{'; '.join(problems)} (make pretrain-gmllm, make train-grm)")
+        run_date = run_of(C.INSTRUCTIONS, args.warehouse, args.run_date, needs=CONTEXT_TABLES + AUDIENCE_TABLES)
+    except ConfigError as e:
+        return config_error("eval_online", e)
     held_out = load_contexts(args.warehouse, run_date, split="test")
     truth = Truth.from_warehouse(args.warehouse)
     members = audiences(args.warehouse, run_date, held_out["product_id"].unique())

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osmf_core.training.dpo import DPOConfig, run_group_dpo
+from osmf_core import catalog as C
+from osmf_core.config import config_error
+from osmf_core.training.data import run_of
+from osmf_core.training.dpo import CONTEXT_TABLES, DPOConfig, run_group_dpo
 
 INTS = ("rounds", "samples", "max_new_tokens", "max_contexts", "epochs", "batch_size", "lora_r", "lora_alpha",
         "max_len", "seed", "save_every")
@@ -32,9 +35,9 @@ def main(argv=None) -> int:
     try:
         cfg = DPOConfig(**{k: getattr(args, k) for k in (*INTS, *FLOATS, *STRS)}, use_group=not args.no_group,
                         robust=args.robust)
+        cfg.run_date = run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date, needs=CONTEXT_TABLES)
     except ValueError as e:
-        print(f"group_dpo: {e}", file=sys.stderr)
-        return 2
+        return config_error("group_dpo", e)
     out = run_group_dpo(cfg)
     print(f"Group-DPO: {len(out['rounds'])} rounds -> {out['adapter']}")
     return 0

@@ -9,10 +9,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
-from osmf_core.config import add_spark_args, spark_settings
+from pyspark.errors import AnalysisException
+
+from osmf_core.config import ConfigError, add_spark_args
 from osmf_core.quality import ingest
-from osmf_core.spark import build_spark
+from osmf_core.spark import run_job
 
 
 def main(argv=None) -> int:
@@ -24,15 +28,26 @@ def main(argv=None) -> int:
     ap.add_argument("--run-date", type=dt.date.fromisoformat, default=dt.date.today())
     add_spark_args(ap)
     args = ap.parse_args(argv)
-    settings = spark_settings(args)
-    spark = build_spark(settings)
+    return run_job("ingest", args, checked, load)
+
+
+def checked(args: argparse.Namespace) -> argparse.Namespace:
+    if "://" not in args.input and not Path(args.input).exists():
+        raise ConfigError(f"--input {args.input} does not exist")
+    return args
+
+
+def load(spark, args, warehouse: str) -> dict:
     reader = spark.read.format(args.format)
     if args.format == "csv":
         reader = reader.option("header", "true")  # every column read as text; the loader types it
-    report = ingest(reader.load(args.input), args.table, settings.warehouse, args.run_date)
+    try:
+        frame = reader.load(args.input)
+    except AnalysisException as e:  # no such path, or nothing readable there
+        raise ConfigError(f"--input {args.input}: {str(e).splitlines()[0]}") from None
+    report = ingest(frame, args.table, warehouse, args.run_date)
     print(report.line())
-    spark.stop()
-    return 0
+    return asdict(report)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
+from osmf_core.config import ConfigError, config_error, default_warehouse
 from osmf_core.models.paag import RUNGS, PAAGConfig
 from osmf_core.reports import write_report
+from osmf_core.store import require_tables
 from osmf_core.training.data import FeatureBank
-from osmf_core.training.paag import MODEL_FILE, TrainConfig, auroc, load_model, predict, train
+from osmf_core.training.paag import FEATURE_TABLES, MODEL_FILE, TrainConfig, auroc, load_model, predict, train
 from osmf_core.truth import Truth
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--warehouse", default="warehouse")
+    ap.add_argument("--warehouse", default=default_warehouse())
     ap.add_argument("--seeds", type=int, default=2, help="training seeds per rung (for the spread)")
     ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     ap.add_argument("--max-steps", type=int, default=0)
@@ -32,6 +34,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", default="runs/paag_ablation")
     ap.add_argument("--report", default="reports/paag_ablation.json")
     args = ap.parse_args(argv)
+    try:
+        require_tables(FEATURE_TABLES, args.warehouse)
+    except ConfigError as e:
+        return config_error("paag_ablation", e)
     bank = FeatureBank.load(args.warehouse, TrainConfig.text_encoder, TrainConfig.image_encoder)
     rungs = [r for r in args.rungs.split(",") if r]
     unknown = set(rungs) - set(RUNGS)

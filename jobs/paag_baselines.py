@@ -22,9 +22,11 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from osmf_core import world
+from osmf_core.config import ConfigError, config_error, default_warehouse
 from osmf_core.reports import write_report
+from osmf_core.store import require_tables
 from osmf_core.training.data import EXAMPLE_FIELDS, FeatureBank, example_batches
-from osmf_core.training.paag import TrainConfig, auroc
+from osmf_core.training.paag import FEATURE_TABLES, TrainConfig, auroc
 from osmf_core.truth import Truth
 
 
@@ -43,10 +45,14 @@ def _rate(train: pd.DataFrame, test: pd.DataFrame, keys: list[str], prior: float
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--warehouse", default="warehouse")
+    ap.add_argument("--warehouse", default=default_warehouse())
     ap.add_argument("--epochs", type=int, default=5, help="epochs of the minibatch linear model")
     ap.add_argument("--report", default="reports/paag_baselines.json")
     args = ap.parse_args(argv)
+    try:
+        require_tables(FEATURE_TABLES, args.warehouse)
+    except ConfigError as e:
+        return config_error("paag_baselines", e)
     train, test = _frame(args.warehouse, "train"), _frame(args.warehouse, "test")
     truth = Truth.from_warehouse(args.warehouse)
     for frame in (train, test):

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osmf_core.config import add_spark_args, spark_settings
+from osmf_core.config import add_spark_args
 from osmf_core.features import FeatureConfig, run
-from osmf_core.spark import build_spark
+from osmf_core.spark import run_job
 
 
 def main(argv=None) -> int:
@@ -22,13 +22,9 @@ def main(argv=None) -> int:
     ap.add_argument("--example-files", type=int, default=d.example_files)
     add_spark_args(ap)
     args = ap.parse_args(argv)
-    cfg = FeatureConfig(image_encoder=args.image_encoder, text_encoder=args.text_encoder,
-                        test_days=args.test_days, example_files=args.example_files)
-    settings = spark_settings(args)
-    spark = build_spark(settings)
-    run(spark, cfg, settings.warehouse)
-    spark.stop()
-    return 0
+    return run_job("paag_features", args, lambda a: FeatureConfig(
+        image_encoder=a.image_encoder, text_encoder=a.text_encoder, test_days=a.test_days,
+        example_files=a.example_files), run)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,9 +24,11 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from osmf_core import catalog as C
 from osmf_core import world
+from osmf_core.config import ConfigError, config_error, default_warehouse
 from osmf_core.reports import write_report
+from osmf_core.store import require_tables
 from osmf_core.training.data import FeatureBank, read_frame
-from osmf_core.training.paag import PAAGEmbedder
+from osmf_core.training.paag import FEATURE_TABLES, PAAGEmbedder
 from osmf_core.truth import Truth
 
 ATTRS = list(C.USER_ATTRIBUTES)
@@ -33,13 +36,19 @@ ATTRS = list(C.USER_ATTRIBUTES)
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--warehouse", default="warehouse")
+    ap.add_argument("--warehouse", default=default_warehouse())
     ap.add_argument("--model", default="runs/paag/model.pt")
     ap.add_argument("--every", type=int, default=7, help="probe every N-th product id")
     ap.add_argument("--min-users", type=int, default=200)
     ap.add_argument("--report", default="reports/paag_probe.json")
     args = ap.parse_args(argv)
     wh = args.warehouse
+    try:
+        require_tables((C.USERS, C.CREATIVES, C.IMPRESSIONS, *FEATURE_TABLES), wh)
+        if not Path(args.model).is_file():
+            raise ConfigError(f"--model {args.model} does not exist: train PAAG first (make train-paag)")
+    except ConfigError as e:
+        return config_error("paag_probe", e)
     users = read_frame(C.USERS, wh, ["user_id", *ATTRS]).set_index("user_id")
     creatives = read_frame(C.CREATIVES, wh, ["creative_id", "product_id"])
     imps = read_frame(C.IMPRESSIONS, wh, ["user_id", "creative_id"]).merge(creatives, on="creative_id")

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from osmf_core import catalog as C
+from osmf_core.config import config_error
 from osmf_core.models.gmllm import GMLLMConfig
+from osmf_core.training.data import run_of
 from osmf_core.training.gmllm import MODEL_SUBDIR, PretrainConfig, pretrain
 
 
@@ -36,9 +39,9 @@ def main(argv=None) -> int:
                              deepspeed_config=args.deepspeed_config, epochs=args.epochs, batch_size=args.batch_size,
                              max_steps=args.max_steps, save_every=args.save_every, seed=args.seed, max_len=args.max_len,
                              lr=args.lr, out_dir=args.out_dir)
+        cfg.run_date = run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date)
     except ValueError as e:
-        print(f"pretrain_gmllm: {e}", file=sys.stderr)
-        return 2
+        return config_error("pretrain_gmllm", e)
     s = pretrain(cfg)
     if "task_loss" in s:
         losses = ", ".join(f"{t} {v:.3f}" for t, v in s["task_loss"].items())

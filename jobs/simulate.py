@@ -9,9 +9,9 @@ import argparse
 import json
 import sys
 
-from osmf_core.config import add_spark_args, spark_settings
+from osmf_core.config import add_spark_args
 from osmf_core.simulate import add_world_args, run, world_config
-from osmf_core.spark import build_spark
+from osmf_core.spark import run_job
 
 
 def main(argv=None) -> int:
@@ -20,15 +20,13 @@ def main(argv=None) -> int:
     ap.add_argument("--summary-json", help="also write the summary to this file")
     add_spark_args(ap)
     args = ap.parse_args(argv)
-    cfg, settings = world_config(args), spark_settings(args)
-    spark = build_spark(settings)
-    result = run(spark, cfg, settings.warehouse)
-    print(json.dumps(result.summary, indent=2))
-    if args.summary_json:
-        with open(args.summary_json, "w") as fh:
-            json.dump(result.summary, fh, indent=2)
-    spark.stop()
-    return 0
+    return run_job("simulate", args, world_config, simulate)
+
+
+def simulate(spark, cfg, warehouse: str) -> dict:
+    summary = run(spark, cfg, warehouse).summary
+    print(json.dumps(summary, indent=2))
+    return summary
 
 
 if __name__ == "__main__":

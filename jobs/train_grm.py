@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from osmf_core import catalog as C
+from osmf_core.config import config_error
 from osmf_core.models.gmllm import GRM
+from osmf_core.training.data import run_of
 from osmf_core.training.gmllm import MODEL_SUBDIR
 from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
 
@@ -45,9 +48,9 @@ def main(argv=None) -> int:
                         batch_size=args.batch_size, max_steps=args.max_steps, save_every=args.save_every,
                         max_len=args.max_len, lr=args.lr, head_lr=args.head_lr, pooling=args.pooling,
                         train_vision=args.train_vision, train_lm=args.train_lm, seed=args.seed, out_dir=args.out_dir)
+        cfg.run_date = run_of(C.GRM_EXAMPLES, cfg.warehouse, cfg.run_date)
     except ValueError as e:
-        print(f"train_grm: {e}", file=sys.stderr)
-        return 2
+        return config_error("train_grm", e)
     s = train_grm(cfg)
     import torch.distributed as dist
     if dist.get_rank() == 0:

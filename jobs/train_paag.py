@@ -12,9 +12,11 @@ import json
 import sys
 from pathlib import Path
 
+from osmf_core.config import ConfigError, config_error
 from osmf_core.models.paag import RUNGS, PAAGConfig
+from osmf_core.store import require_tables
 from osmf_core.training.data import FeatureBank
-from osmf_core.training.paag import MODEL_FILE, TrainConfig, auroc, load_model, predict, train
+from osmf_core.training.paag import FEATURE_TABLES, MODEL_FILE, TrainConfig, auroc, load_model, predict, train
 
 
 def main(argv=None) -> int:
@@ -36,6 +38,10 @@ def main(argv=None) -> int:
     ap.add_argument("--image-encoder", default=d.image_encoder)
     ap.add_argument("--local_rank", type=int, default=0, help="set by the DeepSpeed launcher")
     args = ap.parse_args(argv)
+    try:
+        require_tables(FEATURE_TABLES, args.warehouse)
+    except ConfigError as e:
+        return config_error("train_paag", e)
     cfg = TrainConfig(warehouse=args.warehouse, model=PAAGConfig(rung=args.rung),
                       deepspeed_config=args.deepspeed_config, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, neg_rate=args.neg_rate, max_steps=args.max_steps, save_every=args.save_every,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -19,6 +20,9 @@ def default_warehouse() -> str:
     return os.environ.get("OSMF_WAREHOUSE") or str(Path("warehouse").absolute())
 
 
+LOCAL_SHUFFLE_PARTITIONS = 8  # small tables on one machine: Spark's default of 200 is mostly empty tasks
+
+
 @dataclass
 class SparkSettings:
     # where Spark runs
@@ -27,7 +31,9 @@ class SparkSettings:
     # where the tables live
     warehouse: str = field(default_factory=default_warehouse)  # Delta warehouse root: local path or URI
     # tuning
-    shuffle_partitions: int = 8  # spark.sql.shuffle.partitions (raise it on a cluster)
+    # spark.sql.shuffle.partitions. None: LOCAL_SHUFFLE_PARTITIONS in local mode; under spark-submit, whatever
+    # the submitted configuration says (--conf or --properties-file), so a cluster's sizing is never overridden
+    shuffle_partitions: int | None = None
     driver_memory: str = "4g"  # local mode only: the driver JVM holds the executors
     log_level: str = "WARN"  # Spark's own log level
     show_progress: bool = True  # Spark's console progress bar for stages
@@ -36,13 +42,19 @@ class SparkSettings:
     def __post_init__(self):
         if not self.master:
             raise ValueError("master must be a Spark master URL such as local[*], spark://host:7077 or yarn")
-        if self.shuffle_partitions < 1:
+        if self.shuffle_partitions is not None and self.shuffle_partitions < 1:
             raise ValueError(f"shuffle_partitions must be >= 1, got {self.shuffle_partitions}")
         if "://" not in self.warehouse:
             self.warehouse = str(Path(self.warehouse).absolute())
         bad = [k for k in self.conf if not str(k).startswith("spark.")]
         if bad:
             raise ValueError(f"conf keys must start with 'spark.': {bad}")
+
+
+def config_error(job: str, error: Exception) -> int:
+    """A job's configuration error as its one line on stderr; returns the exit code, 2."""
+    print(f"{job}: {error}", file=sys.stderr)
+    return 2
 
 
 def add_spark_args(parser: argparse.ArgumentParser) -> None:

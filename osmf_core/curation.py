@@ -24,7 +24,7 @@ from osmf_core.instructions import (TABLE5_ATTRIBUTES, Teacher, background_words
                                     behavioral_response, best_ctr_teacher, group_analysis_response, render,
                                     template_index)
 from osmf_core.world import CREATIVE_STRIDE
-from osmf_core.store import read_table, table_exists, write_table
+from osmf_core.store import read_table, require_tables, write_table
 
 
 @dataclass
@@ -58,10 +58,7 @@ _TEXT_SCHEMA = T.StructType([C.INSTRUCTIONS.schema[c] for c in TEXT_COLUMNS])
 
 def validate(spark: SparkSession, cfg: CurationConfig, warehouse: str) -> dt.date:
     """The run date to read; ConfigError when a table is missing or the date has no groups."""
-    for t in NEEDED:
-        if not table_exists(spark, t, warehouse):
-            hint = "make regroup" if t.layer == "gaip" else "make simulate, or ingest the logs"
-            raise ConfigError(f"{t.fqn}: no Delta table at {t.path(warehouse)} ({hint})")
+    require_tables(NEEDED, warehouse, spark)
     dates = [r[0] for r in read_table(spark, C.GROUPS, warehouse).select("run_date").distinct().collect()]
     if not dates:
         raise ConfigError("gaip.groups is empty: run the regroup first (make regroup)")

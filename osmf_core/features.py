@@ -14,7 +14,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from osmf_core import catalog as C
-from osmf_core.store import read_table, write_table
+from osmf_core.config import ConfigError
+from osmf_core.store import read_table, require_tables, write_table
 
 
 @dataclass
@@ -81,8 +82,12 @@ def paag_examples(impressions: DataFrame, users: DataFrame, creatives: DataFrame
     return rows.select(*C.PAAG_EXAMPLES.column_names).repartition(files, F.rand(seed))
 
 
+NEEDED = (C.PRODUCTS, C.CREATIVES, C.IMPRESSIONS, C.USERS)
+
+
 def run(spark: SparkSession, cfg: FeatureConfig, warehouse: str, log=print) -> dict:
     """Write feat.title_tokens, feat.image_patches and feat.paag_examples; return row counts."""
+    require_tables(NEEDED, warehouse, spark)
     products = read_table(spark, C.PRODUCTS, warehouse)
     creatives = read_table(spark, C.CREATIVES, warehouse)
     write_table(encode_titles(products, cfg.text_encoder, cfg.encode_batch), C.TITLE_TOKENS, warehouse)
@@ -92,10 +97,10 @@ def run(spark: SparkSession, cfg: FeatureConfig, warehouse: str, log=print) -> d
     impressions = read_table(spark, C.IMPRESSIONS, warehouse)
     first, last = impressions.agg(F.min("event_date"), F.max("event_date")).first()
     if last is None:
-        raise ValueError("raw.impressions is empty: simulate or ingest logs first")
+        raise ConfigError("raw.impressions is empty: simulate or ingest logs first")
     test_from = last - dt.timedelta(days=cfg.test_days - 1)
     if first >= test_from:
-        raise ValueError(f"the log window {first}..{last} leaves no training day when the last "
+        raise ConfigError(f"the log window {first}..{last} leaves no training day when the last "
                          f"{cfg.test_days} are held out: simulate more days or lower test_days")
     examples = paag_examples(impressions, read_table(spark, C.USERS, warehouse), creatives, test_from,
                              cfg.example_files, cfg.seed)

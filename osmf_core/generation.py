@@ -23,12 +23,12 @@ from osmf_core import images
 from osmf_core.config import ConfigError
 from osmf_core.gallery import write_gallery
 from osmf_core.models.gmllm import GRM
-from osmf_core.online import audiences, group_descriptions, score_prompts
+from osmf_core.online import AUDIENCE_TABLES, audiences, group_descriptions, score_prompts
 from osmf_core.simulate import MANIFEST
 from osmf_core.render import ProceduralRenderer, RenderJob
 from osmf_core.store import write_table
-from osmf_core.training.data import latest_partition, read_columns
-from osmf_core.training.dpo import (ADAPTER_SUBDIR, META_FILE, greedy_prompts, load_contexts, load_policy,
+from osmf_core.training.data import read_columns, run_of
+from osmf_core.training.dpo import (ADAPTER_SUBDIR, CONTEXT_TABLES, META_FILE, greedy_prompts, load_contexts, load_policy,
                                     win_probability)
 from osmf_core.truth import Truth
 from osmf_core.world import style_errors
@@ -111,7 +111,7 @@ def policy_prompts(cfg: GenerateConfig, ctx) -> list[str]:
 
 
 def run(spark: SparkSession, cfg: GenerateConfig, warehouse: str, log=print) -> dict:
-    run_date = cfg.run_date or latest_partition(C.INSTRUCTIONS, warehouse)
+    run_date = run_of(C.INSTRUCTIONS, warehouse, cfg.run_date, needs=(*CONTEXT_TABLES, *AUDIENCE_TABLES, C.CREATIVES))
     ctx = load_contexts(warehouse, run_date)
     if cfg.products:
         ctx = ctx[ctx["product_id"].isin(sorted(ctx["product_id"].unique())[:cfg.products])].reset_index(drop=True)

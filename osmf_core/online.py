@@ -17,6 +17,8 @@ from osmf_core.training.data import read_frame
 from osmf_core.truth import Truth
 from osmf_core.world import ATTRS, style_prompt
 
+AUDIENCE_TABLES = (C.USERS, C.USER_GROUPS)  # read by audiences
+
 
 def audiences(warehouse: str, run_date: str, products) -> pd.DataFrame:
     """(product_id, group_id, user_id, attributes...) of the given products' groups in a regroup run."""

@@ -29,7 +29,7 @@ from pyspark.sql import types as T
 from osmf_core import catalog as C
 from osmf_core.config import ConfigError
 from osmf_core.grouping import PERCENTILES, ClusterConfig, cluster_products, group_points, merge_small
-from osmf_core.store import read_table, table_exists, write_table
+from osmf_core.store import read_table, require_tables, write_table
 
 STAGE = "regroup"
 
@@ -120,10 +120,7 @@ def validate(spark: SparkSession, cfg: RegroupConfig, warehouse: str) -> tuple[d
     """Check what the job needs before any work; the (start, end) of its log window. ConfigError if not."""
     if "://" not in cfg.model and not Path(cfg.model).is_file():
         raise ConfigError(f"--model {cfg.model} does not exist: train PAAG first (make train-paag)")
-    for t in NEEDED:
-        if not table_exists(spark, t, warehouse):
-            hint = "make features" if t.layer == "feat" else "make simulate, or ingest the logs"
-            raise ConfigError(f"{t.fqn}: no Delta table at {t.path(warehouse)} ({hint})")
+    require_tables(NEEDED, warehouse, spark)
     first, last = read_table(spark, C.IMPRESSIONS, warehouse).agg(F.min("event_date"), F.max("event_date")).first()
     if last is None:
         raise ConfigError("raw.impressions is empty: simulate or ingest logs first")

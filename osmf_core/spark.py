@@ -10,7 +10,7 @@ from typing import Callable
 from delta import configure_spark_with_delta_pip
 from pyspark.sql import SparkSession
 
-from osmf_core.config import ConfigError, SparkSettings, spark_settings
+from osmf_core.config import LOCAL_SHUFFLE_PARTITIONS, ConfigError, SparkSettings, config_error, spark_settings
 
 
 def build_spark(settings: SparkSettings | None = None) -> SparkSession:
@@ -24,17 +24,20 @@ def build_spark(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.warehouse.dir", f"{s.warehouse.rstrip('/')}/_spark_sql")
-        .config("spark.sql.shuffle.partitions", str(s.shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.ansi.enabled", "true")  # a narrowing cast that overflows fails, never wraps
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", str(s.show_progress).lower())
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
-        # Delta rebuilds table state with this many tasks (default 50): too many for small tables
-        .config("spark.databricks.delta.snapshotPartitions", str(s.shuffle_partitions))
     )
+    partitions = s.shuffle_partitions
     if not _under_spark_submit():
         builder = builder.master(s.master).config("spark.driver.memory", s.driver_memory)
+        partitions = partitions or LOCAL_SHUFFLE_PARTITIONS
+    if partitions is not None:  # else spark-submit's own value (properties file, --conf) stands
+        builder = (builder.config("spark.sql.shuffle.partitions", str(partitions))
+                   # Delta rebuilds table state with this many tasks (default 50): too many for small tables
+                   .config("spark.databricks.delta.snapshotPartitions", str(partitions)))
     for key, value in s.conf.items():
         builder = builder.config(key, str(value))
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
@@ -53,13 +56,16 @@ def run_job(name: str, args: argparse.Namespace, make_config: Callable, run: Cal
     A configuration that cannot work stops in one `name: ...` line, exit code 2, before any table is touched;
     the run's summary goes to `args.summary_json` when one is given."""
     try:
-        cfg, settings = make_config(args), spark_settings(args)
+        try:
+            cfg = make_config(args)
+        except ValueError as e:  # a config class's own checks
+            raise ConfigError(str(e)) from None
+        settings = spark_settings(args)
         spark = build_spark(settings)
         summary = run(spark, cfg, settings.warehouse)
     except ConfigError as e:
-        print(f"{name}: {e}", file=sys.stderr)
-        return 2
-    if args.summary_json:
+        return config_error(name, e)
+    if getattr(args, "summary_json", None):
         with open(args.summary_json, "w") as fh:
             json.dump(summary, fh, indent=2)
     spark.stop()

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from osmf_core.catalog import Table
+from osmf_core.config import ConfigError
 
 
 class SchemaMismatch(ValueError):
@@ -102,6 +103,22 @@ def checksum(df: DataFrame) -> tuple[int, int]:
 
 def table_exists(spark: SparkSession, t: Table, warehouse: str) -> bool:
     return DeltaTable.isDeltaTable(spark, t.path(warehouse))
+
+
+_MADE_BY = {"raw": "make simulate, or ingest the logs", "gaip": "make regroup", "gen": "make generate",
+            "feat.instructions": "make instructions", "feat.grm_examples": "make instructions", "feat": "make features"}
+
+
+def require_tables(tables, warehouse: str, spark: SparkSession | None = None) -> None:
+    """ConfigError naming the first of `tables` that is not a Delta table in `warehouse`, and the target that
+    makes it. Jobs without Spark (the training jobs) ask the Delta log through deltalake."""
+    import deltalake
+    for t in tables:
+        path = t.path(warehouse)
+        found = table_exists(spark, t, warehouse) if spark is not None else deltalake.DeltaTable.is_deltatable(path)
+        if not found:
+            hint = _MADE_BY.get(t.fqn) or _MADE_BY[t.layer]
+            raise ConfigError(f"{t.fqn}: no Delta table at {path} ({hint})")
 
 
 def register_tables(spark: SparkSession, tables, warehouse: str) -> list[str]:

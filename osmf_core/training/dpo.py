@@ -24,7 +24,7 @@ from osmf_core import catalog as C
 from osmf_core.models.gmllm import GRM, GroupLlava
 from osmf_core.render import ProceduralRenderer, RenderJob
 from osmf_core import images
-from osmf_core.training.data import latest_partition, read_columns, read_frame
+from osmf_core.training.data import read_columns, read_frame, run_of
 from osmf_core.training.gmllm import encode, group_tensor
 from osmf_core.training.grm import score_candidates
 from osmf_core.training.loop import ds_config, fit, init_distributed
@@ -184,10 +184,13 @@ def greedy_prompts(core: GroupLlava, ctx: pd.DataFrame, use_group: bool, batch_s
 
 
 # ---------------------------------------------------------------------------------- contexts and ranking
+CONTEXT_TABLES = (C.PRODUCTS, C.GRM_EXAMPLES)  # read with feat.instructions by load_contexts
+
+
 def load_contexts(warehouse: str, run_date: str = "", split: str | None = None) -> pd.DataFrame:
     """One prompt-generation context per (product, group): the instruction, the teacher's response, the
     product image and mask, the title and the group features. `split` 'train'/'test' keeps the GRM's train or held-out products."""
-    run_date = run_date or latest_partition(C.INSTRUCTIONS, warehouse)
+    run_date = run_of(C.INSTRUCTIONS, warehouse, run_date, needs=CONTEXT_TABLES)
     fields = ["task", "example", "product_id", "group_id", "instruction", "response", "image", "group_features"]
     rows = read_frame(C.INSTRUCTIONS, warehouse, fields, {"run_date": run_date})
     rows = rows[(rows["task"] == "prompt_generation") & (rows["example"] == 0)].drop(columns=["task", "example"])
@@ -339,7 +342,7 @@ def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None) -> dict:
             p.requires_grad_(False)
         score = grm_scorer(grm)
     else:
-        score = truth_scorer(cfg.warehouse, cfg.run_date or latest_partition(C.INSTRUCTIONS, cfg.warehouse), ctx)
+        score = truth_scorer(cfg.warehouse, run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date), ctx)
     steps = cfg.rounds * cfg.epochs * max(1, len(ctx) // (cfg.batch_size * world))
     engine, _, _, _ = deepspeed.initialize(model=policy, model_parameters=[p for p in policy.parameters() if p.requires_grad],
                                            config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr, steps))

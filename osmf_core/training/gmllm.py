@@ -17,7 +17,7 @@ import torch
 from osmf_core import catalog as C
 from osmf_core.instructions import IMAGE_TOKEN, grm_instruction
 from osmf_core.models.gmllm import GMLLMConfig, GroupLlava, build_tiny, from_local, train_tokenizer
-from osmf_core.training.data import latest_partition, read_columns, row_batches
+from osmf_core.training.data import read_columns, row_batches, run_of
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
 FIELDS = ["task", "instruction", "response", "image", "group_features"]
@@ -139,7 +139,7 @@ def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
     """Pre-train (or resume) the G-MLLM; save it to <out_dir>/model. `stop_after`: see loop.fit."""
     import deepspeed
     rank, world = init_distributed()
-    run_date = cfg.run_date or latest_partition(C.INSTRUCTIONS, cfg.warehouse)
+    run_date = run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date)
     part = {"run_date": run_date}
     model = build_model(cfg, run_date)
     n_rows = count_rows(C.INSTRUCTIONS, cfg.warehouse, part)

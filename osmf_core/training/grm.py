@@ -19,7 +19,7 @@ import torch
 from osmf_core import catalog as C
 from osmf_core.instructions import grm_instruction
 from osmf_core.models.gmllm import GRM, GroupLlava
-from osmf_core.training.data import latest_partition, row_batches
+from osmf_core.training.data import run_of, row_batches
 from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows, encode, group_tensor
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
@@ -110,7 +110,7 @@ def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
     """Train (or resume) a GRM; saved to <out_dir>/model with its head."""
     import deepspeed
     rank, world = init_distributed()
-    run_date = cfg.run_date or latest_partition(C.GRM_EXAMPLES, cfg.warehouse)
+    run_date = run_of(C.GRM_EXAMPLES, cfg.warehouse, cfg.run_date)
     part = {"run_date": run_date, "split": "train"}
     torch.manual_seed(cfg.seed)
     grm = load_grm(cfg)

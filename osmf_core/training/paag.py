@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from osmf_core import catalog as C
 from osmf_core.models.paag import PAAG, PAAGConfig
-from osmf_core.training.data import ATTRS, FeatureBank, example_batches
+from osmf_core.training.data import ATTRS, FeatureBank, example_batches, read_columns
 from osmf_core.training.loop import CHECKPOINTS, ds_config, fit, init_distributed, usable_checkpoint  # noqa: F401
 # (CHECKPOINTS and usable_checkpoint are part of this module's interface: tests and jobs import them here)
 
 MODEL_FILE = "model.pt"
+FEATURE_TABLES = (C.TITLE_TOKENS, C.IMAGE_PATCHES, C.PAAG_EXAMPLES)  # what training and prediction read
 
 
 @dataclass
@@ -99,8 +101,6 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
 
 def click_rate(warehouse: str) -> float:
     """Share of clicked training rows (one pass over the label column only)."""
-    from osmf_core import catalog as C
-    from osmf_core.training.data import read_columns
     n = k = 0
     for g in read_columns(C.PAAG_EXAMPLES, warehouse, ["clicked"], {"split": "train"}):
         n, k = n + len(g["clicked"]), k + int(g["clicked"].sum())

@@ -1,0 +1,88 @@
+"""Every job checks its configuration first: a missing table, a run date the table does not have or a bad
+value stops it with one `job: ...` line on stderr and exit code 2, before any work."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _job(name: str):
+    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _one_line(stderr: str, job: str) -> str:
+    lines = [x for x in stderr.splitlines() if x.startswith(f"{job}: ")]
+    assert len(lines) == 1, stderr[-2000:]
+    return lines[0]
+
+
+@pytest.fixture
+def empty(tmp_path):
+    """An empty warehouse, and model folders that exist, so that the missing table is what stops a job."""
+    for d in ("gmllm", "grm", "grm_no_group"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "paag.pt").write_bytes(b"")
+    return tmp_path
+
+
+# job, its flags (beyond --warehouse), the table it must name
+NO_SPARK = [
+    ("train_paag", [], "feat.title_tokens"),
+    ("paag_ablation", [], "feat.title_tokens"),
+    ("paag_baselines", [], "feat.title_tokens"),
+    ("paag_probe", ["--model", "{d}/paag.pt"], "raw.users"),
+    ("pretrain_gmllm", [], "feat.instructions"),
+    ("train_grm", ["--gmllm", "{d}/gmllm"], "feat.grm_examples"),
+    ("group_dpo", ["--gmllm", "{d}/gmllm", "--grm", "{d}/grm"], "feat.instructions"),
+    ("eval_grm", ["--gmllm", "{d}/gmllm"], "feat.grm_examples"),
+    ("eval_online", ["--gmllm", "{d}/gmllm", "--grm", "{d}/grm", "--grm-no-group", "{d}/grm_no_group"],
+     "feat.instructions"),
+]
+
+
+@pytest.mark.parametrize("job,flags,table", NO_SPARK, ids=[j for j, _, _ in NO_SPARK])
+def test_a_training_job_names_the_missing_table_in_one_line(job, flags, table, empty, capsys):
+    rc = _job(job).main(["--warehouse", str(empty), *[f.format(d=empty) for f in flags]])
+    line = _one_line(capsys.readouterr().err, job)
+    assert rc == 2
+    assert f"{table}: no Delta table at {empty}" in line
+
+
+@pytest.mark.parametrize("job,table", [("train_grm", "feat.grm_examples"), ("group_dpo", "feat.instructions"),
+                                       ("pretrain_gmllm", "feat.instructions")])
+def test_a_run_date_the_table_does_not_have_is_refused(job, table, tiny_models, capsys):
+    wh, gmllm, grm = tiny_models
+    flags = {"train_grm": ["--gmllm", gmllm], "group_dpo": ["--gmllm", gmllm, "--grm", grm]}.get(job, [])
+    rc = _job(job).main(["--warehouse", wh, "--run-date", "1999-01-01", *flags])
+    line = _one_line(capsys.readouterr().err, job)
+    assert rc == 2
+    assert f"--run-date 1999-01-01: {table} has no run of that date" in line
+
+
+def test_bad_values_stop_before_spark_starts(tmp_path, capsys):
+    assert _job("simulate").main(["--users", "0", "--warehouse", str(tmp_path)]) == 2
+    assert _one_line(capsys.readouterr().err, "simulate") == "simulate: users must be >= 1, got 0"
+    assert _job("ingest").main(["--table", "raw.users", "--input", str(tmp_path / "nothing"),
+                                "--warehouse", str(tmp_path)]) == 2
+    assert "does not exist" in _one_line(capsys.readouterr().err, "ingest")
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_spark_jobs_name_the_missing_table_in_one_line(empty):
+    """Spark jobs as a shell runs them (each its own Spark session): paag_features, eval_groups, generate."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for job, flags, table in (("paag_features", [], "raw.products"), ("eval_groups", [], "gaip.user_groups"),
+                              ("generate", ["--gmllm", str(empty / "gmllm"), "--dpo="], "feat.instructions")):
+        proc = subprocess.run([sys.executable, str(REPO / "jobs" / f"{job}.py"), "--warehouse", str(empty),
+                               "--master", "local[1]", *flags], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert f"{table}: no Delta table at {empty}" in _one_line(proc.stderr, job)
+    assert sorted(p.name for p in empty.iterdir()) == ["gmllm", "grm", "grm_no_group", "paag.pt"]
