@@ -10,7 +10,8 @@ same restarts, and one core (torch and BLAS threads = 1; Spark local[1]), so row
   mllib         for each product and K: pyspark.ml KMeans + ClusteringEvaluator (silhouette), on a
                 small subset: every fit is a Spark job
 
-Also: the share of products where osmf and the scikit-learn loop choose the same K*; a scaling curve of
+Also: the share of products where osmf and the scikit-learn loop choose the same K*, beside its noise
+floor (scikit-learn against itself with other seeds, osmf against itself) and by product size; a scaling curve of
 osmf over three mixes 10x apart, each run in a fresh process that clusters the mix chunk by chunk as the
 Spark job does (its peak memory shows whether memory grows with the number of products); the error of
 the sampled silhouette against the exact value; and the whole job's rows/s from gaip.metrics.
@@ -60,7 +61,7 @@ def mix(seed: int, total_rows: int):
         yield product(rng, n)[0]
 
 
-def sklearn_loop(xs, cfg) -> list[int]:
+def sklearn_loop(xs, cfg, seed_offset: int = 0) -> list[int]:
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
     out = []
@@ -68,8 +69,9 @@ def sklearn_loop(xs, cfg) -> list[int]:
         best, k_star = -2.0, cfg.k_min
         sample = None if len(x) <= cfg.exact_max else cfg.sample_size
         for k in cfg.ks:
-            labels = KMeans(k, n_init=cfg.restarts, max_iter=cfg.max_iter, random_state=i).fit_predict(x)
-            s = silhouette_score(x, labels, sample_size=sample, random_state=i) if len(set(labels)) > 1 else -1
+            rs = seed_offset + i
+            labels = KMeans(k, n_init=cfg.restarts, max_iter=cfg.max_iter, random_state=rs).fit_predict(x)
+            s = silhouette_score(x, labels, sample_size=sample, random_state=rs) if len(set(labels)) > 1 else -1
             if s > best:
                 best, k_star = s, k
         out.append(k_star)
@@ -192,6 +194,25 @@ def main(argv=None) -> int:
         sk_s = time.perf_counter() - t
     print(f"sklearn loop  {sk_s:8.1f} s  {rows / sk_s:>10,.0f} rows/s")
     agree = float(np.mean([a.k_star == b for a, b in zip(ours, theirs)]))
+    # the noise floor of that figure: scikit-learn against itself with other seeds, and osmf against itself
+    with threadpool_limits(1):
+        theirs_again = sklearn_loop(xs, cfg, seed_offset=1_000_000)
+    sk_self = float(np.mean([a == b for a, b in zip(theirs, theirs_again)]))
+    ours_again = cluster_products(xs, ClusterConfig(seed=args.seed + 1))
+    osmf_self = float(np.mean([a.k_star == b.k_star for a, b in zip(ours, ours_again)]))
+    sizes = np.array([len(x) for x in xs])
+    by_size = {}
+    for lo, hi in ((10, 30), (31, 100), (101, 1000), (1001, 100_000)):
+        m = (sizes >= lo) & (sizes <= hi)
+        if m.any():
+            by_size[f"{lo}-{hi}"] = {"products": int(m.sum()),
+                                     "osmf_vs_sklearn": float(np.mean([ours[i].k_star == theirs[i] for i in np.flatnonzero(m)])),
+                                     "sklearn_vs_sklearn": float(np.mean([theirs[i] == theirs_again[i] for i in np.flatnonzero(m)]))}
+    print(f"K* agreement  osmf vs sklearn {agree:.1%}; sklearn vs itself (other seeds) {sk_self:.1%}; "
+          f"osmf vs itself {osmf_self:.1%}")
+    for band, v in by_size.items():
+        print(f"  users {band:>12}: {v['products']:>4} products, osmf vs sklearn {v['osmf_vs_sklearn']:.1%}, "
+              f"sklearn vs itself {v['sklearn_vs_sklearn']:.1%}")
     rng = np.random.default_rng(args.seed + 1)
     subset = [xs[i] for i in rng.choice(len(xs), min(args.mllib_products, len(xs)), replace=False)]
     ml_s = mllib(subset, cfg)
@@ -212,6 +233,9 @@ def main(argv=None) -> int:
         "speedup_vs_sklearn": sk_s / osmf_s,
         "speedup_vs_mllib": (rows / osmf_s) / (ml_rows / ml_s),
         "kstar_agreement": agree,
+        "kstar_agreement_sklearn_vs_itself": sk_self,
+        "kstar_agreement_osmf_vs_itself": osmf_self,
+        "kstar_agreement_by_users": by_size,
         "scaling": scaling,
         "sampled_silhouette_error": {"max": max(e["abs_error"] for e in errors),
                                      "mean": float(np.mean([e["abs_error"] for e in errors])),

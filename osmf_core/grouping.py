@@ -42,6 +42,7 @@ class ClusterConfig:
     sample_size: int = 3000  # anchor users of the sampled silhouette
     fit_max: int = 20_000  # K-Means fitted on at most this many users, then all assigned
     batch_floats: int = 1 << 25  # memory budget of one batched call, in float32 elements (128 MiB)
+    pad_ratio: float = 1.25  # a batch of small products spans sizes n..pad_ratio x n (little padding)
     seed: int = 0
 
     def __post_init__(self):
@@ -51,6 +52,8 @@ class ClusterConfig:
             raise ValueError("restarts, max_iter >= 1 and exact_max, sample_size >= 10")
         if self.fit_max < self.sample_size:
             raise ValueError("fit_max must be >= sample_size")
+        if self.pad_ratio < 1:
+            raise ValueError(f"pad_ratio must be >= 1, got {self.pad_ratio}")
 
     @property
     def ks(self) -> list[int]:
@@ -111,7 +114,7 @@ def _lloyd(x, mask, cents, kvalid, max_iter: int, tol: float):
         xa, ma, ca = x[active], m[active], cents[active]
         # argmin_k |x - c_k|^2 = argmin_k (|c_k|^2 - 2 x.c_k): |x|^2 is the same for every k
         score = torch.einsum("pnd,plkd->plnk", xa, ca).mul_(-2.0).add_((ca * ca).sum(-1)[:, :, None, :]).add_(pen)
-        labels = score.argmin(-1)  # (A, L, N)
+        labels = score.min(-1).indices  # (A, L, N); min is faster than argmin over a short last dim
         oh = torch.zeros_like(score).scatter_(-1, labels[..., None], 1.0).mul_(ma[:, None, :, None])
         counts = oh.sum(2)  # (A, L, K)
         sums = torch.einsum("plnk,pnd->plkd", oh, xa)
@@ -172,14 +175,28 @@ def silhouette_exact(x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, 
     return _silhouette_from_sums(sums, oh.sum(2), labels, mask[:, None, :].expand_as(labels))
 
 
-def silhouette_sampled(x: torch.Tensor, labels: torch.Tensor, k: int, anchors: torch.Tensor) -> torch.Tensor:
-    """Silhouette of one product's Q labelings, exact for the anchor points, averaged. x (N,d), labels (Q,N)."""
-    dist = _dist64(x[anchors], x)  # (M, N)
-    dist[torch.arange(len(anchors)), anchors] = 0.0
-    oh = torch.nn.functional.one_hot(labels, k).to(torch.float64)  # (Q, N, K)
-    sums = torch.einsum("mj,qjk->qmk", dist, oh)
+def silhouette_sampled(x: torch.Tensor, labels: torch.Tensor, k: int, anchors: torch.Tensor,
+                       chunk: int = 8192) -> torch.Tensor:
+    """Silhouette of one product's Q labelings, exact for the anchor points, averaged. x (N,d), labels (Q,N).
+
+    Distances from the anchors to the users are computed `chunk` users at a time, in the data's own
+    precision, and their per-cluster sums accumulate in float64: memory is M x chunk whatever N is."""
+    mu = x.mean(0, keepdim=True)
+    a = x[anchors] - mu
+    a2 = (a * a).sum(-1)[:, None]
+    rows = torch.arange(len(anchors))
+    sums = torch.zeros(labels.shape[0], len(anchors), k, dtype=torch.float64)
+    counts = torch.zeros(labels.shape[0], k, dtype=torch.float64)
+    for lo in range(0, len(x), chunk):
+        b = x[lo:lo + chunk] - mu
+        dist = (a2 + (b * b).sum(-1)[None, :] - 2.0 * a @ b.T).clamp_min_(0.0).sqrt_()  # (M, c)
+        inside = (anchors >= lo) & (anchors < lo + len(b))
+        dist[rows[inside], anchors[inside] - lo] = 0.0  # an anchor's distance to itself
+        oh = torch.nn.functional.one_hot(labels[:, lo:lo + chunk], k).to(dist.dtype)  # (Q, c, K)
+        sums += torch.einsum("mj,qjk->qmk", dist, oh).to(torch.float64)
+        counts += oh.sum(1).to(torch.float64)
     own = labels[:, anchors]
-    return _silhouette_from_sums(sums, oh.sum(1), own, torch.ones_like(own, dtype=torch.bool))
+    return _silhouette_from_sums(sums, counts, own, torch.ones_like(own, dtype=torch.bool))
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray, sample_size: int | None = None, seed: int = 0) -> float:
@@ -283,7 +300,8 @@ def cluster_products(embeddings: list[np.ndarray], cfg: ClusterConfig = ClusterC
             out[i] = r
 
     for i in small:
-        if batch and cost(len(embeddings[i]), len(batch) + 1) > cfg.batch_floats:
+        n = len(embeddings[i])
+        if batch and (cost(n, len(batch) + 1) > cfg.batch_floats or n > cfg.pad_ratio * len(embeddings[batch[0]])):
             run()
             batch = []
         batch.append(i)

@@ -4,7 +4,8 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from osmf_core.grouping import ClusterConfig, cluster_products, group_points, merge_small, silhouette
+from osmf_core.grouping import (ClusterConfig, cluster_products, group_points, merge_small, silhouette,
+                                silhouette_sampled)
 
 
 def _blobs(n, k, seed, d=8, std=1.0):
@@ -51,6 +52,32 @@ def test_large_products_use_a_sampled_silhouette_close_to_the_exact_one():
     assert r.sampled and r.fit_on == 1500 and r.k_star == 4
     assert adjusted_rand_score(y, r.labels) > 0.95
     assert abs(r.silhouette - silhouette_score(x, r.labels)) < 0.02
+
+
+def test_anchor_silhouette_over_every_user_in_chunks_equals_scikit_learn():
+    """With every user as an anchor the sampled silhouette is the exact one, whatever the chunk size
+    (distances in float32, sums in float64)."""
+    import torch
+    x, _ = _blobs(500, 3, seed=4, std=2.0)
+    labels = np.random.default_rng(0).integers(0, 3, 500)
+    xt, lt = torch.from_numpy(x), torch.from_numpy(labels)[None]
+    for chunk in (7, 64, 500, 4096):
+        got = float(silhouette_sampled(xt, lt, 3, torch.arange(500), chunk=chunk)[0])
+        assert got == pytest.approx(silhouette_score(x.astype(np.float64), labels), abs=1e-5), chunk
+
+
+def test_products_of_very_different_sizes_are_batched_with_little_padding():
+    xs = [_blobs(n, 2, seed=n, std=0.5)[0] for n in (12, 13, 14, 40, 41, 200)]
+    calls = []
+    import osmf_core.grouping as G
+    real = G._cluster_padded
+    try:
+        G._cluster_padded = lambda batch, cfg, gen: calls.append([len(b) for b in batch]) or real(batch, cfg, gen)
+        results = cluster_products(xs, ClusterConfig(seed=0))
+    finally:
+        G._cluster_padded = real
+    assert calls == [[12, 13, 14], [40, 41], [200]]  # sizes within pad_ratio (1.25) share a batch
+    assert [r.k_star for r in results] == [2] * 6
 
 
 def test_too_few_users_is_a_clear_error():
