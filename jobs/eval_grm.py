@@ -25,7 +25,8 @@ from osmf_core.models.gmllm import GRM
 from osmf_core.config import ConfigError, config_error
 from osmf_core.online import AUDIENCE_TABLES, audiences
 from osmf_core.reports import write_report
-from osmf_core.training.data import read_columns, run_of
+from osmf_core.store import run_of
+from osmf_core.training.data import read_columns
 from osmf_core.training.gmllm import MODEL_SUBDIR
 from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
 from osmf_core.truth import Truth

@@ -42,7 +42,7 @@ from osmf_core.grouping import cluster_products, merge_small
 from osmf_core.regroup import RegroupConfig
 from osmf_core.reports import write_report
 from osmf_core.spark import build_spark
-from osmf_core.store import read_table, require_tables
+from osmf_core.store import read_table, run_of
 from osmf_core.training.paag import load_model
 from osmf_core.truth import Truth
 
@@ -91,18 +91,10 @@ def main(argv=None) -> int:
     spark = build_spark(settings)
     t0 = time.perf_counter()
     try:
-        require_tables((C.USER_GROUPS, C.IMPRESSIONS, C.CREATIVES, C.USERS), wh, spark)
-        groups = read_table(spark, C.USER_GROUPS, wh)
-        runs = sorted(r[0].isoformat() for r in groups.select("run_date").distinct().collect())
-        if not runs:
-            raise ConfigError("gaip.user_groups is empty: run the regroup first (make regroup)")
-        run_date = args.run_date or runs[-1]
-        if run_date not in runs:
-            raise ConfigError(f"--run-date {run_date}: gaip.user_groups has no run of that date; it has "
-                              f"{', '.join(runs[-5:])}")
+        run_date = run_of(C.USER_GROUPS, wh, args.run_date, needs=(C.IMPRESSIONS, C.CREATIVES, C.USERS), spark=spark)
     except ConfigError as e:
         return config_error("eval_groups", e)
-    ug = groups.where(F.col("run_date") == F.lit(run_date)).select("product_id", "user_id", "group_id").toPandas()
+    ug = read_table(spark, C.USER_GROUPS, wh).where(F.col("run_date") == F.lit(run_date)).select("product_id", "user_id", "group_id").toPandas()
     end = pd.Timestamp(run_date).date()
     start = end - pd.Timedelta(days=args.window_days - 1)
     imps = (read_table(spark, C.IMPRESSIONS, wh).where(F.col("event_date").between(F.lit(start), F.lit(end)))

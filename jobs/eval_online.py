@@ -29,7 +29,7 @@ from osmf_core.models.gmllm import GroupLlava
 from osmf_core.config import ConfigError, config_error
 from osmf_core.online import AUDIENCE_TABLES, audiences, oracle_prompts, score_prompts, summarize, table3
 from osmf_core.reports import write_report
-from osmf_core.training.data import run_of
+from osmf_core.store import run_of
 from osmf_core.training.dpo import (ADAPTER_SUBDIR, CONTEXT_TABLES, DPOConfig, greedy_prompts, load_contexts, load_policy,
                                     run_group_dpo)
 from osmf_core.truth import Truth

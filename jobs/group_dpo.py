@@ -12,7 +12,7 @@ import sys
 
 from osmf_core import catalog as C
 from osmf_core.config import config_error
-from osmf_core.training.data import run_of
+from osmf_core.store import run_of
 from osmf_core.training.dpo import CONTEXT_TABLES, DPOConfig, run_group_dpo
 
 INTS = ("rounds", "samples", "max_new_tokens", "max_contexts", "epochs", "batch_size", "lora_r", "lora_alpha",

@@ -12,7 +12,7 @@ import sys
 from osmf_core import catalog as C
 from osmf_core.config import config_error
 from osmf_core.models.gmllm import GRM
-from osmf_core.training.data import run_of
+from osmf_core.store import run_of
 from osmf_core.training.gmllm import MODEL_SUBDIR
 from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
 

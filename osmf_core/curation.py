@@ -24,7 +24,7 @@ from osmf_core.instructions import (TABLE5_ATTRIBUTES, Teacher, background_words
                                     behavioral_response, best_ctr_teacher, group_analysis_response, render,
                                     template_index)
 from osmf_core.world import CREATIVE_STRIDE
-from osmf_core.store import read_table, require_tables, write_table
+from osmf_core.store import read_table, run_of, write_table
 
 
 @dataclass
@@ -58,17 +58,7 @@ _TEXT_SCHEMA = T.StructType([C.INSTRUCTIONS.schema[c] for c in TEXT_COLUMNS])
 
 def validate(spark: SparkSession, cfg: CurationConfig, warehouse: str) -> dt.date:
     """The run date to read; ConfigError when a table is missing or the date has no groups."""
-    require_tables(NEEDED, warehouse, spark)
-    dates = [r[0] for r in read_table(spark, C.GROUPS, warehouse).select("run_date").distinct().collect()]
-    if not dates:
-        raise ConfigError("gaip.groups is empty: run the regroup first (make regroup)")
-    if not cfg.run_date:
-        return max(dates)
-    day = dt.date.fromisoformat(cfg.run_date)
-    if day not in dates:
-        raise ConfigError(f"--run-date {day}: gaip.groups has no run of that date; it has "
-                          f"{', '.join(str(d) for d in sorted(dates)[-5:])}")
-    return day
+    return dt.date.fromisoformat(run_of(C.GROUPS, warehouse, cfg.run_date, needs=NEEDED, spark=spark))
 
 
 def group_features(groups: DataFrame) -> DataFrame:

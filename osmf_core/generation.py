@@ -26,8 +26,8 @@ from osmf_core.models.gmllm import GRM
 from osmf_core.online import AUDIENCE_TABLES, audiences, group_descriptions, score_prompts
 from osmf_core.simulate import MANIFEST
 from osmf_core.render import ProceduralRenderer, RenderJob
-from osmf_core.store import write_table
-from osmf_core.training.data import read_columns, run_of
+from osmf_core.store import run_of, write_table
+from osmf_core.training.data import read_columns
 from osmf_core.training.dpo import (ADAPTER_SUBDIR, CONTEXT_TABLES, META_FILE, greedy_prompts, load_contexts, load_policy,
                                     win_probability)
 from osmf_core.truth import Truth

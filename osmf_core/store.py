@@ -117,8 +117,34 @@ def require_tables(tables, warehouse: str, spark: SparkSession | None = None) ->
         path = t.path(warehouse)
         found = table_exists(spark, t, warehouse) if spark is not None else deltalake.DeltaTable.is_deltatable(path)
         if not found:
-            hint = _MADE_BY.get(t.fqn) or _MADE_BY[t.layer]
-            raise ConfigError(f"{t.fqn}: no Delta table at {path} ({hint})")
+            raise ConfigError(f"{t.fqn}: no Delta table at {path} ({_made_by(t)})")
+
+
+def _made_by(t: Table) -> str:
+    return _MADE_BY.get(t.fqn) or _MADE_BY[t.layer]
+
+
+def run_of(t: Table, warehouse: str, run_date: str = "", needs=(), spark: SparkSession | None = None,
+           column: str = "run_date") -> str:
+    """The run of `t` a job reads: `run_date` when given, else the latest value of the partition column in
+    the table's current snapshot (listed by Spark when given, else from the Delta log through deltalake).
+    ConfigError (one line, before any work) when `t` or a table of `needs` is missing, when `t` has no run,
+    or when it has no run of that date."""
+    require_tables((t, *needs), warehouse, spark)
+    if spark is not None:
+        runs = {str(r[0]) for r in read_table(spark, t, warehouse).select(column).distinct().collect()}
+    else:
+        import deltalake
+        runs = {str(p[column]) for p in deltalake.DeltaTable(t.path(warehouse)).partitions()
+                if p.get(column) is not None}
+    runs = sorted(runs)
+    if not runs:
+        raise ConfigError(f"{t.fqn} at {t.path(warehouse)} is empty: it has no {column} partition ({_made_by(t)})")
+    if not run_date:
+        return runs[-1]
+    if str(run_date) not in runs:
+        raise ConfigError(f"--run-date {run_date}: {t.fqn} has no run of that date; it has {', '.join(runs[-5:])}")
+    return str(run_date)
 
 
 def register_tables(spark: SparkSession, tables, warehouse: str) -> list[str]:

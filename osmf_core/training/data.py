@@ -14,8 +14,6 @@ from deltalake import DeltaTable
 from petastorm import make_batch_reader
 
 from osmf_core import catalog as C
-from osmf_core.config import ConfigError
-from osmf_core.store import require_tables
 
 ATTRS = list(C.USER_ATTRIBUTES)
 EXAMPLE_FIELDS = ["impression_id", "user_id", "product_id", "creative_id", "clicked", *ATTRS]
@@ -114,21 +112,6 @@ def example_batches(warehouse: str, split: str, batch_size: int, seed: int | Non
         (lambda g, rng: g["clicked"].astype(bool) | (rng.random(len(g["clicked"])) < neg_rate))
     return row_batches(C.PAAG_EXAMPLES, warehouse, EXAMPLE_FIELDS, {"split": split}, batch_size, seed, shard,
                        shards, buffer_rows, drop_last, keep)
-
-
-def run_of(t: C.Table, warehouse: str, run_date: str = "", needs=(), column: str = "run_date") -> str:
-    """The run of `t` a job reads: `run_date` when given, else the latest partition of `column` in the table's
-    current snapshot. ConfigError (one line, before any work) when `t` or a table of `needs` is missing, when
-    `t` has no run, or when it has no run of that date."""
-    require_tables((t, *needs), warehouse)
-    runs = sorted({str(p[column]) for p in DeltaTable(t.path(warehouse)).partitions() if p.get(column) is not None})
-    if not runs:
-        raise ConfigError(f"{t.fqn} at {t.path(warehouse)} is empty: it has no {column} partition")
-    if not run_date:
-        return runs[-1]
-    if str(run_date) not in runs:
-        raise ConfigError(f"--run-date {run_date}: {t.fqn} has no run of that date; it has {', '.join(runs[-5:])}")
-    return str(run_date)
 
 
 @dataclass

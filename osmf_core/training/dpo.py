@@ -24,7 +24,8 @@ from osmf_core import catalog as C
 from osmf_core.models.gmllm import GRM, GroupLlava
 from osmf_core.render import ProceduralRenderer, RenderJob
 from osmf_core import images
-from osmf_core.training.data import read_columns, read_frame, run_of
+from osmf_core.store import run_of
+from osmf_core.training.data import read_columns, read_frame
 from osmf_core.training.gmllm import encode, group_tensor
 from osmf_core.training.grm import score_candidates
 from osmf_core.training.loop import ds_config, fit, init_distributed

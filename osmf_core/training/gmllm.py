@@ -17,7 +17,8 @@ import torch
 from osmf_core import catalog as C
 from osmf_core.instructions import IMAGE_TOKEN, grm_instruction
 from osmf_core.models.gmllm import GMLLMConfig, GroupLlava, build_tiny, from_local, train_tokenizer
-from osmf_core.training.data import read_columns, row_batches, run_of
+from osmf_core.store import run_of
+from osmf_core.training.data import read_columns, row_batches
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
 FIELDS = ["task", "instruction", "response", "image", "group_features"]

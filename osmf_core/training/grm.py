@@ -19,7 +19,8 @@ import torch
 from osmf_core import catalog as C
 from osmf_core.instructions import grm_instruction
 from osmf_core.models.gmllm import GRM, GroupLlava
-from osmf_core.training.data import run_of, row_batches
+from osmf_core.store import run_of
+from osmf_core.training.data import row_batches
 from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows, encode, group_tensor
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
@@ -179,7 +180,6 @@ def pair_metrics(p_ab: np.ndarray, p_ba: np.ndarray, label: np.ndarray, groups: 
             "worst_group_accuracy": min(per.values()) if per else float("nan"),
             "symmetry_error": float(np.mean(np.abs(np.asarray(p_ab) + np.asarray(p_ba) - 1))) if len(hit) else float("nan"),
             "pairs": int(len(hit))}
-
 
 
 @torch.no_grad()
