@@ -8,6 +8,12 @@
   logreg_fullbatch           L2 logistic regression, fitted on all training rows at once, on the same
                              frozen image features PAAG reads (standardised, mean over patches)
   linear_minibatch           the same linear model trained like PAAG: Adam, batches of 512, 5 epochs
+  crosses_segment            L2 logistic regression on one-hot creative, propensity and (category, TRUE segment,
+                             TRUE style value) crosses: the right structure given (needs the truth)
+  crosses_attributes         the same with (category, attribute, code, TRUE style value) crosses for all 20
+                             attributes: what a model that must find the segments' attribute could reach if it
+                             saw every creative's style perfectly (needs the truth); by share of training users
+                             (`crosses_attributes_by_users`), to show what more data buys
 
 Writes reports/paag_baselines.json.
 """
@@ -18,6 +24,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from sklearn.linear_model import LogisticRegression
 
@@ -25,7 +32,7 @@ from osmf_core import world
 from osmf_core.config import ConfigError, config_error, default_warehouse
 from osmf_core.reports import write_report
 from osmf_core.store import require_tables
-from osmf_core.training.data import EXAMPLE_FIELDS, FeatureBank, example_batches
+from osmf_core.training.data import ATTRS, EXAMPLE_FIELDS, FeatureBank, example_batches
 from osmf_core.training.paag import FEATURE_TABLES, TrainConfig, auroc
 from osmf_core.truth import Truth
 
@@ -43,6 +50,30 @@ def _rate(train: pd.DataFrame, test: pd.DataFrame, keys: list[str], prior: float
     return test.join(rate, on=keys)["rate"].fillna(base).to_numpy()
 
 
+def _one_hot(keys_train: list[np.ndarray], keys_test: list[np.ndarray]):
+    """Sparse one-hot design matrices (train, test), one block per pair of key arrays, vocabulary shared."""
+    train_blocks, test_blocks = [], []
+    for a, b in zip(keys_train, keys_test):
+        _, code = np.unique(np.r_[a, b], return_inverse=True)
+        width = int(code.max()) + 1
+        for rows, blocks in ((code[:len(a)], train_blocks), (code[len(a):], test_blocks)):
+            blocks.append(sp.csr_matrix((np.ones(len(rows)), (np.arange(len(rows)), rows)), shape=(len(rows), width)))
+    return sp.hstack(train_blocks).tocsr(), sp.hstack(test_blocks).tocsr()
+
+
+def _crosses(frame: pd.DataFrame, styles: np.ndarray, by_segment: bool) -> list[np.ndarray]:
+    """Key arrays: creative, propensity cell, and per style dimension one (category, true segment, style value)
+    cross, or one (category, attribute, code, style value) cross per attribute."""
+    keys = [frame["creative_id"].to_numpy(), (2 * frame["user_active"] + frame["is_impulse_purchase_user"]).to_numpy()]
+    cat = frame["category"].to_numpy()
+    for j in range(styles.shape[1]):
+        if by_segment:
+            keys.append((cat * 16 + frame["segment"].to_numpy()) * 64 + styles[:, j])
+        else:
+            keys += [((cat * 32 + a) * 32 + frame[attr].to_numpy()) * 64 + styles[:, j] for a, attr in enumerate(ATTRS)]
+    return keys
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--warehouse", default=default_warehouse())
@@ -56,7 +87,8 @@ def main(argv=None) -> int:
     train, test = _frame(args.warehouse, "train"), _frame(args.warehouse, "test")
     truth = Truth.from_warehouse(args.warehouse)
     for frame in (train, test):
-        frame["segment"] = world.segment_of(truth.products.category[frame["product_id"].to_numpy()], frame)
+        frame["category"] = truth.products.category[frame["product_id"].to_numpy()]
+        frame["segment"] = world.segment_of(frame["category"].to_numpy(), frame)
     y = test["clicked"].to_numpy()
     propensity = _rate(train, test, ["user_active", "is_impulse_purchase_user"], prior=10)
     creative = _rate(train, test, ["creative_id"], prior=50)
@@ -97,8 +129,21 @@ def main(argv=None) -> int:
             curve.append(auroc(linear(xt[row_te])[:, 0].numpy(), y))
     out["linear_minibatch"] = curve[-1]
     out["linear_minibatch_by_epoch"] = curve
+    styles = [truth.creative_style(f["creative_id"].to_numpy()) for f in (train, test)]
+    users = np.unique(train["user_id"].to_numpy())
+    for name, by_segment, c in (("crosses_segment", True, 1.0), ("crosses_attributes", False, 0.02)):
+        xa, xb = _one_hot(_crosses(train, styles[0], by_segment), _crosses(test, styles[1], by_segment))
+        by_users = []
+        for share in ((1.0,) if by_segment else (0.25, 0.5, 1.0)):  # the first share of the users, C scaled
+            rows = np.isin(train["user_id"].to_numpy(), users[:int(len(users) * share)])
+            fit = LogisticRegression(C=c * share, max_iter=300).fit(xa[rows], train["clicked"].to_numpy()[rows])
+            by_users.append(auroc(fit.decision_function(xb), y))
+        out[name] = by_users[-1]
+        if not by_segment:
+            out[f"{name}_by_users"] = dict(zip(("25%", "50%", "100%"), by_users))
     for name, value in out.items():
-        shown = ", ".join(f"{v:.4f}" for v in value) if isinstance(value, list) else f"{value:.4f}"
+        shown = (", ".join(f"{v:.4f}" for v in value) if isinstance(value, list) else
+                 ", ".join(f"{k} {v:.4f}" for k, v in value.items()) if isinstance(value, dict) else f"{value:.4f}")
         print(f"{name:<28} {shown}")
     write_report(args.report, out)
     return 0

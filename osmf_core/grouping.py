@@ -9,11 +9,13 @@ Silhouette (Rousseeuw 1987, as scikit-learn's silhouette_score): for a point i i
 a(i) = mean distance to the other points of A, b(i) = least mean distance to the points of another
 cluster, s(i) = (b - a) / max(a, b), and s(i) = 0 in a cluster of one. The score is the mean of s(i).
   exact    up to `exact_max` users: all pairwise distances, in float64.
-  sampled  above: s(i) exactly for `sample_size` random anchor users against ALL users, averaged. This
-           is an unbiased estimate of the mean, with only the anchors' sampling error (the error against
-           the exact value is measured by `make bench-regroup` and written to its report).
+  sampled  above: the exact silhouette of `sample_size` random users among themselves, as scikit-learn's
+           silhouette_score(sample_size=) does (the error against the exact value is measured by `make
+           bench-regroup` and written to its report; `silhouette_sampled` gives s(i) of anchor users
+           against ALL users, chunked, which the benchmark uses to compute the exact value).
 Products with more than `fit_max` users fit their centroids on a random `fit_max` users; every user is
-then assigned to its nearest centroid.
+then assigned to its nearest centroid. Their restarts are pruned: after `prune_after` Lloyd iterations
+only the restart of least inertia of each K goes on to convergence.
 
 Group features (section 3.2, eq. 6): the centroid and one point per entry of the percentile set at that
 percentile of the members' distances to the centroid. A point is never one user's embedding: it is the
@@ -41,6 +43,7 @@ class ClusterConfig:
     exact_max: int = 3000  # exact silhouette up to this many users, sampled above
     sample_size: int = 3000  # anchor users of the sampled silhouette
     fit_max: int = 20_000  # K-Means fitted on at most this many users, then all assigned
+    prune_after: int = 5  # above exact_max: Lloyd iterations of every restart before only the best per K goes on (0: never)
     batch_floats: int = 1 << 25  # memory budget of one batched call, in float32 elements (128 MiB)
     pad_ratio: float = 1.25  # a batch of small products spans sizes n..pad_ratio x n (little padding)
     seed: int = 0
@@ -50,6 +53,8 @@ class ClusterConfig:
             raise ValueError(f"need 2 <= k_min <= k_max, got {self.k_min}..{self.k_max}")
         if self.restarts < 1 or self.max_iter < 1 or self.sample_size < 10 or self.exact_max < 10:
             raise ValueError("restarts, max_iter >= 1 and exact_max, sample_size >= 10")
+        if self.prune_after < 0:
+            raise ValueError(f"prune_after must be >= 0, got {self.prune_after}")
         if self.fit_max < self.sample_size:
             raise ValueError("fit_max must be >= sample_size")
         if self.pad_ratio < 1:
@@ -155,7 +160,8 @@ def _dist64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     centring both sets on b's mean, which keeps the cancellation error of |a|^2 + |b|^2 - 2ab small."""
     mu = b.mean(-2, keepdim=True)
     a, b = a - mu, b - mu
-    d2 = (a * a).sum(-1)[..., :, None] + (b * b).sum(-1)[..., None, :] - 2.0 * a @ b.transpose(-1, -2)
+    d2 = torch.matmul(a, b.transpose(-1, -2)).mul_(-2.0)  # in place from here: one (..., M, N) buffer
+    d2.add_((a * a).sum(-1)[..., :, None]).add_((b * b).sum(-1)[..., None, :])
     return d2.clamp_min_(0.0).sqrt_().to(torch.float64)
 
 
@@ -262,18 +268,24 @@ def _cluster_large(a: np.ndarray, cfg: ClusterConfig, gen: torch.Generator, rng:
     kvalid = _labelings(cfg)
     ones = torch.ones(1, len(fit), dtype=torch.bool)
     cents = _kmeanspp(fit[None], ones, kvalid, gen)
-    _, cents, inertia = _lloyd(fit[None], ones, cents, kvalid, cfg.max_iter, cfg.tol)
-    # assign every user to the nearest centroid of each best restart
+    # every restart runs `prune_after` iterations; then only the best restart of each K goes on to convergence
+    first = min(cfg.prune_after or cfg.max_iter, cfg.max_iter)
+    _, cents, inertia = _lloyd(fit[None], ones, cents, kvalid, first, cfg.tol)
     nk = len(cfg.ks)
-    best = inertia.view(1, nk, cfg.restarts).argmin(-1)[0]
-    cen = cents[0, torch.arange(nk) * cfg.restarts + best]  # (nK, K, d)
+    best = torch.arange(nk) * cfg.restarts + inertia.view(nk, cfg.restarts).argmin(-1)
+    cen = cents[0, best]  # (nK, K, d)
+    if first < cfg.max_iter:
+        _, cen, _ = _lloyd(fit[None], ones, cen[None], kvalid[best], cfg.max_iter - first, cfg.tol)
+        cen = cen[0]
+    # assign every user to the nearest centroid of each K
     inf = torch.tensor(float("inf"))
     labels = torch.empty(nk, len(x), dtype=torch.long)
     for lo in range(0, len(x), 65_536):
         d2 = _sqdist(x[None, lo:lo + 65_536], cen[None])[0]  # (nK, n, K)
         labels[:, lo:lo + 65_536] = torch.where(kvalid[::cfg.restarts][:, None, :], d2, inf).argmin(-1)
-    anchors = torch.from_numpy(rng.choice(len(x), cfg.sample_size, replace=False))
-    sil = silhouette_sampled(x, labels, cfg.k_max, anchors)
+    sample = torch.from_numpy(rng.choice(len(x), cfg.sample_size, replace=False))
+    sil = silhouette_exact(x[sample][None], torch.ones(1, len(sample), dtype=torch.bool), labels[:, sample][None],
+                           cfg.k_max)[0]
     return _finish(cfg.ks, sil, labels, cen, len(x), sampled=True, fit_on=len(fit))
 
 

@@ -54,6 +54,21 @@ def test_large_products_use_a_sampled_silhouette_close_to_the_exact_one():
     assert abs(r.silhouette - silhouette_score(x, r.labels)) < 0.02
 
 
+def test_pruned_restarts_of_large_products_find_what_every_restart_to_convergence_finds():
+    """Large products keep only the best restart of each K after `prune_after` iterations: on separated
+    groups that gives the same K*, the same partition and (nearly) the same silhouette as no pruning."""
+    for seed, k in ((1, 3), (4, 5)):
+        x, y = _blobs(2500, k, seed=seed, std=1.5)
+        base = dict(exact_max=500, sample_size=600, fit_max=2500, seed=0)
+        (pruned,) = cluster_products([x], ClusterConfig(prune_after=3, **base))
+        (full,) = cluster_products([x], ClusterConfig(prune_after=0, **base))
+        assert pruned.k_star == full.k_star == k
+        assert adjusted_rand_score(full.labels, pruned.labels) > 0.99
+        assert pruned.silhouette == pytest.approx(full.silhouette, abs=1e-3)
+    with pytest.raises(ValueError, match="prune_after"):
+        ClusterConfig(prune_after=-1)
+
+
 def test_anchor_silhouette_over_every_user_in_chunks_equals_scikit_learn():
     """With every user as an anchor the sampled silhouette is the exact one, whatever the chunk size
     (distances in float32, sums in float64)."""
