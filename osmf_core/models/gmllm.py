@@ -187,9 +187,11 @@ class GroupLlava(nn.Module):
     def save(self, path: str | Path) -> None:
         path = Path(path)
         if self.meta.get("profile") == SMALL:  # not a stock LLaVA: its own weights file, keys as in the module
-            from safetensors.torch import save_model
+            from safetensors.torch import save_file
             self.llava.config.save_pretrained(path / MODEL_DIR)
-            save_model(self.llava, str(path / MODEL_DIR / SMALL_WEIGHTS))
+            # copies: DeepSpeed leaves parameters as views of its flat buffers, which safetensors refuses
+            save_file({k: v.detach().clone().contiguous() for k, v in self.llava.state_dict().items()},
+                      str(path / MODEL_DIR / SMALL_WEIGHTS))
         else:
             self.llava.save_pretrained(path / MODEL_DIR)
         self.tokenizer.save_pretrained(path / MODEL_DIR)
@@ -198,7 +200,7 @@ class GroupLlava(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "GroupLlava":
-        from safetensors.torch import load_model
+        from safetensors.torch import load_file
         from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
         path = Path(path)
         if not (path / META_FILE).is_file():
@@ -206,7 +208,7 @@ class GroupLlava(nn.Module):
         meta = json.loads((path / META_FILE).read_text())
         if meta.get("profile") == SMALL:
             llava = _small_llava(LlavaConfig.from_pretrained(path / MODEL_DIR), pretrained=False)
-            load_model(llava, str(path / MODEL_DIR / SMALL_WEIGHTS))
+            llava.load_state_dict(load_file(str(path / MODEL_DIR / SMALL_WEIGHTS)))
         else:
             llava = LlavaForConditionalGeneration.from_pretrained(path / MODEL_DIR)
         tok = AutoTokenizer.from_pretrained(path / MODEL_DIR)

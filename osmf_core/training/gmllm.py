@@ -46,10 +46,11 @@ class PretrainConfig:
     out_dir: str = "runs/gmllm"  # checkpoints/, tokenizer/, model/ and metrics.json
     save_every: int = 100  # checkpoint every N steps
     progress: bool = True  # tqdm bar with the loss
+    eval_rows: int = 0  # rows per task scored for metrics.json after training (0: every row)
 
     def __post_init__(self):
-        if min(self.epochs, self.batch_size, self.save_every) < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size, save_every must be >= 1 and lr > 0")
+        if min(self.epochs, self.batch_size, self.save_every) < 1 or self.lr <= 0 or self.eval_rows < 0:
+            raise ValueError("epochs, batch_size, save_every must be >= 1, lr > 0 and eval_rows >= 0")
         tokens = (self.model.image_size // self.model.patch_size) ** 2
         if self.max_len < tokens + 16:
             raise ValueError(f"max_len {self.max_len} leaves no room for text after {tokens} image tokens")
@@ -168,20 +169,30 @@ def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
                "loss": out["loss"], "first_losses": out["losses"][:5], "config": asdict(cfg)}
     if rank == 0:
         engine.module.save(Path(cfg.out_dir) / MODEL_SUBDIR)
-        summary["task_loss"] = task_losses(engine.module, cfg.warehouse, run_date, cfg.max_len)
+        summary["task_loss"] = task_losses(engine.module, cfg.warehouse, run_date, cfg.max_len,
+                                           max_rows=cfg.eval_rows)
         Path(cfg.out_dir, "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 @torch.no_grad()
-def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int = 384, batch_size: int = 32) -> dict:
-    """Mean response-token cross-entropy per task over the run's rows (perplexity = exp of it)."""
+def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int = 384, batch_size: int = 32,
+                max_rows: int = 0) -> dict:
+    """Mean response-token cross-entropy per task over the run's rows (perplexity = exp of it); over the
+    first `max_rows` rows of each task in table order when given."""
     model.eval()
     device = next(model.parameters()).device
     total: dict[str, list[float]] = {}
+    seen: dict[str, int] = {}
     for batch in row_batches(C.INSTRUCTIONS, warehouse, FIELDS, {"run_date": run_date}, batch_size, seed=None):
         for task in np.unique(batch["task"]):
-            sub = {k: v[batch["task"] == task] for k, v in batch.items()}
+            rows = np.flatnonzero(batch["task"] == task)
+            if max_rows:
+                rows = rows[:max(0, max_rows - seen.get(str(task), 0))]
+                if not len(rows):
+                    continue
+            seen[str(task)] = seen.get(str(task), 0) + len(rows)
+            sub = {k: v[rows] for k, v in batch.items()}
             inputs = batch_inputs(model, sub, max_len, device)
             labels = inputs.pop("labels")
             logits = model(**inputs).logits[:, :-1]
@@ -191,5 +202,6 @@ def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int =
             acc = total.setdefault(str(task), [0.0, 0.0])
             acc[0] += float(ce)
             acc[1] += float((target != -100).sum())
-    return {t: round(s / max(n, 1), 4) for t, (s, n) in sorted(total.items())}
+    # None: every response of that task was cut off by max_len (nothing to score)
+    return {t: round(s / n, 4) if n else None for t, (s, n) in sorted(total.items())}
 
