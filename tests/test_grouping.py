@@ -54,9 +54,10 @@ def test_large_products_use_a_sampled_silhouette_close_to_the_exact_one():
     assert abs(r.silhouette - silhouette_score(x, r.labels)) < 0.02
 
 
-def test_pruned_restarts_of_large_products_find_what_every_restart_to_convergence_finds():
-    """Large products keep only the best restart of each K after `prune_after` iterations: on separated
-    groups that gives the same K*, the same partition and (nearly) the same silhouette as no pruning."""
+def test_pruned_restarts_find_what_every_restart_to_convergence_finds():
+    """Only the best restart of each K goes on after `prune_after` iterations: on separated groups that
+    gives the same K*, the same partition and (nearly) the same silhouette as no pruning, for large
+    products (sampled silhouette) and for small ones batched together (exact)."""
     for seed, k in ((1, 3), (4, 5)):
         x, y = _blobs(2500, k, seed=seed, std=1.5)
         base = dict(exact_max=500, sample_size=600, fit_max=2500, seed=0)
@@ -65,6 +66,11 @@ def test_pruned_restarts_of_large_products_find_what_every_restart_to_convergenc
         assert pruned.k_star == full.k_star == k
         assert adjusted_rand_score(full.labels, pruned.labels) > 0.99
         assert pruned.silhouette == pytest.approx(full.silhouette, abs=1e-3)
+    data = [_blobs(n, k, seed=n, std=0.5) for n, k in ((40, 2), (45, 3), (300, 4), (320, 5))]
+    pruned = cluster_products([x for x, _ in data], ClusterConfig(prune_after=2, seed=0))
+    full = cluster_products([x for x, _ in data], ClusterConfig(prune_after=0, seed=0))
+    assert [r.k_star for r in pruned] == [r.k_star for r in full] == [2, 3, 4, 5]
+    assert all(adjusted_rand_score(f.labels, p.labels) > 0.99 for f, p in zip(full, pruned))
     with pytest.raises(ValueError, match="prune_after"):
         ClusterConfig(prune_after=-1)
 
