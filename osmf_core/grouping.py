@@ -207,13 +207,14 @@ def silhouette_sampled(x: torch.Tensor, labels: torch.Tensor, k: int, anchors: t
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray, sample_size: int | None = None, seed: int = 0) -> float:
-    """Mean silhouette of one labeling (exact, or from `sample_size` anchors)."""
+    """Mean silhouette of one labeling: exact, or that of `sample_size` users drawn with `seed`, among
+    themselves (the estimate the clustering uses above exact_max)."""
     xt, lt = torch.from_numpy(np.asarray(x, dtype=np.float64)), torch.from_numpy(np.asarray(labels, dtype=np.int64))
     k = int(lt.max()) + 1
-    if sample_size is None or sample_size >= len(xt):
-        return float(silhouette_exact(xt[None], torch.ones(1, len(xt), dtype=torch.bool), lt[None, None], k)[0, 0])
-    anchors = torch.from_numpy(np.random.default_rng(seed).choice(len(xt), sample_size, replace=False))
-    return float(silhouette_sampled(xt, lt[None], k, anchors)[0])
+    if sample_size is not None and sample_size < len(xt):
+        sample = torch.from_numpy(np.random.default_rng(seed).choice(len(xt), sample_size, replace=False))
+        xt, lt = xt[sample], lt[sample]
+    return float(silhouette_exact(xt[None], torch.ones(1, len(xt), dtype=torch.bool), lt[None, None], k)[0, 0])
 
 
 # ------------------------------------------------------------------------------------- driver

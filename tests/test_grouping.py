@@ -75,6 +75,15 @@ def test_pruned_restarts_find_what_every_restart_to_convergence_finds():
         ClusterConfig(prune_after=-1)
 
 
+def test_sampled_silhouette_is_scikit_learns_on_the_same_sample():
+    x, _ = _blobs(900, 3, seed=6, std=2.0)
+    labels = np.random.default_rng(1).integers(0, 3, 900)
+    rows = np.random.default_rng(7).choice(900, 300, replace=False)  # the draw silhouette() makes with seed 7
+    assert silhouette(x, labels, sample_size=300, seed=7) == pytest.approx(
+        silhouette_score(x[rows].astype(np.float64), labels[rows]), abs=1e-6)
+    assert silhouette(x, labels, sample_size=900) == pytest.approx(silhouette_score(x.astype(np.float64), labels), abs=1e-6)
+
+
 def test_anchor_silhouette_over_every_user_in_chunks_equals_scikit_learn():
     """With every user as an anchor the sampled silhouette is the exact one, whatever the chunk size
     (distances in float32, sums in float64)."""
