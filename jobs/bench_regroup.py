@@ -101,13 +101,13 @@ def mllib(xs, cfg) -> float:
     return seconds
 
 
-def scale_point(seed: int, rows: int, chunk_rows: int) -> dict:
+def scale_point(seed: int, rows: int, chunk_rows: int, restarts: int) -> dict:
     """Run in a fresh process: cluster a mix of `rows` rows chunk by chunk; time and peak memory."""
     import torch
 
     from osmf_core.grouping import ClusterConfig, cluster_products
     torch.set_num_threads(1)
-    cfg = ClusterConfig(seed=seed)
+    cfg = ClusterConfig(seed=seed, restarts=restarts)
     busy, done, products, chunk, held = 0.0, 0, 0, [], 0
 
     def flush():
@@ -162,6 +162,7 @@ def job_rows_per_s(warehouse: str) -> float | None:
 
 
 def main(argv=None) -> int:
+    from osmf_core.grouping import ClusterConfig, cluster_products
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=60_000, help="rows of the mix compared with scikit-learn")
     ap.add_argument("--scaling", default="10000,100000,1000000", help="rows of the three scaling mixes")
@@ -169,18 +170,18 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-rows", type=int, default=60_000, help="rows clustered per call (the job's rows_per_call)")
     ap.add_argument("--warehouse", default=os.environ.get("OSMF_WAREHOUSE", "warehouse"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--restarts", type=int, default=ClusterConfig.restarts,
+                    help="k-means++ restarts per K, for every method (more: a more stable K*, slower)")
     ap.add_argument("--report", default="reports/bench_regroup.json")
     ap.add_argument("--scale-point", type=int, help=argparse.SUPPRESS)  # internal: one scaling run
     args = ap.parse_args(argv)
     if args.scale_point:
-        print(json.dumps(scale_point(args.seed, args.scale_point, args.chunk_rows)))
+        print(json.dumps(scale_point(args.seed, args.scale_point, args.chunk_rows, args.restarts)))
         return 0
     import torch
     from threadpoolctl import threadpool_limits
-
-    from osmf_core.grouping import ClusterConfig, cluster_products
     torch.set_num_threads(1)
-    cfg = ClusterConfig(seed=args.seed)
+    cfg = ClusterConfig(seed=args.seed, restarts=args.restarts)
     xs = list(mix(args.seed, args.rows))
     rows = sum(len(x) for x in xs)
     print(f"mix: {len(xs)} products, {rows:,} rows, sizes {min(map(len, xs))}..{max(map(len, xs))}")
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
     with threadpool_limits(1):
         theirs_again = sklearn_loop(xs, cfg, seed_offset=1_000_000)
     sk_self = float(np.mean([a == b for a, b in zip(theirs, theirs_again)]))
-    ours_again = cluster_products(xs, ClusterConfig(seed=args.seed + 1))
+    ours_again = cluster_products(xs, ClusterConfig(seed=args.seed + 1, restarts=args.restarts))
     osmf_self = float(np.mean([a.k_star == b.k_star for a, b in zip(ours, ours_again)]))
     sizes = np.array([len(x) for x in xs])
     by_size = {}
@@ -221,7 +222,8 @@ def main(argv=None) -> int:
     scaling = []
     for n in (int(v) for v in args.scaling.split(",")):
         out = subprocess.run([sys.executable, __file__, "--scale-point", str(n), "--seed", str(args.seed),
-                              "--chunk-rows", str(args.chunk_rows)], check=True, capture_output=True, text=True)
+                              "--chunk-rows", str(args.chunk_rows), "--restarts", str(args.restarts)],
+                             check=True, capture_output=True, text=True)
         scaling.append(json.loads(out.stdout.strip().splitlines()[-1]))
         s = scaling[-1]
         print(f"scaling       {s['rows']:>9,} rows {s['products']:>6,} products  {s['rows_per_s']:>10,.0f} rows/s  "
@@ -229,6 +231,7 @@ def main(argv=None) -> int:
     errors = sampled_error(cfg, args.seed)
     job = job_rows_per_s(args.warehouse)
     report = {
+        "restarts": args.restarts,
         "rows_per_s_per_core": {"osmf": rows / osmf_s, "sklearn_loop": rows / sk_s, "mllib": ml_rows / ml_s},
         "speedup_vs_sklearn": sk_s / osmf_s,
         "speedup_vs_mllib": (rows / osmf_s) / (ml_rows / ml_s),
