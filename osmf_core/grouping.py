@@ -182,6 +182,11 @@ def silhouette_exact(x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, 
     return _silhouette_from_sums(sums, oh.sum(2), labels, mask[:, None, :].expand_as(labels))
 
 
+def _silhouette_one(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Exact mean silhouette of Q labelings of one product, no padding. x (N,d), labels (Q,N) -> (Q,)."""
+    return silhouette_exact(x[None], torch.ones(1, len(x), dtype=torch.bool), labels[None], k)[0]
+
+
 def silhouette_sampled(x: torch.Tensor, labels: torch.Tensor, k: int, anchors: torch.Tensor,
                        chunk: int = 8192) -> torch.Tensor:
     """Silhouette of one product's Q labelings, exact for the anchor points, averaged. x (N,d), labels (Q,N).
@@ -214,7 +219,7 @@ def silhouette(x: np.ndarray, labels: np.ndarray, sample_size: int | None = None
     if sample_size is not None and sample_size < len(xt):
         sample = torch.from_numpy(np.random.default_rng(seed).choice(len(xt), sample_size, replace=False))
         xt, lt = xt[sample], lt[sample]
-    return float(silhouette_exact(xt[None], torch.ones(1, len(xt), dtype=torch.bool), lt[None, None], k)[0, 0])
+    return float(_silhouette_one(xt, lt[None], k)[0])
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -232,6 +237,18 @@ def _pick(labels, cents, inertia, cfg: ClusterConfig):
     sel = torch.arange(nk)[None, :] * cfg.restarts + best
     lab = torch.gather(labels, 1, sel[..., None].expand(p, nk, n))
     cen = torch.gather(cents, 1, sel[..., None, None].expand(p, nk, *cents.shape[2:]))
+    return lab, cen
+
+
+def _fit(x, mask, cents, kvalid, cfg: ClusterConfig):
+    """K-Means of every labeling from its seeds -> labels (P, nK, N) and centroids (P, nK, K, d) of the best
+    restart of each K. Every restart runs `prune_after` Lloyd iterations; then only the best of each K (least
+    inertia) goes on to convergence."""
+    first = min(cfg.prune_after or cfg.max_iter, cfg.max_iter)
+    labels, cents, inertia = _lloyd(x, mask, cents, kvalid, first, cfg.tol)
+    lab, cen = _pick(labels, cents, inertia, cfg)
+    if first < cfg.max_iter:
+        lab, cen, _ = _lloyd(x, mask, cen, kvalid[::cfg.restarts], cfg.max_iter - first, cfg.tol)
     return lab, cen
 
 
@@ -256,12 +273,7 @@ def _cluster_padded(xs: list[np.ndarray], cfg: ClusterConfig, gen: torch.Generat
         x[i, :len(a)] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         mask[i, :len(a)] = True
     kvalid = _labelings(cfg)
-    cents = _kmeanspp(x, mask, kvalid, gen)
-    first = min(cfg.prune_after or cfg.max_iter, cfg.max_iter)
-    labels, cents, inertia = _lloyd(x, mask, cents, kvalid, first, cfg.tol)
-    lab, cen = _pick(labels, cents, inertia, cfg)
-    if first < cfg.max_iter:  # only the best restart of each K goes on to convergence
-        lab, cen, _ = _lloyd(x, mask, cen, kvalid[::cfg.restarts], cfg.max_iter - first, cfg.tol)
+    lab, cen = _fit(x, mask, _kmeanspp(x, mask, kvalid, gen), kvalid, cfg)
     sil = silhouette_exact(x, mask, lab, cfg.k_max)  # (P, nK)
     return [_finish(cfg.ks, sil[i], lab[i], cen[i], len(a), fit_on=len(a)) for i, a in enumerate(xs)]
 
@@ -272,16 +284,9 @@ def _cluster_large(a: np.ndarray, cfg: ClusterConfig, gen: torch.Generator, rng:
     fit = x if len(x) <= cfg.fit_max else x[torch.from_numpy(rng.choice(len(x), cfg.fit_max, replace=False))]
     kvalid = _labelings(cfg)
     ones = torch.ones(1, len(fit), dtype=torch.bool)
-    cents = _kmeanspp(fit[None], ones, kvalid, gen)
-    # every restart runs `prune_after` iterations; then only the best restart of each K goes on to convergence
-    first = min(cfg.prune_after or cfg.max_iter, cfg.max_iter)
-    _, cents, inertia = _lloyd(fit[None], ones, cents, kvalid, first, cfg.tol)
+    _, cen = _fit(fit[None], ones, _kmeanspp(fit[None], ones, kvalid, gen), kvalid, cfg)
+    cen = cen[0]  # (nK, K, d)
     nk = len(cfg.ks)
-    best = torch.arange(nk) * cfg.restarts + inertia.view(nk, cfg.restarts).argmin(-1)
-    cen = cents[0, best]  # (nK, K, d)
-    if first < cfg.max_iter:
-        _, cen, _ = _lloyd(fit[None], ones, cen[None], kvalid[best], cfg.max_iter - first, cfg.tol)
-        cen = cen[0]
     # assign every user to the nearest centroid of each K
     inf = torch.tensor(float("inf"))
     labels = torch.empty(nk, len(x), dtype=torch.long)
@@ -289,8 +294,7 @@ def _cluster_large(a: np.ndarray, cfg: ClusterConfig, gen: torch.Generator, rng:
         d2 = _sqdist(x[None, lo:lo + 65_536], cen[None])[0]  # (nK, n, K)
         labels[:, lo:lo + 65_536] = torch.where(kvalid[::cfg.restarts][:, None, :], d2, inf).argmin(-1)
     sample = torch.from_numpy(rng.choice(len(x), cfg.sample_size, replace=False))
-    sil = silhouette_exact(x[sample][None], torch.ones(1, len(sample), dtype=torch.bool), labels[:, sample][None],
-                           cfg.k_max)[0]
+    sil = _silhouette_one(x[sample], labels[:, sample], cfg.k_max)
     return _finish(cfg.ks, sil, labels, cen, len(x), sampled=True, fit_on=len(fit))
 
 
