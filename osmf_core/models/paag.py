@@ -8,6 +8,16 @@
 Attention over a single key would be constant (a softmax of one score is 1), so CA attends over the
 tokens of the title and the patches of the image, with a residual path: e_u|t depends on both the
 user and the product. The ablation rungs of the paper's Table 2 switch branches off.
+
+How CA fuses what it attended to with its query (`fusion`):
+  gate (default)  CA(q, X) = LN(q * (1 + attn(q, X)))   the product gates the user's dimensions, and the
+                  creative gates those of e_u|t; with a linear h_u|c the click logit holds the products
+                  user x category x style that the clicks depend on, which a sum cannot express
+  add             CA(q, X) = LN(x + FFN(x)), x = LN(q + attn(q, X))   a transformer block; it has to
+                  build those products inside its MLPs and, on the simulated world, learns none of them
+The frozen encoders' token features are standardised and reduced by a PCA fitted on the feature tables
+(`feature_pca` whitened components, 0 = off) before the learnable projections to d: 1,314 creatives do not
+pin down a 1280 x 128 projection, 32 components do.
 """
 from __future__ import annotations
 
@@ -19,6 +29,7 @@ from torch import nn
 from osmf_core.catalog import USER_ATTRIBUTES
 
 RUNGS = ("I", "I+U", "I+U+T", "I+U+T+UT", "full")
+FUSIONS = ("gate", "add")
 
 
 @dataclass
@@ -29,9 +40,15 @@ class PAAGConfig:
     heads: int = 4  # attention heads of CA
     text_dim: int = 384  # size of the title token features (MiniLM: 384)
     image_dim: int = 1280  # size of the image patch features (MobileNetV2: 1280)
-    dropout: float = 0.1
+    dropout: float = 0.0
+    fusion: str = "gate"  # gate or add (see the module docstring)
+    feature_pca: int = 32  # whitened PCA components of the frozen token features (0 = all dimensions)
 
     def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.feature_pca < 0:
+            raise ValueError("feature_pca must be >= 0")
         if self.rung not in RUNGS:
             raise ValueError(f"rung must be one of {RUNGS}, got {self.rung!r}")
         if self.d % self.heads:
@@ -50,23 +67,39 @@ class PAAGConfig:
 
 
 class CrossAttention(nn.Module):
-    """CA(Q, K=V): one query vector attends over a padded set of tokens; residual and layer norm."""
+    """CA(Q, K=V): one query vector attends over a padded set of tokens; a residual path keeps the query
+    (gate: q * (1 + attended); add: q + attended, then a feed-forward block) and a layer norm."""
 
-    def __init__(self, d: int, heads: int, dropout: float):
+    def __init__(self, d: int, heads: int, dropout: float, fusion: str = "gate"):
         super().__init__()
+        self.fusion = fusion
         self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.norm1 = nn.LayerNorm(d)
+        if fusion == "add":
+            self.norm2 = nn.LayerNorm(d)
+            self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
 
     def forward(self, query: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """query (B,d), tokens (B,T,d), mask (B,T) True where a token exists -> (B,d)."""
         out, _ = self.attn(query[:, None], tokens, tokens, key_padding_mask=~mask, need_weights=False)
+        if self.fusion == "gate":
+            return self.norm1(query * (1.0 + out[:, 0]))
         x = self.norm1(query + out[:, 0])
         return self.norm2(x + self.ffn(x))
 
 
 def _head(d: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, 1))
+
+
+def _whitening(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(dim, k): the first k principal directions of the centred rows x, each scaled to unit variance
+    (columns beyond the rank of x stay zero)."""
+    _, s, vt = torch.linalg.svd(x, full_matrices=False)
+    r = min(k, int((s > s[0] * 1e-6).sum()) if len(s) else 0)
+    out = torch.zeros(x.shape[1], k, dtype=x.dtype)
+    out[:, :r] = vt[:r].T / (s[:r] / max(len(x) - 1, 1) ** 0.5)
+    return out
 
 
 def _masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -82,32 +115,40 @@ class PAAG(nn.Module):
         self.attr_emb = nn.ModuleList(nn.Embedding(card, cfg.attr_dim) for card, _ in USER_ATTRIBUTES.values())
         self.user_mlp = nn.Sequential(nn.Linear(cfg.attr_dim * len(USER_ATTRIBUTES), 2 * d), nn.GELU(),
                                       nn.Linear(2 * d, d), nn.LayerNorm(d))
-        self.text_proj = nn.Linear(cfg.text_dim, d)  # E_T -> 128
-        self.image_proj = nn.Linear(cfg.image_dim, d)  # E_I -> 128
-        self.ca_title = CrossAttention(d, cfg.heads, cfg.dropout)
-        self.ca_image = CrossAttention(d, cfg.heads, cfg.dropout)
-        self.h_v, self.h_t, self.h_u = (_head(d, cfg.dropout) for _ in range(3))
-        # frozen-encoder features are standardised with statistics of the feature tables (set_feature_stats),
-        # kept as buffers so that a saved model carries them
-        for name, dim in (("text", cfg.text_dim), ("image", cfg.image_dim)):
+        k_text, k_image = (min(cfg.feature_pca, dim) if cfg.feature_pca else dim
+                           for dim in (cfg.text_dim, cfg.image_dim))
+        self.text_proj = nn.Linear(k_text, d)  # E_T -> 128
+        self.image_proj = nn.Linear(k_image, d)  # E_I -> 128
+        self.ca_title = CrossAttention(d, cfg.heads, cfg.dropout, cfg.fusion)
+        self.ca_image = CrossAttention(d, cfg.heads, cfg.dropout, cfg.fusion)
+        self.h_v, self.h_t = _head(d, cfg.dropout), _head(d, cfg.dropout)
+        # gate: a linear read-out keeps the logit's user x product x creative products intact
+        self.h_u = nn.Linear(d, 1) if cfg.fusion == "gate" else _head(d, cfg.dropout)
+        # frozen-encoder features are standardised with statistics of the feature tables and reduced by their
+        # whitened principal components (set_feature_stats), kept as buffers so that a saved model carries them
+        for name, dim, k in (("text", cfg.text_dim, k_text), ("image", cfg.image_dim, k_image)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))
+            self.register_buffer(f"{name}_pca", torch.eye(dim, k))
 
     @torch.no_grad()
     def set_feature_stats(self, title, title_mask, patches, patch_mask, base_rate: float) -> None:
         """Per-dimension mean and std of the token and patch features, and the click base rate as the
         starting bias of the image head (numpy or torch arrays)."""
         for name, feats, mask in (("text", title, title_mask), ("image", patches, patch_mask)):
-            valid = torch.as_tensor(feats)[torch.as_tensor(mask)]
-            getattr(self, f"{name}_mean").copy_(valid.mean(0))
-            getattr(self, f"{name}_std").copy_(valid.std(0).clamp_min(1e-3))
+            valid = torch.as_tensor(feats)[torch.as_tensor(mask)].double()
+            mean, std = valid.mean(0), valid.std(0).clamp_min(1e-3)
+            getattr(self, f"{name}_mean").copy_(mean)
+            getattr(self, f"{name}_std").copy_(std)
+            if self.cfg.feature_pca:
+                getattr(self, f"{name}_pca").copy_(_whitening(((valid - mean) / std), getattr(self, f"{name}_pca").shape[1]))
         self.h_v[-1].bias.fill_(float(torch.logit(torch.tensor(base_rate))))
 
     def _text(self, title):
-        return self.text_proj((title - self.text_mean) / self.text_std)
+        return self.text_proj(((title - self.text_mean) / self.text_std) @ self.text_pca)
 
     def _image(self, patches):
-        return self.image_proj((patches - self.image_mean) / self.image_std)
+        return self.image_proj(((patches - self.image_mean) / self.image_std) @ self.image_pca)
 
     def user_embedding(self, attrs: torch.Tensor) -> torch.Tensor:
         """e_u from integer attribute codes (B, 20)."""
