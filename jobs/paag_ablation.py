@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from osmf_core.config import ConfigError, config_error, default_warehouse
-from osmf_core.models.paag import FUSIONS, RUNGS, PAAGConfig
+from osmf_core.models.paag import RUNGS
 from osmf_core.reports import write_report
 from osmf_core.store import require_tables
 from osmf_core.training.data import FeatureBank
-from osmf_core.training.paag import FEATURE_TABLES, MODEL_FILE, TrainConfig, auroc, load_model, predict, train
+from osmf_core.training.paag import (FEATURE_TABLES, MODEL_FILE, TrainConfig, add_model_args, auroc, load_model,
+                                     model_config, predict, train)
 from osmf_core.truth import Truth
 
 
@@ -31,10 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--neg-rate", type=float, default=TrainConfig.neg_rate,
                     help="share of non-clicked rows kept per epoch (negative downsampling)")
     ap.add_argument("--rungs", default=",".join(RUNGS), help="comma-separated rungs to train")
-    ap.add_argument("--fusion", default=PAAGConfig.fusion, choices=FUSIONS,
-                    help="how CA fuses the attended tokens with its query (gate: multiplicative; add: the old block)")
-    ap.add_argument("--feature-pca", type=int, default=PAAGConfig.feature_pca,
-                    help="whitened PCA components of the frozen token features (0 = all dimensions)")
+    add_model_args(ap)
     ap.add_argument("--out-dir", default="runs/paag_ablation")
     ap.add_argument("--report", default="reports/paag_ablation.json")
     args = ap.parse_args(argv)
@@ -52,7 +50,7 @@ def main(argv=None) -> int:
     for rung in rungs:
         for seed in range(args.seeds):
             out = Path(args.out_dir) / f"{rung}-seed{seed}"
-            cfg = TrainConfig(warehouse=args.warehouse, model=PAAGConfig(rung=rung, fusion=args.fusion, feature_pca=args.feature_pca), epochs=args.epochs,
+            cfg = TrainConfig(warehouse=args.warehouse, model=model_config(args, rung), epochs=args.epochs,
                               max_steps=args.max_steps, lr=args.lr, neg_rate=args.neg_rate, seed=seed, out_dir=str(out),
                               save_every=10 ** 9)
             t0 = time.perf_counter()

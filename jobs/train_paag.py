@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 from osmf_core.config import ConfigError, config_error
-from osmf_core.models.paag import FUSIONS, RUNGS, PAAGConfig
+from osmf_core.models.paag import RUNGS
 from osmf_core.store import require_tables
 from osmf_core.training.data import FeatureBank
-from osmf_core.training.paag import FEATURE_TABLES, MODEL_FILE, TrainConfig, auroc, load_model, predict, train
+from osmf_core.training.paag import (FEATURE_TABLES, MODEL_FILE, TrainConfig, add_model_args, auroc, load_model,
+                                     model_config, predict, train)
 
 
 def main(argv=None) -> int:
@@ -33,10 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=d.max_steps)
     ap.add_argument("--save-every", type=int, default=d.save_every)
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--fusion", default=PAAGConfig.fusion, choices=FUSIONS,
-                    help="how CA fuses the attended tokens with its query (gate: multiplicative; add: the old block)")
-    ap.add_argument("--feature-pca", type=int, default=PAAGConfig.feature_pca,
-                    help="whitened PCA components of the frozen token features (0 = all dimensions)")
+    add_model_args(ap)
     ap.add_argument("--out-dir", default=d.out_dir)
     ap.add_argument("--text-encoder", default=d.text_encoder)
     ap.add_argument("--image-encoder", default=d.image_encoder)
@@ -46,7 +44,7 @@ def main(argv=None) -> int:
         require_tables(FEATURE_TABLES, args.warehouse)
     except ConfigError as e:
         return config_error("train_paag", e)
-    cfg = TrainConfig(warehouse=args.warehouse, model=PAAGConfig(rung=args.rung, fusion=args.fusion, feature_pca=args.feature_pca),
+    cfg = TrainConfig(warehouse=args.warehouse, model=model_config(args, args.rung),
                       deepspeed_config=args.deepspeed_config, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, neg_rate=args.neg_rate, max_steps=args.max_steps, save_every=args.save_every,
                       seed=args.seed,

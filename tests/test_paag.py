@@ -87,6 +87,17 @@ def test_feature_pca_whitens_the_frozen_features_as_scikit_learn_does():
     np.testing.assert_allclose(np.cov(ours.T), np.eye(6), atol=1e-3)
 
 
+def test_a_model_saved_before_the_fusion_switch_loads_as_the_additive_block(tmp_path):
+    old = PAAG(dataclasses.replace(TINY_MODEL, fusion="add", feature_pca=0)).eval()
+    cfg = {k: v for k, v in old.cfg.to_dict().items() if k not in ("fusion", "feature_pca")}
+    torch.save({"state_dict": old.state_dict(), "model": cfg, "text_encoder": "tiny", "image_encoder": "tiny"},
+               tmp_path / MODEL_FILE)
+    model, _ = load_model(tmp_path / MODEL_FILE)
+    assert model.cfg.fusion == "add" and model.cfg.feature_pca == 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(*_batch()), old(*_batch()))
+
+
 def test_product_aware_embedding_depends_on_user_and_product():
     torch.manual_seed(0)
     model = PAAG(TINY_MODEL).eval()

@@ -129,7 +129,8 @@ class PAAG(nn.Module):
         for name, dim, k in (("text", cfg.text_dim, k_text), ("image", cfg.image_dim, k_image)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))
-            self.register_buffer(f"{name}_pca", torch.eye(dim, k))
+            if cfg.feature_pca:
+                self.register_buffer(f"{name}_pca", torch.eye(dim, k))
 
     @torch.no_grad()
     def set_feature_stats(self, title, title_mask, patches, patch_mask, base_rate: float) -> None:
@@ -141,14 +142,20 @@ class PAAG(nn.Module):
             getattr(self, f"{name}_mean").copy_(mean)
             getattr(self, f"{name}_std").copy_(std)
             if self.cfg.feature_pca:
-                getattr(self, f"{name}_pca").copy_(_whitening(((valid - mean) / std), getattr(self, f"{name}_pca").shape[1]))
+                pca = getattr(self, f"{name}_pca")
+                pca.copy_(_whitening((valid - mean) / std, pca.shape[1]))
         self.h_v[-1].bias.fill_(float(torch.logit(torch.tensor(base_rate))))
 
+    def _reduced(self, name: str, feats: torch.Tensor) -> torch.Tensor:
+        """Frozen features standardised, then whitened onto their principal components when feature_pca."""
+        z = (feats - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std")
+        return z @ getattr(self, f"{name}_pca") if self.cfg.feature_pca else z
+
     def _text(self, title):
-        return self.text_proj(((title - self.text_mean) / self.text_std) @ self.text_pca)
+        return self.text_proj(self._reduced("text", title))
 
     def _image(self, patches):
-        return self.image_proj(((patches - self.image_mean) / self.image_std) @ self.image_pca)
+        return self.image_proj(self._reduced("image", patches))
 
     def user_embedding(self, attrs: torch.Tensor) -> torch.Tensor:
         """e_u from integer attribute codes (B, 20)."""

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from osmf_core import catalog as C
-from osmf_core.models.paag import PAAG, PAAGConfig
+from osmf_core.models.paag import FUSIONS, PAAG, PAAGConfig
 from osmf_core.training.data import ATTRS, FeatureBank, example_batches, read_columns
 from osmf_core.training.loop import CHECKPOINTS, ds_config, fit, init_distributed, usable_checkpoint  # noqa: F401
 # (CHECKPOINTS and usable_checkpoint are part of this module's interface: tests and jobs import them here)
@@ -99,6 +99,18 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     return {"step": out["step"], "resumed_from": out["resumed_from"], "stopped": False, "loss": out["loss"]}
 
 
+def add_model_args(ap) -> None:
+    """The PAAGConfig choices that the training jobs expose (train_paag, paag_ablation)."""
+    ap.add_argument("--fusion", default=PAAGConfig.fusion, choices=FUSIONS,
+                    help="how CA fuses the attended tokens with its query (gate: multiplicative; add: the old block)")
+    ap.add_argument("--feature-pca", type=int, default=PAAGConfig.feature_pca,
+                    help="whitened PCA components of the frozen token features (0 = all dimensions)")
+
+
+def model_config(args, rung: str) -> PAAGConfig:
+    return PAAGConfig(rung=rung, fusion=args.fusion, feature_pca=args.feature_pca)
+
+
 def click_rate(warehouse: str) -> float:
     """Share of clicked training rows (one pass over the label column only)."""
     n = k = 0
@@ -113,9 +125,13 @@ def save_model(model: PAAG, cfg: TrainConfig, path: Path) -> None:
                 "text_encoder": cfg.text_encoder, "image_encoder": cfg.image_encoder}, path)
 
 
+# models saved before CA had a fusion switch were the additive block on unreduced features
+_BEFORE_FUSION = {"fusion": "add", "feature_pca": 0}
+
+
 def load_model(path: str | Path) -> tuple[PAAG, dict]:
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = PAAG(PAAGConfig(**blob["model"]))
+    model = PAAG(PAAGConfig(**{**_BEFORE_FUSION, **blob["model"]}))
     model.load_state_dict(blob["state_dict"])
     return model.eval(), blob
 
