@@ -1,7 +1,9 @@
 """Table 1 analog: how distinct and how true the regroup's groups are, against baseline groupings.
 
 Methods, all on the viewers of the products the regroup grouped for a run date:
-  paag         gaip.user_groups (K-Means on e_u|t, K* by silhouette)
+  paag         gaip.user_groups: the regroup's groups (by default K-Means on the viewers' preference
+               profiles over the product's creatives, K* by silhouette; see osmf_core.regroup)
+  paag_eut     the same clustering on e_u|t itself, as the paper does (the regroup's --cluster-on eut)
   gender       one group per gender
   age          three age bands (codes 0-3, 4-7, 8-12 of the 13 age segments)
   gender_age   gender x age band
@@ -43,10 +45,10 @@ from osmf_core.regroup import RegroupConfig
 from osmf_core.reports import write_report
 from osmf_core.spark import build_spark
 from osmf_core.store import read_table, run_of
-from osmf_core.training.paag import load_model
+from osmf_core.training.paag import PAAGEmbedder
 from osmf_core.truth import Truth
 
-METHODS = ("paag", "gender", "age", "gender_age", "random", "user_only")
+METHODS = ("paag", "paag_eut", "gender", "age", "gender_age", "random", "user_only")
 ATTRS = list(C.USER_ATTRIBUTES)
 
 
@@ -115,16 +117,18 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     rows = rows.sort_values(["product_id", "user_id"]).reset_index(drop=True)
     rows["g_random"] = rows.groupby("product_id")["group_id"].transform(lambda g: rng.permutation(g.to_numpy()))
-    # user_only: e_u, clustered exactly as the regroup clusters e_u|t
-    model, _ = load_model(args.model)
+    # paag_eut and user_only: e_u|t and e_u, clustered exactly as the regroup clusters
+    embedder = PAAGEmbedder(args.model, wh)
+    attrs = rows[ATTRS].to_numpy(np.int64)
     with torch.no_grad():
-        eu = model.user_embedding(torch.from_numpy(rows[ATTRS].to_numpy(np.int64))).numpy()
+        eu = embedder.model.user_embedding(torch.from_numpy(attrs)).numpy()
     rg = RegroupConfig(model=args.model, seed=args.seed)
-    cfg = rg.cluster
     bounds = np.flatnonzero(np.r_[True, np.diff(rows["product_id"].to_numpy()) != 0, True])
-    parts = [eu[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
-    labels = [merge_small(x, r.labels, rg.min_group_size)[0] for x, r in zip(parts, cluster_products(parts, cfg))]
-    rows["g_user_only"] = np.concatenate(labels)
+    for name, x in (("paag_eut", embedder(attrs, rows["product_id"].to_numpy())), ("user_only", eu)):
+        parts = [x[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+        labels = [merge_small(p, r.labels, rg.min_group_size)[0]
+                  for p, r in zip(parts, cluster_products(parts, rg.cluster))]
+        rows[f"g_{name}"] = np.concatenate(labels)
     # expected CTR of every (user, creative) impression pair, for ndcg5_true
     imps = imps.merge(rows[["product_id", "user_id", "segment", *(f"g_{m}" for m in METHODS)]],
                       on=["product_id", "user_id"])

@@ -4,10 +4,22 @@ group features, and the GAIP tables (paper section 3.2 eq. 5-6, Algorithm 1, sec
   1. viewers      distinct (product, user) of the log window with the user's attributes; products with
                   fewer than `min_users` viewers are counted and skipped
   2. embed        e_u|t in a mapInPandas: the trained PAAG is loaded once per Python worker and run on
-                  Arrow batches
+                  Arrow batches; with cluster_on = "profile" also each viewer's preference profile over
+                  the product's creatives (PAAGEmbedder.profile)
   3. cluster      applyInPandas over buckets of products (a hash of the product id): each call clusters
                   all its products together (osmf_core.grouping), merges small groups and computes the
                   group features; it returns user rows and group rows in one tagged frame
+
+What K-Means clusters (cluster_on):
+  eut      e_u|t itself, as the paper does. On the simulated world its largest directions are what every
+           product shares (how much a user clicks at all, and the attributes that drive it), so the groups
+           follow those and not the product's hidden split (eval-groups: ARI near 0).
+  profile  (default) e_u|t seen through the product's creatives: h_u|c(CA(e_u|t, creative)) for each of
+           them, centred per user, i.e. which of this product's creatives the user is predicted to prefer.
+           The groups are the users who rank the creatives alike, which is what a group-wise image needs.
+  Either way the published group features (centroid, percentile points) are in e_u|t space, so the
+  G-MLLM and the GRM read the same d-dimensional G_{s,k}; silhouette and K* are those of the clustered
+  space.
   4. tables       gaip.groups, gaip.user_groups, gaip.group_ctr (low-exposure rows filtered),
                   gaip.pairs (same product and group, CTR-ordered) and gaip.metrics, each replacing the
                   run date's slice, so a rerun never duplicates
@@ -32,11 +44,13 @@ from osmf_core.grouping import PERCENTILES, ClusterConfig, cluster_products, gro
 from osmf_core.store import read_table, require_tables, write_table
 
 STAGE = "regroup"
+CLUSTER_SPACES = ("profile", "eut")
 
 
 @dataclass
 class RegroupConfig:
     model: str = "runs/paag/model.pt"  # trained PAAG (make train-paag)
+    cluster_on: str = "profile"  # profile or eut (see the module docstring)
     run_date: str = ""  # last day of the log window (default: the last day in raw.impressions)
     window_days: int = 7  # days of impressions that define each product's viewers
     k_min: int = 2
@@ -56,6 +70,8 @@ class RegroupConfig:
 
     def __post_init__(self):
         self.percentiles = tuple(int(p) for p in self.percentiles)
+        if self.cluster_on not in CLUSTER_SPACES:
+            raise ValueError(f"cluster_on must be one of {CLUSTER_SPACES}, got {self.cluster_on!r}")
         if not self.percentiles or not all(0 <= p <= 100 for p in self.percentiles):
             raise ValueError(f"percentiles must be in [0, 100], got {self.percentiles}")
         if self.window_days < 1:
@@ -78,6 +94,8 @@ def add_regroup_args(ap: argparse.ArgumentParser) -> None:
     d = RegroupConfig()
     g = ap.add_argument_group("regroup")
     g.add_argument("--model", default=d.model, help="trained PAAG model.pt")
+    g.add_argument("--cluster-on", choices=CLUSTER_SPACES, default=d.cluster_on,
+                   help="what K-Means clusters: the preference profile over the product's creatives, or e_u|t")
     g.add_argument("--run-date", default="", help="YYYY-MM-DD, last day of the window (default: last log day)")
     g.add_argument("--window-days", type=int, default=d.window_days)
     g.add_argument("--k-range", default=f"{d.k_min}-{d.k_max}", help="K_min-K_max")
@@ -103,7 +121,7 @@ def regroup_config(args: argparse.Namespace) -> RegroupConfig:
             dt.date.fromisoformat(args.run_date)
         except ValueError:
             raise ConfigError(f"--run-date must be a date YYYY-MM-DD, got {args.run_date!r}") from None
-    names = ("model", "run_date", "window_days", "min_users", "min_group_size", "point_users", "restarts",
+    names = ("model", "cluster_on", "run_date", "window_days", "min_users", "min_group_size", "point_users", "restarts",
              "exact_max", "sample_size", "rows_per_call", "min_exposure", "pair_min_exposure", "seed",
              "pair_ctr_ratio")
     try:
@@ -147,30 +165,35 @@ def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date) -
 _EMBEDDERS: dict = {}  # one PAAG per Python worker process, reused across tasks
 
 
-def _embedder(model: str, warehouse: str):
+def _embedder(model: str, warehouse: str, profiles: bool):
     from osmf_core.training.paag import PAAGEmbedder
-    key = (model, warehouse)
+    key = (model, warehouse, profiles)
     if key not in _EMBEDDERS:
         import torch
         torch.set_num_threads(1)  # one task per core: Spark already runs the cores in parallel
-        _EMBEDDERS[key] = PAAGEmbedder(model, warehouse)
+        _EMBEDDERS[key] = PAAGEmbedder(model, warehouse, profiles=profiles)
     return _EMBEDDERS[key]
 
 
 EMBED_SCHEMA = T.StructType([T.StructField("product_id", T.LongType(), False),
                              T.StructField("user_id", T.LongType(), False),
-                             T.StructField("embedding", T.ArrayType(T.FloatType(), False), False)])
+                             T.StructField("embedding", T.ArrayType(T.FloatType(), False), False),
+                             T.StructField("profile", T.ArrayType(T.FloatType(), False), True)])
 
 
-def embed(rows: DataFrame, model: str, warehouse: str) -> DataFrame:
-    """e_u|t of every (product, user) row, batched through the trained model."""
+def embed(rows: DataFrame, model: str, warehouse: str, profiles: bool = False) -> DataFrame:
+    """e_u|t of every (product, user) row, batched through the trained model, and with `profiles` the
+    row's preference profile over the product's creatives (null otherwise)."""
     attrs = list(C.USER_ATTRIBUTES)
 
     def run(frames):
-        emb = _embedder(model, warehouse)
+        emb = _embedder(model, warehouse, profiles)
         for pdf in frames:
-            e = emb(pdf[attrs].to_numpy(np.int64), pdf["product_id"].to_numpy())
-            yield pd.DataFrame({"product_id": pdf["product_id"], "user_id": pdf["user_id"], "embedding": list(e)})
+            pids = pdf["product_id"].to_numpy()
+            e = emb(pdf[attrs].to_numpy(np.int64), pids)
+            prof = list(emb.profile(e, pids)) if profiles else [None] * len(pdf)
+            yield pd.DataFrame({"product_id": pdf["product_id"], "user_id": pdf["user_id"], "embedding": list(e),
+                                "profile": prof})
 
     return rows.mapInPandas(run, EMBED_SCHEMA)
 
@@ -192,27 +215,38 @@ CLUSTER_SCHEMA = T.StructType([
 ])
 
 
+def _stack(col: pd.Series) -> np.ndarray:
+    return np.stack(col.to_numpy()).astype(np.float32) if len(col) else np.zeros((0, 1), np.float32)
+
+
 def cluster_frame(pdf: pd.DataFrame, cfg: RegroupConfig) -> pd.DataFrame:
-    """Cluster every product in a frame of (product_id, user_id, embedding) rows; tagged user and group rows."""
+    """Cluster every product in a frame of (product_id, user_id, embedding[, profile]) rows; tagged user and
+    group rows. K-Means runs on the profile where the rows have one, else on the embedding (e_u|t); the
+    group features are always in embedding space."""
     import torch
     torch.set_num_threads(1)  # one task per core, and the same arithmetic on any executor
     pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
     pids, starts = np.unique(pdf["product_id"].to_numpy(), return_index=True)
     bounds = list(starts) + [len(pdf)]
-    emb = np.stack(pdf["embedding"].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 1), np.float32)
+    emb = _stack(pdf["embedding"])
+    on_profile = "profile" in pdf and len(pdf) > 0 and pdf["profile"].notna().all()
+    space = _stack(pdf["profile"]) if on_profile else emb
     uid = pdf["user_id"].to_numpy()
-    xs = [emb[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    spans = list(zip(bounds[:-1], bounds[1:]))
+    xs = [space[lo:hi] for lo, hi in spans]
     users, groups = [], []
-    for pid, x, lo, hi, res in zip(pids, xs, bounds[:-1], bounds[1:], cluster_products(xs, cfg.cluster)):
-        labels, cents, merges = merge_small(x, res.labels, cfg.min_group_size)
-        k = len(cents)
+    for pid, x, (lo, hi), res in zip(pids, xs, spans, cluster_products(xs, cfg.cluster)):
+        labels, _, merges = merge_small(x, res.labels, cfg.min_group_size)
+        k = int(labels.max()) + 1
         sil = res.silhouette if merges == 0 else _silhouette_after_merge(x, labels, cfg)
         users.append(pd.DataFrame({"kind": "user", "product_id": pid, "user_id": uid[lo:hi], "group_id": labels}))
+        e = emb[lo:hi]
         for g in range(k):
-            members = x[labels == g]
+            members = e[labels == g]
+            centroid = members.mean(0)
             groups.append({"kind": "group", "product_id": pid, "group_id": g, "k_star": k, "silhouette": sil,
-                           "size": len(members), "centroid": cents[g],
-                           "points": list(group_points(members, cents[g], cfg.percentiles, cfg.point_users)),
+                           "size": len(members), "centroid": centroid,
+                           "points": list(group_points(members, centroid, cfg.percentiles, cfg.point_users)),
                            "merges": merges, "sampled": res.sampled})
     out = pd.concat([*users, pd.DataFrame(groups)], ignore_index=True) if users else \
         pd.DataFrame(columns=CLUSTER_SCHEMA.fieldNames())
@@ -276,7 +310,7 @@ def run(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> d
     log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
         f"{n_rows:,} (product, user) rows")
     t_embed = time.perf_counter()
-    result = cluster(embed(rows, cfg.model, warehouse), cfg, n_rows).persist()
+    result = cluster(embed(rows, cfg.model, warehouse, cfg.cluster_on == "profile"), cfg, n_rows).persist()
     n_result = result.count()  # runs embedding and clustering once
     t_cluster = time.perf_counter()
     date = F.lit(end).cast("date")

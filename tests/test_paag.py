@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
 from osmf_core import catalog as C
-from osmf_core.models.paag import PAAG, RUNGS
+from osmf_core.models.paag import PAAG, RUNGS, _masked_mean
 from osmf_core.store import read_table
 from osmf_core.training.data import EXAMPLE_FIELDS, FeatureBank, example_batches
 from osmf_core.training.paag import MODEL_FILE, PAAGEmbedder, TrainConfig, auroc, load_model, train
@@ -66,6 +66,39 @@ def test_only_the_creative_aware_user_learns_a_user_x_creative_interaction(rung,
     # the full model's gated CA makes the logit bilinear in e_u|t and the image: it separates the clicks;
     # without e_u|c the logit is a sum of a user term and product terms, which cannot
     assert (score > 0.95) if learns else (score < 0.6), score
+
+
+def test_preference_profiles_group_users_by_the_creative_they_prefer():
+    """On clicks that depend only on gender x an image style bit, clustering each user's scores over two
+    creatives (one per style) finds the genders; the regroup clusters these profiles."""
+    from sklearn.metrics import adjusted_rand_score
+    from osmf_core.grouping import ClusterConfig, cluster_products
+    torch.manual_seed(0)
+    model = PAAG(dataclasses.replace(TINY_MODEL, dropout=0.0))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(300):
+        x, y = _interaction_rows(256, seed=step)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(*x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    (attrs, title, tmask, patch, pmask), _ = _interaction_rows(600, seed=20_000)
+    creatives = patch[:2].clone()
+    creatives[0, :, 0], creatives[1, :, 0] = -1.0, 1.0  # style bit 0 and 1
+    title, tmask = title[:1].expand(600, -1, -1), tmask[:1].expand(600, -1)  # one product
+    with torch.no_grad():
+        eut = model.product_aware(attrs, title, tmask)
+        scores = model.creative_scores(eut, model._image(creatives), pmask[:2])
+        # the same numbers as the full model's logit minus its image and title heads, creative by creative
+        for c in range(2):
+            full = model(attrs, title, tmask, creatives[c:c + 1].expand(600, -1, -1), pmask[:1].expand(600, -1))
+            v, t = model._image(creatives[c:c + 1]), model._text(title[:1])
+            rest = model.h_v(_masked_mean(v, pmask[:1]))[:, 0] + model.h_t(_masked_mean(t, tmask[:1]))[:, 0]
+            torch.testing.assert_close(scores[:, c], full - rest, atol=1e-5, rtol=1e-5)
+    gender = attrs[:, list(C.USER_ATTRIBUTES).index("gender")].numpy()
+    profile = (scores - scores.mean(1, keepdim=True)).numpy()
+    res = cluster_products([profile], ClusterConfig(k_max=3))[0]
+    assert res.k_star == 2 and adjusted_rand_score(gender, res.labels) > 0.9
 
 
 def test_feature_pca_whitens_the_frozen_features_as_scikit_learn_does():
@@ -182,7 +215,7 @@ def test_a_killed_run_resumes_at_its_checkpoint_and_ends_where_an_unbroken_run_e
         assert torch.allclose(x, y, atol=1e-6), name
 
 
-def test_embedder_serves_product_aware_user_embeddings(paag_wh, tmp_path):
+def test_embedder_serves_product_aware_user_embeddings(spark, paag_wh, tmp_path):
     train(_cfg(paag_wh, tmp_path, max_steps=2))
     emb = PAAGEmbedder(tmp_path / MODEL_FILE, paag_wh)
     attrs = np.ones((4, 20), dtype=np.int64)
@@ -195,6 +228,20 @@ def test_embedder_serves_product_aware_user_embeddings(paag_wh, tmp_path):
     with torch.no_grad():
         direct = emb.model.product_aware(torch.from_numpy(attrs), torch.from_numpy(title), torch.from_numpy(mask))
     np.testing.assert_allclose(out, direct.numpy(), atol=1e-5)
+    # preference profiles: each row's scores over its product's creatives (id order), centred, zero-padded
+    prof_emb = PAAGEmbedder(tmp_path / MODEL_FILE, paag_wh, profiles=True)
+    creatives = read_table(spark, C.CREATIVES, paag_wh).select("creative_id", "product_id").toPandas()
+    assert prof_emb.width == creatives.groupby("product_id").size().max()
+    prof = prof_emb.profile(out, pids, pairs_per_call=3)  # chunks smaller than one product's rows
+    assert prof.shape == (4, prof_emb.width) and prof.dtype == np.float32
+    for i, pid in enumerate(pids):
+        ids = np.sort(creatives.loc[creatives.product_id == pid, "creative_id"].to_numpy())
+        patches, pmask = prof_emb.bank.images(ids)
+        with torch.no_grad():
+            s = emb.model.creative_scores(direct[i:i + 1], emb.model._image(torch.from_numpy(patches)),
+                                          torch.from_numpy(pmask))[0].numpy()
+        np.testing.assert_allclose(prof[i, :len(ids)], s - s.mean(), atol=1e-5)
+        assert (prof[i, len(ids):] == 0).all() and abs(prof[i].sum()) < 1e-4
 
 
 def test_auroc_equals_scikit_learn_with_ties():

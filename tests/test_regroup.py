@@ -123,3 +123,42 @@ def _version(spark, wh, t):
     from delta.tables import DeltaTable
     from osmf_core.store import table_exists
     return DeltaTable.forPath(spark, t.path(wh)).history(1).first()["version"] if table_exists(spark, t, wh) else None
+
+
+@pytest.mark.parametrize("with_profile", [True, False])
+def test_the_clustered_space_is_the_profile_and_group_features_stay_in_e_u_t_space(with_profile):
+    """Rows whose e_u|t splits one way and whose preference profile splits another: the groups follow the
+    profile when the rows have one (cluster_on = profile), e_u|t otherwise; centroids are e_u|t means."""
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score
+    from osmf_core.regroup import RegroupConfig, cluster_frame
+    rng = np.random.default_rng(0)
+    n = 200
+    by_eut, by_profile = np.arange(n) // 100, np.arange(n) % 2
+    eut = (by_eut[:, None] * 6.0 + rng.normal(size=(n, 8))).astype(np.float32)
+    profile = (by_profile[:, None] * 6.0 + rng.normal(size=(n, 3))).astype(np.float32)
+    pdf = pd.DataFrame({"product_id": 7, "user_id": np.arange(n), "embedding": list(eut),
+                        "profile": list(profile) if with_profile else [None] * n})
+    out = cluster_frame(pdf, RegroupConfig(**CFG))
+    users = out[out["kind"] == "user"].sort_values("user_id")
+    labels = users["group_id"].to_numpy(int)
+    assert adjusted_rand_score(by_profile if with_profile else by_eut, labels) == 1.0
+    groups = out[out["kind"] == "group"]
+    assert len(groups) == 2
+    for _, g in groups.iterrows():
+        np.testing.assert_allclose(g["centroid"], eut[labels == g["group_id"]].mean(0), atol=1e-5)
+        assert all(len(p) == eut.shape[1] for p in g["points"])
+
+
+def test_the_default_regroup_clusters_profiles_and_publishes_e_u_t_centroids(spark, regrouped):
+    from osmf_core.training.paag import PAAGEmbedder
+    wh, cfg, summary = regrouped
+    assert cfg.cluster_on == "profile" and summary["config"]["cluster_on"] == "profile"
+    ug = read_table(spark, C.USER_GROUPS, wh).join(read_table(spark, C.USERS, wh), "user_id").toPandas()
+    groups = read_table(spark, C.GROUPS, wh).toPandas()
+    pid = ug["product_id"].value_counts().index[0]
+    rows = ug[ug["product_id"] == pid]
+    eut = PAAGEmbedder(cfg.model, wh)(rows[list(C.USER_ATTRIBUTES)].to_numpy(np.int64), rows["product_id"].to_numpy())
+    for _, g in groups[groups["product_id"] == pid].iterrows():
+        np.testing.assert_allclose(g["centroid"], eut[(rows["group_id"] == g["group_id"]).to_numpy()].mean(0),
+                                   atol=1e-4)

@@ -165,6 +165,14 @@ class PAAG(nn.Module):
         """e_u|t: the user's preference given the product's title tokens (B,T,text_dim)."""
         return self.ca_title(self.user_embedding(attrs), self._text(title), title_mask)
 
+    def creative_scores(self, eut: torch.Tensor, image_tokens: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+        """The user branch of the click logit, h_u|c(CA(e_u|t, creative)), of every user for every creative:
+        eut (n,d), image_tokens (m,N,d) projected patches (`_image`), image_mask (m,N) -> (n,m)."""
+        n, m = len(eut), len(image_tokens)
+        q = eut[:, None].expand(n, m, -1).reshape(n * m, -1)
+        u = self.ca_image(q, image_tokens.repeat(n, 1, 1), image_mask.repeat(n, 1))
+        return self.h_u(u)[:, 0].view(n, m)
+
     def forward(self, attrs, title, title_mask, patches, patch_mask) -> torch.Tensor:
         """Click logits (B,) from attribute codes, title token features and image patch features."""
         cfg = self.cfg
