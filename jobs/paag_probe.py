@@ -27,7 +27,7 @@ from osmf_core import world
 from osmf_core.config import ConfigError, config_error, default_warehouse
 from osmf_core.reports import write_report
 from osmf_core.store import require_tables
-from osmf_core.training.data import FeatureBank, read_frame
+from osmf_core.training.data import read_frame
 from osmf_core.training.paag import FEATURE_TABLES, PAAGEmbedder
 from osmf_core.truth import Truth
 
@@ -53,10 +53,8 @@ def main(argv=None) -> int:
     creatives = read_frame(C.CREATIVES, wh, ["creative_id", "product_id"])
     imps = read_frame(C.IMPRESSIONS, wh, ["user_id", "creative_id"]).merge(creatives, on="creative_id")
     truth = Truth.from_warehouse(wh)
-    emb = PAAGEmbedder(args.model, wh)
+    emb = PAAGEmbedder(args.model, wh, profiles=True)
     model = emb.model
-    blob = torch.load(args.model, map_location="cpu", weights_only=False)  # which encoders it was trained on
-    bank = FeatureBank.load(wh, blob["text_encoder"], blob["image_encoder"])
     rows = []
     for pid in range(0, len(truth.products.category), args.every):
         uid = np.unique(imps.loc[imps.product_id == pid, "user_id"].to_numpy())
@@ -67,13 +65,9 @@ def main(argv=None) -> int:
         seg = world.segment_of(truth.products.category[np.full(len(uid), pid)], {k: u[k].to_numpy() for k in ATTRS})
         with torch.no_grad():
             eu = model.user_embedding(torch.from_numpy(attrs))
-            eut = torch.from_numpy(emb(attrs, np.full(len(uid), pid)))
-            patches, pmask = bank.images(creatives.loc[creatives.product_id == pid, "creative_id"].to_numpy())
-            v = model._image(torch.from_numpy(patches))
-            prof = torch.stack([model.h_u(model.ca_image(eut, v[c:c + 1].expand(len(uid), -1, -1),
-                                                         torch.from_numpy(pmask[c:c + 1]).expand(len(uid), -1)))[:, 0]
-                                for c in range(len(v))], 1)
-            prof = prof - prof.mean(1, keepdim=True)
+            eut = emb(attrs, np.full(len(uid), pid))
+            prof = torch.from_numpy(emb.profile(eut, np.full(len(uid), pid)))  # zero padding: no effect on K-Means
+            eut = torch.from_numpy(eut)
         row = {"product_id": pid, "category": world.CATEGORY_NAMES[truth.products.category[pid]], "users": len(uid)}
         for name, x in {"eut": eut, "eu": eu, "delta": eut - eu, "profile": prof}.items():
             x = x.numpy()
