@@ -49,8 +49,7 @@ def _interaction_rows(n, seed):
     return (attrs, title, tmask, patch, pmask), (gender == style).float()
 
 
-@pytest.mark.parametrize("rung,learns", [("full", True), ("I+U+T+UT", False)])
-def test_only_the_creative_aware_user_learns_a_user_x_creative_interaction(rung, learns):
+def _trained_on_interaction(rung: str) -> PAAG:
     torch.manual_seed(0)
     model = PAAG(dataclasses.replace(TINY_MODEL, rung=rung, dropout=0.0))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -60,6 +59,12 @@ def test_only_the_creative_aware_user_learns_a_user_x_creative_interaction(rung,
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return model
+
+
+@pytest.mark.parametrize("rung,learns", [("full", True), ("I+U+T+UT", False)])
+def test_only_the_creative_aware_user_learns_a_user_x_creative_interaction(rung, learns):
+    model = _trained_on_interaction(rung)
     x, y = _interaction_rows(2048, seed=10_000)
     with torch.no_grad():
         score = auroc(model(*x).numpy(), y.numpy())
@@ -73,15 +78,7 @@ def test_preference_profiles_group_users_by_the_creative_they_prefer():
     creatives (one per style) finds the genders; the regroup clusters these profiles."""
     from sklearn.metrics import adjusted_rand_score
     from osmf_core.grouping import ClusterConfig, cluster_products
-    torch.manual_seed(0)
-    model = PAAG(dataclasses.replace(TINY_MODEL, dropout=0.0))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(300):
-        x, y = _interaction_rows(256, seed=step)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(*x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    model = _trained_on_interaction("full")
     (attrs, title, tmask, patch, pmask), _ = _interaction_rows(600, seed=20_000)
     creatives = patch[:2].clone()
     creatives[0, :, 0], creatives[1, :, 0] = -1.0, 1.0  # style bit 0 and 1
