@@ -4,11 +4,12 @@ group features, and the GAIP tables (paper section 3.2 eq. 5-6, Algorithm 1, sec
   1. viewers      distinct (product, user) of the log window with the user's attributes; products with
                   fewer than `min_users` viewers are counted and skipped
   2. embed        e_u|t in a mapInPandas: the trained PAAG is loaded once per Python worker and run on
-                  Arrow batches; with cluster_on = "profile" also each viewer's preference profile over
-                  the product's creatives (PAAGEmbedder.profile)
-  3. cluster      applyInPandas over buckets of products (a hash of the product id): each call clusters
-                  all its products together (osmf_core.grouping), merges small groups and computes the
-                  group features; it returns user rows and group rows in one tagged frame
+                  Arrow batches
+  3. cluster      applyInPandas over buckets of products (a hash of the product id): each call computes
+                  the viewers' preference profiles when cluster_on = "profile" (PAAGEmbedder.profile, on
+                  each product's rows in user order, so a rerun computes exactly the same numbers),
+                  clusters all its products together (osmf_core.grouping), merges small groups and
+                  computes the group features; it returns user rows and group rows in one tagged frame
 
 What K-Means clusters (cluster_on):
   eut      e_u|t itself, as the paper does. On the simulated world its largest directions are what every
@@ -177,23 +178,18 @@ def _embedder(model: str, warehouse: str, profiles: bool):
 
 EMBED_SCHEMA = T.StructType([T.StructField("product_id", T.LongType(), False),
                              T.StructField("user_id", T.LongType(), False),
-                             T.StructField("embedding", T.ArrayType(T.FloatType(), False), False),
-                             T.StructField("profile", T.ArrayType(T.FloatType(), False), True)])
+                             T.StructField("embedding", T.ArrayType(T.FloatType(), False), False)])
 
 
-def embed(rows: DataFrame, model: str, warehouse: str, profiles: bool = False) -> DataFrame:
-    """e_u|t of every (product, user) row, batched through the trained model, and with `profiles` the
-    row's preference profile over the product's creatives (null otherwise)."""
+def embed(rows: DataFrame, model: str, warehouse: str) -> DataFrame:
+    """e_u|t of every (product, user) row, batched through the trained model."""
     attrs = list(C.USER_ATTRIBUTES)
 
     def run(frames):
-        emb = _embedder(model, warehouse, profiles)
+        emb = _embedder(model, warehouse, False)
         for pdf in frames:
-            pids = pdf["product_id"].to_numpy()
-            e = emb(pdf[attrs].to_numpy(np.int64), pids)
-            prof = list(emb.profile(e, pids)) if profiles else [None] * len(pdf)
-            yield pd.DataFrame({"product_id": pdf["product_id"], "user_id": pdf["user_id"], "embedding": list(e),
-                                "profile": prof})
+            e = emb(pdf[attrs].to_numpy(np.int64), pdf["product_id"].to_numpy())
+            yield pd.DataFrame({"product_id": pdf["product_id"], "user_id": pdf["user_id"], "embedding": list(e)})
 
     return rows.mapInPandas(run, EMBED_SCHEMA)
 
@@ -219,18 +215,18 @@ def _stack(col: pd.Series) -> np.ndarray:
     return np.stack(col.to_numpy()).astype(np.float32) if len(col) else np.zeros((0, 1), np.float32)
 
 
-def cluster_frame(pdf: pd.DataFrame, cfg: RegroupConfig) -> pd.DataFrame:
-    """Cluster every product in a frame of (product_id, user_id, embedding[, profile]) rows; tagged user and
-    group rows. K-Means runs on the profile where the rows have one, else on the embedding (e_u|t); the
-    group features are always in embedding space."""
+def cluster_frame(pdf: pd.DataFrame, cfg: RegroupConfig, profile=None) -> pd.DataFrame:
+    """Cluster every product in a frame of (product_id, user_id, embedding) rows; tagged user and group rows.
+    K-Means runs on profile(embedding, product_ids) of the rows sorted by (product, user) when a profile
+    function is given (PAAGEmbedder.profile), else on the embedding (e_u|t); the group features are always
+    in embedding space."""
     import torch
     torch.set_num_threads(1)  # one task per core, and the same arithmetic on any executor
     pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
     pids, starts = np.unique(pdf["product_id"].to_numpy(), return_index=True)
     bounds = list(starts) + [len(pdf)]
     emb = _stack(pdf["embedding"])
-    on_profile = "profile" in pdf and len(pdf) > 0 and pdf["profile"].notna().all()
-    space = _stack(pdf["profile"]) if on_profile else emb
+    space = profile(emb, pdf["product_id"].to_numpy()) if profile is not None and len(pdf) else emb
     uid = pdf["user_id"].to_numpy()
     spans = list(zip(bounds[:-1], bounds[1:]))
     xs = [space[lo:hi] for lo, hi in spans]
@@ -265,12 +261,16 @@ def _silhouette_after_merge(x, labels, cfg: RegroupConfig) -> float:
     return silhouette(x, labels, None if len(x) <= cfg.exact_max else cfg.sample_size, cfg.seed)
 
 
-def cluster(embedded: DataFrame, cfg: RegroupConfig, total_rows: int) -> DataFrame:
+def cluster(embedded: DataFrame, cfg: RegroupConfig, total_rows: int, warehouse: str) -> DataFrame:
     """Products hashed into buckets of about `rows_per_call` rows; one applyInPandas call per bucket."""
     buckets = max(1, -(-total_rows // cfg.rows_per_call))
     keyed = embedded.withColumn("bucket", F.pmod(F.xxhash64("product_id", F.lit(cfg.seed)), F.lit(buckets)))
-    return (keyed.groupBy("bucket")
-            .applyInPandas(lambda pdf: cluster_frame(pdf.drop(columns="bucket"), cfg), CLUSTER_SCHEMA))
+
+    def run(pdf):
+        profile = _embedder(cfg.model, warehouse, True).profile if cfg.cluster_on == "profile" else None
+        return cluster_frame(pdf.drop(columns="bucket"), cfg, profile)
+
+    return keyed.groupBy("bucket").applyInPandas(run, CLUSTER_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------- step 4
@@ -310,7 +310,7 @@ def run(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> d
     log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
         f"{n_rows:,} (product, user) rows")
     t_embed = time.perf_counter()
-    result = cluster(embed(rows, cfg.model, warehouse, cfg.cluster_on == "profile"), cfg, n_rows).persist()
+    result = cluster(embed(rows, cfg.model, warehouse), cfg, n_rows, warehouse).persist()
     n_result = result.count()  # runs embedding and clustering once
     t_cluster = time.perf_counter()
     date = F.lit(end).cast("date")

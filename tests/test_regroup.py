@@ -128,7 +128,8 @@ def _version(spark, wh, t):
 @pytest.mark.parametrize("with_profile", [True, False])
 def test_the_clustered_space_is_the_profile_and_group_features_stay_in_e_u_t_space(with_profile):
     """Rows whose e_u|t splits one way and whose preference profile splits another: the groups follow the
-    profile when the rows have one (cluster_on = profile), e_u|t otherwise; centroids are e_u|t means."""
+    profile when there is one (cluster_on = profile), e_u|t otherwise; centroids are e_u|t means. The
+    profile is computed on the rows in (product, user) order whatever order they arrive in."""
     import pandas as pd
     from sklearn.metrics import adjusted_rand_score
     from osmf_core.regroup import RegroupConfig, cluster_frame
@@ -137,9 +138,14 @@ def test_the_clustered_space_is_the_profile_and_group_features_stay_in_e_u_t_spa
     by_eut, by_profile = np.arange(n) // 100, np.arange(n) % 2
     eut = (by_eut[:, None] * 6.0 + rng.normal(size=(n, 8))).astype(np.float32)
     profile = (by_profile[:, None] * 6.0 + rng.normal(size=(n, 3))).astype(np.float32)
-    pdf = pd.DataFrame({"product_id": 7, "user_id": np.arange(n), "embedding": list(eut),
-                        "profile": list(profile) if with_profile else [None] * n})
-    out = cluster_frame(pdf, RegroupConfig(**CFG))
+    pdf = pd.DataFrame({"product_id": 7, "user_id": np.arange(n), "embedding": list(eut)})
+
+    def profile_of(e, pids):  # rows come sorted by (product, user): here, user id order
+        np.testing.assert_array_equal(e, eut)
+        return profile
+
+    out = cluster_frame(pdf.sample(frac=1.0, random_state=0), RegroupConfig(**CFG),
+                        profile_of if with_profile else None)
     users = out[out["kind"] == "user"].sort_values("user_id")
     labels = users["group_id"].to_numpy(int)
     assert adjusted_rand_score(by_profile if with_profile else by_eut, labels) == 1.0
