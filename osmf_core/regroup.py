@@ -181,12 +181,13 @@ EMBED_SCHEMA = T.StructType([T.StructField("product_id", T.LongType(), False),
                              T.StructField("embedding", T.ArrayType(T.FloatType(), False), False)])
 
 
-def embed(rows: DataFrame, model: str, warehouse: str) -> DataFrame:
-    """e_u|t of every (product, user) row, batched through the trained model."""
+def embed(rows: DataFrame, model: str, warehouse: str, profiles: bool = False) -> DataFrame:
+    """e_u|t of every (product, user) row, batched through the trained model. `profiles`: load the embedder
+    that the clustering step will use for profiles too, so a worker loads the model once, not twice."""
     attrs = list(C.USER_ATTRIBUTES)
 
     def run(frames):
-        emb = _embedder(model, warehouse, False)
+        emb = _embedder(model, warehouse, profiles)
         for pdf in frames:
             e = emb(pdf[attrs].to_numpy(np.int64), pdf["product_id"].to_numpy())
             yield pd.DataFrame({"product_id": pdf["product_id"], "user_id": pdf["user_id"], "embedding": list(e)})
@@ -211,10 +212,6 @@ CLUSTER_SCHEMA = T.StructType([
 ])
 
 
-def _stack(col: pd.Series) -> np.ndarray:
-    return np.stack(col.to_numpy()).astype(np.float32) if len(col) else np.zeros((0, 1), np.float32)
-
-
 def cluster_frame(pdf: pd.DataFrame, cfg: RegroupConfig, profile=None) -> pd.DataFrame:
     """Cluster every product in a frame of (product_id, user_id, embedding) rows; tagged user and group rows.
     K-Means runs on profile(embedding, product_ids) of the rows sorted by (product, user) when a profile
@@ -225,7 +222,7 @@ def cluster_frame(pdf: pd.DataFrame, cfg: RegroupConfig, profile=None) -> pd.Dat
     pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
     pids, starts = np.unique(pdf["product_id"].to_numpy(), return_index=True)
     bounds = list(starts) + [len(pdf)]
-    emb = _stack(pdf["embedding"])
+    emb = np.stack(pdf["embedding"].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 1), np.float32)
     space = profile(emb, pdf["product_id"].to_numpy()) if profile is not None and len(pdf) else emb
     uid = pdf["user_id"].to_numpy()
     spans = list(zip(bounds[:-1], bounds[1:]))
@@ -310,7 +307,8 @@ def run(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> d
     log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
         f"{n_rows:,} (product, user) rows")
     t_embed = time.perf_counter()
-    result = cluster(embed(rows, cfg.model, warehouse), cfg, n_rows, warehouse).persist()
+    profiles = cfg.cluster_on == "profile"
+    result = cluster(embed(rows, cfg.model, warehouse, profiles), cfg, n_rows, warehouse).persist()
     n_result = result.count()  # runs embedding and clustering once
     t_cluster = time.perf_counter()
     date = F.lit(end).cast("date")
