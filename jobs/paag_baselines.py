@@ -14,6 +14,9 @@
                              attributes: what a model that must find the segments' attribute could reach if it
                              saw every creative's style perfectly (needs the truth); by share of training users
                              (`crosses_attributes_by_users`), to show what more data buys
+  rung_reference             the true click logit restricted to the terms each rung can represent
+                             (`Truth.rung_logits`), and "UT by category": the user × product term kept at
+                             the level of the category, without telling a category's products apart
 
 Writes reports/paag_baselines.json.
 """
@@ -97,6 +100,7 @@ def main(argv=None) -> int:
         "creative_ctr": auroc(creative, y),
         "creative_ctr_x_propensity": auroc(creative * propensity, y),
         "creative_x_segment_ctr": auroc(_rate(train, test, ["creative_id", "segment"], prior=20) * propensity, y),
+        "rung_reference": {r: auroc(v, y) for r, v in truth.rung_logits(test, test["creative_id"].to_numpy()).items()},
     }
     bank = FeatureBank.load(args.warehouse, TrainConfig.text_encoder, TrainConfig.image_encoder)
     x = bank.patches.mean(1)

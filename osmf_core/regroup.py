@@ -139,6 +139,12 @@ def validate(spark: SparkSession, cfg: RegroupConfig, warehouse: str) -> tuple[d
     """Check what the job needs before any work; the (start, end) of its log window. ConfigError if not."""
     if "://" not in cfg.model and not Path(cfg.model).is_file():
         raise ConfigError(f"--model {cfg.model} does not exist: train PAAG first (make train-paag)")
+    if cfg.cluster_on == "profile" and "://" not in cfg.model:  # a remote model is checked where it loads
+        from osmf_core.training.paag import load_model
+        rung = load_model(cfg.model)[0].cfg.rung
+        if rung != "full":
+            raise ConfigError(f"--model {cfg.model} is the PAAG rung {rung!r}: --cluster-on profile needs the full "
+                              "model (e_u|c); train the full rung or pass --cluster-on eut")
     require_tables(NEEDED, warehouse, spark)
     first, last = read_table(spark, C.IMPRESSIONS, warehouse).agg(F.min("event_date"), F.max("event_date")).first()
     if last is None:

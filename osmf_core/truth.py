@@ -52,6 +52,63 @@ class Truth:
         return world.click_probability(self.spec, _arrays(users), self.products.category[pid],
                                        self.products.bias[pid], self.products.creative_style(creative_ids))
 
+    def rung_logits(self, users, creative_ids) -> dict[str, np.ndarray]:
+        """The true click logit of each (user row, creative) pair restricted to what each PAAG rung can
+        represent, the terms it cannot replaced by their mean (a two-way decomposition of the style term).
+
+        The true logit is B(c) + P(u) + S(category, segment(u), style(c)): creative and product bias,
+        the user's propensity, and the segment's taste for the style. With segment shares w_s measured on
+        these rows and the product's creatives equally likely (as the simulator shows them):
+          I          B(c) + S̄(c)                              S̄(c) = Σ_s w_s S(s, c)
+          I+U        B(c) + S̄(c) + P(u)                       (I+U+T: the same; the title adds no term)
+          I+U+T+UT   I+U + S_p(seg(u)) - Σ_s w_s S_p(s)        S_p(s) = mean of S(s, c') over the product's c'
+          full       the true logit
+        The UT term is all a user × product interaction without the creative can hold in this world;
+        "UT by category" keeps only its mean over the rows of each (category, segment), the part a model
+        can learn from the category alone, without telling the products of a category apart.
+        """
+        u = _arrays(users)
+        creative_ids = np.asarray(creative_ids)
+        pid = creative_ids // world.CREATIVE_STRIDE
+        cat = self.products.category[pid]
+        seg = world.segment_of(cat, u)
+        n_seg = self.spec.n_segments
+        shares = np.zeros((len(n_seg), int(n_seg.max())))  # w_s per category, from these rows
+        np.add.at(shares, (cat, seg), 1.0)
+        shares /= np.maximum(shares.sum(1, keepdims=True), 1.0)
+        style = self.products.creative_style(creative_ids)
+        # S of every row's creative for every segment of its category, and S_p: the mean over its product
+        s_all = np.stack([self._utility(cat, s, style) for s in range(shares.shape[1])], axis=1)
+        s_prod = np.zeros((len(self.products.category), shares.shape[1]))
+        for p in np.unique(pid):
+            k = int(self.products.n_creatives[p])
+            styles = self.products.styles[p, :k].astype(np.int64)
+            s_prod[p] = [self._utility(np.full(k, self.products.category[p]), s, styles).mean()
+                         for s in range(shares.shape[1])]
+        w = shares[cat]
+        rows = np.arange(len(pid))
+        b = self.spec.base_logit + self.spec.category_bias[cat] + self.products.bias[pid] + (w * s_all).sum(1)
+        i_u = b + world.user_propensity(u)
+        ut = s_prod[pid, seg] - (w * s_prod[pid]).sum(1)
+        cell = cat * shares.shape[1] + seg
+        ut_sum, ut_n = np.zeros(shares.size), np.zeros(shares.size)
+        np.add.at(ut_sum, cell, ut)
+        np.add.at(ut_n, cell, 1.0)
+        return {
+            "I": b,
+            "I+U": i_u,
+            "I+U+T": i_u,
+            "I+U+T+UT": i_u + ut,
+            "full": i_u - (w * s_all).sum(1) + s_all[rows, seg],
+            "UT by category": i_u + (ut_sum / np.maximum(ut_n, 1.0))[cell],
+        }
+
+    def _utility(self, category: np.ndarray, segment: int, style: np.ndarray) -> np.ndarray:
+        """S(category, segment, style) per row; 0 where the category has fewer segments."""
+        valid = segment < self.spec.n_segments[category]
+        seg = np.where(valid, segment, 0)
+        return np.where(valid, world.style_utility(self.spec, category, seg, style), 0.0)
+
     def creative_style(self, creative_ids) -> np.ndarray:
         return self.products.creative_style(np.asarray(creative_ids))
 

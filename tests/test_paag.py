@@ -266,3 +266,16 @@ def test_a_corrupt_checkpoint_is_skipped_with_a_message(paag_wh, tmp_path, capsy
     assert "skipping checkpoint step9: newer than `latest`" in err
     assert "skipping checkpoint step6: mp_rank_00_model_states.pt does not load" in err
     assert resumed["resumed_from"] == 3 and resumed["step"] == 8
+
+
+def test_the_ablation_reuses_a_model_only_when_it_was_trained_as_asked(tmp_path):
+    from jobs.paag_ablation import _trained_as
+    from osmf_core.training.paag import save_model
+    cfg = TrainConfig(model=TINY_MODEL, out_dir=str(tmp_path), seed=3)
+    path = tmp_path / MODEL_FILE
+    assert not _trained_as(path, cfg)
+    save_model(PAAG(cfg.model), cfg, path)
+    assert _trained_as(path, cfg)
+    assert not _trained_as(path, dataclasses.replace(cfg, epochs=cfg.epochs + 1))
+    assert not _trained_as(path, dataclasses.replace(cfg, seed=4))
+    assert not _trained_as(path, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, rung="I")))

@@ -103,13 +103,15 @@ def test_a_rerun_of_the_same_date_replaces_its_rows(spark, regrouped):
     (["--run-date", "2099-01-01"], "is after the last day of raw.impressions"),
     (["--run-date", "2000-01-01"], "empty window 1999-12-26..2000-01-01"),
     (["--model", "no/such/model.pt"], "--model no/such/model.pt does not exist"),
+    (["--model", "RUNG_UT"], "is the PAAG rung 'I+U+T+UT': --cluster-on profile needs the full model"),
     (["--warehouse", "EMPTY"], "raw.impressions: no Delta table at"),
     (["--conf", "spark.x"], "--conf takes KEY=VALUE"),
 ])
 def test_a_bad_configuration_stops_in_one_line_before_any_work(spark, paag_wh, paag_model, tmp_path, capsys,
                                                               flags, message):
     from jobs.regroup import main
-    flags = [str(tmp_path) if f == "EMPTY" else f for f in flags]
+    flags = [str(tmp_path) if f == "EMPTY" else _rung_model(paag_model, tmp_path) if f == "RUNG_UT" else f
+             for f in flags]
     base = ["--warehouse", paag_wh, "--model", paag_model, "--master", "local[2]", "--window-days", "7"]
     versions = {t.fqn: _version(spark, paag_wh, t) for t in (C.GROUPS, C.USER_GROUPS, C.METRICS)}
     capsys.readouterr()
@@ -117,6 +119,17 @@ def test_a_bad_configuration_stops_in_one_line_before_any_work(spark, paag_wh, p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("regroup: ") and message in err, err
     assert versions == {t.fqn: _version(spark, paag_wh, t) for t in (C.GROUPS, C.USER_GROUPS, C.METRICS)}
+
+
+def _rung_model(path, tmp_path) -> str:
+    """A saved PAAG like `path` but of the rung without e_u|c."""
+    import torch
+    from osmf_core.models.paag import PAAG, PAAGConfig
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = PAAG(PAAGConfig(**{**blob["model"], "rung": "I+U+T+UT"}))
+    out = tmp_path / "ut.pt"
+    torch.save({**blob, "model": model.cfg.to_dict(), "state_dict": model.state_dict()}, out)
+    return str(out)
 
 
 def _version(spark, wh, t):

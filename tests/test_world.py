@@ -128,3 +128,28 @@ def test_the_style_is_visible_in_pixels():
     np.testing.assert_allclose(img[mask == 0], warm[mask == 0])
     back = images.from_png(images.to_png(img))
     assert back.shape == (32, 32, 3) and np.abs(back - np.rint(img)).max() <= 1
+
+
+def test_rung_logits_split_the_true_logit_into_what_each_rung_can_represent():
+    truth = Truth(seed=5, n_products=14)
+    users = world.sample_users(5, 0, 3_000)
+    rng = np.random.default_rng(0)
+    pid = 0  # one product: its own rows alone set the segment shares
+    creatives = pid * world.CREATIVE_STRIDE + rng.integers(0, truth.products.n_creatives[pid], 3_000)
+    ref = truth.rung_logits(users, creatives)
+    cat = np.full(3_000, truth.products.category[pid])
+    np.testing.assert_allclose(ref["full"], world.click_logit(
+        truth.spec, users, cat, np.full(3_000, truth.products.bias[pid]), truth.creative_style(creatives)))
+    np.testing.assert_allclose(ref["I+U"] - ref["I"], world.user_propensity(users))
+    np.testing.assert_array_equal(ref["I+U+T"], ref["I+U"])
+    ut = ref["I+U+T+UT"] - ref["I+U"]  # the segment's mean taste for the product's creatives, centred
+    seg = truth.segment(pid, users)
+    assert abs(ut.mean()) < 1e-12 and len(np.unique(ut.round(12))) == len(np.unique(seg)) == 2
+    assert ut[seg == 0][0] != ut[seg == 1][0]
+    # one product per category: its UT term is all category level
+    np.testing.assert_allclose(ref["UT by category"], ref["I+U+T+UT"])
+    # a product whose creatives all share one style: the segment's mean over them is its taste for each
+    truth.products.styles[pid, :, :] = truth.products.styles[pid, 0]
+    same = truth.rung_logits(users, creatives)
+    np.testing.assert_allclose(same["I+U+T+UT"], same["full"])
+    assert not np.allclose(same["I+U"], same["full"])

@@ -119,9 +119,17 @@ def click_rate(warehouse: str) -> float:
     return min(max(k / max(n, 1), 1e-4), 1 - 1e-4)
 
 
+TRAINING_FIELDS = ("warehouse", "epochs", "batch_size", "lr", "neg_rate", "max_steps", "seed")
+
+
+def training_settings(cfg: TrainConfig) -> dict:
+    """What, beside the model's configuration, decides the weights a run ends with (saved with them)."""
+    return {f: getattr(cfg, f) for f in TRAINING_FIELDS}
+
+
 def save_model(model: PAAG, cfg: TrainConfig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "model": model.cfg.to_dict(),
+    torch.save({"state_dict": model.state_dict(), "model": model.cfg.to_dict(), "training": training_settings(cfg),
                 "text_encoder": cfg.text_encoder, "image_encoder": cfg.image_encoder}, path)
 
 
