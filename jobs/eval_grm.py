@@ -10,6 +10,10 @@ The "style_codes" rows are a reference ceiling, not a model variant: a logistic 
 what only the simulator knows -- the style codes (scene, palette, lighting, mood) of both creatives
 (Truth.creative_style) -- crossed with the product's category and the group's features (style_codes) or
 with the category alone (style_codes_no_group), trained on the train pairs and scored on the test pairs.
+The "true_order" rows predict with the simulator's expected CTRs: within the pair's group
+(true_order_group: on the observed labels, how often the log's CTR order is right) and over all the
+product's viewers (true_order_product: the best any reward model without the group can do; on true labels,
+1 minus it is the most the group token can add).
 """
 from __future__ import annotations
 
@@ -39,19 +43,44 @@ VARIANTS = {  # name: (use_group, n_points); points_10 is the full GRM (10 point
 }
 
 
-def true_labels(warehouse: str, run_date: str, scores: dict) -> np.ndarray:
-    """1 where creative_a has the higher expected CTR over the users of the pair's group (simulator truth)."""
+def pair_ctrs(warehouse: str, run_date: str, pairs: dict, by_group: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The simulator's expected CTR of each pair's two creatives over the users of the pair's group, or with
+    by_group=False over all the viewers of its product (every group of the product together)."""
     truth = Truth.from_warehouse(warehouse)
-    members = audiences(warehouse, run_date, np.unique(scores["product_id"]))
+    members = audiences(warehouse, run_date, np.unique(pairs["product_id"]))
+    who = {k: g for k, g in members.groupby(["product_id", "group_id"] if by_group else "product_id")}
     cache: dict = {}
 
     def ctr(pid: int, gid: int, cid: int) -> float:
-        if (gid, cid) not in cache:
-            who = members[(members["product_id"] == pid) & (members["group_id"] == gid)]
-            cache[(gid, cid)] = truth.expected_ctr(truth.creative_style([cid])[0], pid, who)
-        return cache[(gid, cid)]
-    return np.array([ctr(p, g, a) > ctr(p, g, b) for p, g, a, b in
-                     zip(scores["product_id"], scores["group_id"], scores["creative_a"], scores["creative_b"])], dtype=int)
+        key = (pid, gid, cid) if by_group else (pid, cid)
+        if key not in cache:
+            cache[key] = truth.expected_ctr(truth.creative_style([cid])[0], pid, who[key[:-1] if by_group else pid])
+        return cache[key]
+    rows = list(zip(pairs["product_id"], pairs["group_id"], pairs["creative_a"], pairs["creative_b"]))
+    return (np.array([ctr(p, g, a) for p, g, a, _ in rows]), np.array([ctr(p, g, b) for p, g, _, b in rows]))
+
+
+def true_labels(warehouse: str, run_date: str, scores: dict, by_group: bool = True) -> np.ndarray:
+    """1 where creative_a has the higher expected CTR over the users of the pair's group (simulator truth);
+    by_group=False: over all the viewers of the pair's product, the order a group-agnostic model can know."""
+    a, b = pair_ctrs(warehouse, run_date, scores, by_group)
+    return (a > b).astype(int)
+
+
+def true_order_reference(warehouse: str, run_date: str) -> dict[str, dict]:
+    """Pair accuracy of the true order itself on the test pairs: within the group (`true_order_group`: how often
+    the observed labels are right) and over the product's viewers (`true_order_product`: the best a reward
+    model without the group can do, so the most a group token can add is the difference on true labels)."""
+    pairs = read_pairs(warehouse, run_date, "test")
+    truth_group = true_labels(warehouse, run_date, pairs)
+    key = pairs["product_id"] * 1000 + pairs["group_id"]
+    out = {}
+    for name, order in (("true_order_group", truth_group),
+                        ("true_order_product", true_labels(warehouse, run_date, pairs, by_group=False))):
+        p = order.astype(float)
+        out[name] = {"pair_accuracy": round(pair_metrics(p, 1 - p, pairs["label"], key)["pair_accuracy"], 4),
+                     "pair_accuracy_true": round(pair_metrics(p, 1 - p, truth_group, key)["pair_accuracy"], 4)}
+    return out
 
 
 def read_pairs(warehouse: str, run_date: str, split: str) -> dict:
@@ -174,6 +203,7 @@ def main(argv=None) -> int:
             report["reference"][ref] = {"pair_accuracy": round(obs["pair_accuracy"], 4),
                                         "pair_accuracy_true": round(tru["pair_accuracy"], 4),
                                         "symmetry_error": round(obs["symmetry_error"], 6)}
+        report["reference"].update(true_order_reference(args.warehouse, run_date))
     report.update(seeds=args.seeds, run_date=str(run_date), test_pairs=results[names[0]][0]["observed"]["pairs"],
                   epochs=args.epochs, lr=args.lr, head_lr=args.head_lr or args.lr, train_vision=args.train_vision,
                   train_lm=args.train_lm,
@@ -184,8 +214,9 @@ def main(argv=None) -> int:
         print(f"{n:10s} {report['pair_accuracy'][n]:.4f} ± {report['pair_accuracy_std'][n]:.4f}"
               f"   {report['pair_accuracy_true'][n]:.4f} ± {report['pair_accuracy_true_std'][n]:.4f}")
     for ref, r in report.get("reference", {}).items():
+        what = "the true expected-CTR order" if ref.startswith("true_order") else "reads simulator style codes"
         print(f"{ref:10s} {r['pair_accuracy']:.4f}            {r['pair_accuracy_true']:.4f}"
-              "            (reference ceiling: reads simulator style codes, not a model)")
+              f"            (reference ceiling: {what}, not a model)")
     if "grm" in names:
         print(f"worst group (>= 5 pairs) {report['worst_group_accuracy']:.4f}; symmetry error {report['symmetry_error']:.4f}"
               f" -> {args.report}")

@@ -330,3 +330,23 @@ def test_grm_training_killed_mid_run_resumes_and_ends_like_an_unbroken_run(tiny_
     a, b = GRM.load(tmp_path / "whole" / MODEL_SUBDIR), GRM.load(tmp_path / "broken" / MODEL_SUBDIR)
     for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(p, q, atol=1e-6), n
+
+
+def test_the_product_level_true_order_weighs_the_groups_by_size(instructions_wh):
+    """Over all the product's viewers a creative's expected CTR is the size-weighted mean of its groups'."""
+    from jobs.eval_grm import pair_ctrs, read_pairs, true_labels
+    from osmf_core.online import audiences
+    wh, built = instructions_wh
+    run_date = built["run_date"]
+    pairs = read_pairs(wh, run_date, "train")
+    pid, a, b = int(pairs["product_id"][0]), int(pairs["creative_a"][0]), int(pairs["creative_b"][0])
+    sizes = audiences(wh, run_date, [pid]).groupby("group_id").size()
+    assert len(sizes) >= 2
+    per_group = {k: np.full(len(sizes), v) for k, v in (("product_id", pid), ("creative_a", a), ("creative_b", b))}
+    ga, gb = pair_ctrs(wh, run_date, {**per_group, "group_id": sizes.index.to_numpy()})
+    one = {k: v[:1] for k, v in per_group.items()} | {"group_id": sizes.index.to_numpy()[:1]}
+    pa, pb = pair_ctrs(wh, run_date, one, by_group=False)
+    w = sizes.to_numpy() / sizes.sum()
+    np.testing.assert_allclose([pa[0], pb[0]], [(w * ga).sum(), (w * gb).sum()], rtol=1e-9)
+    assert true_labels(wh, run_date, one, by_group=False)[0] == int(pa[0] > pb[0])
+    assert not np.allclose(ga, ga[0])  # the groups differ, so the weighting is what is tested
