@@ -11,7 +11,8 @@ same restarts, and one core (torch and BLAS threads = 1; Spark local[1]), so row
                 small subset: every fit is a Spark job
 
 Also: the share of products where osmf and the scikit-learn loop choose the same K*, beside its noise
-floor (scikit-learn against itself with other seeds, osmf against itself) and by product size; a scaling curve of
+floor (scikit-learn against itself with other seeds, osmf against itself), by product size and weighted by
+rows, and how often each method finds the number of groups a product was drawn from; a scaling curve of
 osmf over three mixes 10x apart, each run in a fresh process that clusters the mix chunk by chunk as the
 Spark job does (its peak memory shows whether memory grows with the number of products); the error of
 the sampled silhouette against the exact value; and the whole job's rows/s from gaip.metrics.
@@ -55,10 +56,12 @@ def product(rng: np.random.Generator, n: int) -> tuple[np.ndarray, int]:
     return (centers[labels] + rng.normal(scale=1.0, size=(n, D))).astype(np.float32), k
 
 
-def mix(seed: int, total_rows: int):
+def mix(seed: int, total_rows: int, with_k: bool = False):
+    """The products of one mix: each its embeddings, or (embeddings, the number of groups it was drawn from)."""
     rng = np.random.default_rng(seed)
     for n in product_sizes(rng, total_rows):
-        yield product(rng, n)[0]
+        x, k = product(rng, n)
+        yield (x, k) if with_k else x
 
 
 def sklearn_loop(xs, cfg, seed_offset: int = 0) -> list[int]:
@@ -182,7 +185,7 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
     torch.set_num_threads(1)
     cfg = ClusterConfig(seed=args.seed, restarts=args.restarts)
-    xs = list(mix(args.seed, args.rows))
+    xs, true_k = map(list, zip(*mix(args.seed, args.rows, with_k=True)))
     rows = sum(len(x) for x in xs)
     print(f"mix: {len(xs)} products, {rows:,} rows, sizes {min(map(len, xs))}..{max(map(len, xs))}")
     t = time.perf_counter()
@@ -202,18 +205,30 @@ def main(argv=None) -> int:
     ours_again = cluster_products(xs, ClusterConfig(seed=args.seed + 1, restarts=args.restarts))
     osmf_self = float(np.mean([a.k_star == b.k_star for a, b in zip(ours, ours_again)]))
     sizes = np.array([len(x) for x in xs])
+    k_osmf, k_sk, k_sk2 = np.array([r.k_star for r in ours]), np.array(theirs), np.array(theirs_again)
+    # per row: the share of (product, user) rows whose product got the same K*, as the job's rows see it
+    by_rows = {"osmf_vs_sklearn": float(np.average(k_osmf == k_sk, weights=sizes)),
+               "sklearn_vs_itself": float(np.average(k_sk == k_sk2, weights=sizes))}
+    # the K each product was drawn with: how often either method finds it
+    generating = {"osmf": float(np.mean(k_osmf == np.array(true_k))), "sklearn_loop": float(np.mean(k_sk == np.array(true_k)))}
     by_size = {}
     for lo, hi in ((10, 30), (31, 100), (101, 1000), (1001, 100_000)):
         m = (sizes >= lo) & (sizes <= hi)
         if m.any():
             by_size[f"{lo}-{hi}"] = {"products": int(m.sum()),
                                      "osmf_vs_sklearn": float(np.mean([ours[i].k_star == theirs[i] for i in np.flatnonzero(m)])),
-                                     "sklearn_vs_sklearn": float(np.mean([theirs[i] == theirs_again[i] for i in np.flatnonzero(m)]))}
+                                     "sklearn_vs_sklearn": float(np.mean([theirs[i] == theirs_again[i] for i in np.flatnonzero(m)])),
+                                     "osmf_finds_generating_k": float(np.mean(k_osmf[m] == np.array(true_k)[m])),
+                                     "sklearn_finds_generating_k": float(np.mean(k_sk[m] == np.array(true_k)[m]))}
     print(f"K* agreement  osmf vs sklearn {agree:.1%}; sklearn vs itself (other seeds) {sk_self:.1%}; "
           f"osmf vs itself {osmf_self:.1%}")
+    print(f"  by rows: osmf vs sklearn {by_rows['osmf_vs_sklearn']:.1%}, sklearn vs itself "
+          f"{by_rows['sklearn_vs_itself']:.1%}; the generating K found by osmf {generating['osmf']:.1%}, "
+          f"by sklearn {generating['sklearn_loop']:.1%}")
     for band, v in by_size.items():
         print(f"  users {band:>12}: {v['products']:>4} products, osmf vs sklearn {v['osmf_vs_sklearn']:.1%}, "
-              f"sklearn vs itself {v['sklearn_vs_sklearn']:.1%}")
+              f"sklearn vs itself {v['sklearn_vs_sklearn']:.1%}, generating K osmf "
+              f"{v['osmf_finds_generating_k']:.1%} sklearn {v['sklearn_finds_generating_k']:.1%}")
     rng = np.random.default_rng(args.seed + 1)
     subset = [xs[i] for i in rng.choice(len(xs), min(args.mllib_products, len(xs)), replace=False)]
     ml_s = mllib(subset, cfg)
@@ -239,6 +254,8 @@ def main(argv=None) -> int:
         "kstar_agreement_sklearn_vs_itself": sk_self,
         "kstar_agreement_osmf_vs_itself": osmf_self,
         "kstar_agreement_by_users": by_size,
+        "kstar_agreement_by_rows": by_rows,
+        "kstar_finds_generating_k": generating,
         "scaling": scaling,
         "sampled_silhouette_error": {"max": max(e["abs_error"] for e in errors),
                                      "mean": float(np.mean([e["abs_error"] for e in errors])),
