@@ -83,6 +83,45 @@ def true_order_reference(warehouse: str, run_date: str) -> dict[str, dict]:
     return out
 
 
+def vision_probe(warehouse: str, gmllm: str, folds: int = 3, thumb: int = 16) -> dict[str, dict]:
+    """How much of each style dimension a linear model reads, per creative, from what the reward model sees
+    of it (the G-MLLM's projected image features: averaged over the patches, as the GRM's "bilinear" pooling
+    reads them, and side by side, as the language model and the "patches" pooling read them) and from the
+    pixels themselves (thumb x thumb RGB thumbnails): cross-validated accuracy of an L2 logistic regression,
+    beside the majority share. A dimension the pixels show and the features do not is lost on the way."""
+    import io
+
+    import torch
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from osmf_core.models.gmllm import GroupLlava
+    from osmf_core.training.data import read_frame
+    frame = read_frame(C.CREATIVES, warehouse, ["creative_id", "image"]).sort_values("creative_id")
+    styles = Truth.from_warehouse(warehouse).creative_style(frame["creative_id"].to_numpy())
+    model = GroupLlava.load(gmllm)
+    feats = []
+    with torch.no_grad():
+        for lo in range(0, len(frame), 256):
+            out = model.llava.model.get_image_features(pixel_values=model.pixels(frame["image"].iloc[lo:lo + 256]))
+            feats += [o.float().numpy() for o in out.pooler_output]  # (patches, hidden) per creative
+    feats = np.stack(feats)
+    thumbs = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((thumb, thumb), Image.BILINEAR),
+                                  dtype=np.float32).ravel() / 255.0 for b in frame["image"]])
+    out = {}
+    for j, dim in enumerate(DIMS):
+        y = styles[:, j]
+        row = {"values": len(STYLE_DIMS[dim]), "majority": float(np.bincount(y).max() / len(y))}
+        for name, x in (("gmllm_mean", feats.mean(1)), ("gmllm_patches", feats.reshape(len(feats), -1)),
+                        ("pixels", thumbs)):
+            x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+            cv = StratifiedKFold(folds, shuffle=True, random_state=0)
+            row[name] = float(cross_val_score(LogisticRegression(C=0.1, max_iter=3000), x, y, cv=cv).mean())
+        out[dim] = row
+    return out
+
+
 def read_pairs(warehouse: str, run_date: str, split: str) -> dict:
     """The pairs of a split without their images, as numpy columns."""
     parts = list(read_columns(C.GRM_EXAMPLES, warehouse, PAIR_COLUMNS, {"run_date": run_date, "split": split}))
@@ -126,6 +165,14 @@ def style_code_reference(warehouse: str, run_date: str, use_group: bool = True, 
     return out
 
 
+def _print_probe(probe: dict) -> None:
+    print(f"{'style dimension':16s} {'values':>6s} {'majority':>9s} {'G-MLLM mean':>12s} {'G-MLLM patches':>15s} "
+          f"{'pixels':>7s}")
+    for dim, r in probe.items():
+        print(f"{dim:16s} {r['values']:>6d} {r['majority']:>9.3f} {r['gmllm_mean']:>12.3f} {r['gmllm_patches']:>15.3f} "
+              f"{r['pixels']:>7.3f}")
+
+
 def main(argv=None) -> int:
     d = GRMConfig()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,6 +192,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", default="runs/eval_grm")
     ap.add_argument("--report", default="reports/eval_grm.json")
     ap.add_argument("--no-reference", action="store_true", help="skip the style_codes reference rows")
+    ap.add_argument("--probe-only", action="store_true",
+                    help="only the vision probe: per style dimension, what a linear model reads from the G-MLLM's "
+                         "image features and from the pixels (no reward model is trained)")
     ap.add_argument("--local_rank", type=int, default=0)
     args = ap.parse_args(argv)
     names = args.variants.split(",")
@@ -157,6 +207,11 @@ def main(argv=None) -> int:
         run_date = run_of(C.GRM_EXAMPLES, args.warehouse, args.run_date, needs=AUDIENCE_TABLES)
     except ConfigError as e:
         return config_error("eval_grm", e)
+    if args.probe_only:
+        probe = vision_probe(args.warehouse, args.gmllm)
+        _print_probe(probe)
+        write_report(args.report, {"vision_probe": probe, "run_date": str(run_date)})
+        return 0
     results: dict[str, list[dict]] = {n: [] for n in names}
     labels_true = None
     for seed in range(args.seeds):
@@ -204,6 +259,7 @@ def main(argv=None) -> int:
                                         "pair_accuracy_true": round(tru["pair_accuracy"], 4),
                                         "symmetry_error": round(obs["symmetry_error"], 6)}
         report["reference"].update(true_order_reference(args.warehouse, run_date))
+        report["vision_probe"] = vision_probe(args.warehouse, args.gmllm)
     report.update(seeds=args.seeds, run_date=str(run_date), test_pairs=results[names[0]][0]["observed"]["pairs"],
                   epochs=args.epochs, lr=args.lr, head_lr=args.head_lr or args.lr, train_vision=args.train_vision,
                   train_lm=args.train_lm,
@@ -217,6 +273,8 @@ def main(argv=None) -> int:
         what = "the true expected-CTR order" if ref.startswith("true_order") else "reads simulator style codes"
         print(f"{ref:10s} {r['pair_accuracy']:.4f}            {r['pair_accuracy_true']:.4f}"
               f"            (reference ceiling: {what}, not a model)")
+    if "vision_probe" in report:
+        _print_probe(report["vision_probe"])
     if "grm" in names:
         print(f"worst group (>= 5 pairs) {report['worst_group_accuracy']:.4f}; symmetry error {report['symmetry_error']:.4f}"
               f" -> {args.report}")

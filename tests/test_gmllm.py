@@ -217,7 +217,7 @@ def _pairs(n, seed=0):
             "group_features": np.array([np.ones(11 * TINY.group_dim, np.float32)] * n, dtype=object)}
 
 
-@pytest.mark.parametrize("swap,pooling", [(False, "bilinear"), (True, "bilinear"), (True, "last")])
+@pytest.mark.parametrize("swap,pooling", [(False, "bilinear"), (True, "bilinear"), (True, "last"), (True, "patches")])
 def test_the_bradley_terry_grm_is_symmetric_and_learns_which_image_wins(tiny, swap, pooling):
     from osmf_core.models.gmllm import GRM
     from osmf_core.training.grm import pair_loss, pair_inputs
@@ -276,7 +276,7 @@ def test_score_candidates_without_a_group(tiny):
     assert score_candidates(grm, "Nova", np.zeros(0, np.float32), []).shape == (0,)
 
 
-@pytest.mark.parametrize("pooling", ["last", "bilinear"])
+@pytest.mark.parametrize("pooling", ["last", "bilinear", "patches"])
 def test_grm_save_load_keeps_its_heads(tiny, tmp_path, pooling):
     from osmf_core.models.gmllm import GRM
     from osmf_core.training.grm import score_candidates

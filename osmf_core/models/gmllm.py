@@ -350,9 +350,11 @@ class GRM(nn.Module):
     `n_points` is how many percentile points the group token reads (None: all).
     `pooling` "last": r = w . h_last; "bilinear": r = w . h_last + <S h_image, T h_last>, h_image the mean of
     the image tokens' hidden states (the creative's style), h_last what the instruction's last token read
-    (title, group): a style x taste interaction the head does not have to find inside the LM."""
+    (title, group): a style x taste interaction the head does not have to find inside the LM; "patches": the
+    same with h_image the image tokens' hidden states side by side instead of their mean, so the style
+    projection sees where in the picture a feature is (the layout that tells scene and lighting apart)."""
 
-    POOLINGS = ("last", "bilinear")
+    POOLINGS = ("last", "bilinear", "patches")
 
     def __init__(self, base: GroupLlava, use_group: bool = True, n_points: int | None = None,
                  pooling: str = "bilinear", rank: int = 16):
@@ -363,8 +365,9 @@ class GRM(nn.Module):
         self.head = nn.Linear(base.hidden_size, 1)
         nn.init.zeros_(self.head.weight)  # every pair starts at P = 0.5
         nn.init.zeros_(self.head.bias)
-        if pooling == "bilinear":
-            self.style, self.taste = nn.Linear(base.hidden_size, rank, bias=False), nn.Linear(base.hidden_size, rank)
+        if pooling in ("bilinear", "patches"):
+            width = base.hidden_size * (base.n_image_tokens if pooling == "patches" else 1)
+            self.style, self.taste = nn.Linear(width, rank, bias=False), nn.Linear(base.hidden_size, rank)
             nn.init.zeros_(self.style.weight)  # still P = 0.5 at the start; taste's gradient follows style's
         self.meta = {"use_group": use_group, "n_points": n_points, "form": "bradley_terry", "pooling": pooling,
                      "rank": rank}
@@ -379,6 +382,9 @@ class GRM(nn.Module):
         if self.pooling == "bilinear":
             img = (input_ids == self.base.image_token_id).unsqueeze(-1).to(h.dtype)
             h_image = (h * img).sum(dim=1) / img.sum(dim=1).clamp(min=1)
+            r = r + (self.style(h_image) * self.taste(h_last)).sum(dim=-1)
+        elif self.pooling == "patches":  # one image per row: its n_image_tokens hidden states in order
+            h_image = h[input_ids == self.base.image_token_id].reshape(len(h), -1)
             r = r + (self.style(h_image) * self.taste(h_last)).sum(dim=-1)
         return r
 

@@ -37,7 +37,8 @@ class GRMConfig:
     gmllm: str = "runs/gmllm/model"  # pre-trained G-MLLM (make pretrain-gmllm)
     use_group: bool = True  # False: the group-agnostic reward model (no group token)
     n_points: int = -1  # percentile points the group token reads (-1: all of them)
-    pooling: str = "bilinear"  # GRM head: "last" (linear on the last token) or "bilinear" (image style x last token)
+    pooling: str = "bilinear"  # GRM head: "last" (linear on the last token), "bilinear" (mean image style x last
+    # token) or "patches" (the image tokens side by side x last token); see models.gmllm.GRM
     max_len: int = 128  # tokens per row
     # optimisation
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"
