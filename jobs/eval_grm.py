@@ -52,10 +52,10 @@ def pair_ctrs(warehouse: str, run_date: str, pairs: dict, by_group: bool = True)
     cache: dict = {}
 
     def ctr(pid: int, gid: int, cid: int) -> float:
-        key = (pid, gid, cid) if by_group else (pid, cid)
-        if key not in cache:
-            cache[key] = truth.expected_ctr(truth.creative_style([cid])[0], pid, who[key[:-1] if by_group else pid])
-        return cache[key]
+        audience = (pid, gid) if by_group else pid
+        if (audience, cid) not in cache:
+            cache[(audience, cid)] = truth.expected_ctr(truth.creative_style([cid])[0], pid, who[audience])
+        return cache[(audience, cid)]
     rows = list(zip(pairs["product_id"], pairs["group_id"], pairs["creative_a"], pairs["creative_b"]))
     return (np.array([ctr(p, g, a) for p, g, a, _ in rows]), np.array([ctr(p, g, b) for p, g, _, b in rows]))
 
@@ -67,12 +67,11 @@ def true_labels(warehouse: str, run_date: str, scores: dict, by_group: bool = Tr
     return (a > b).astype(int)
 
 
-def true_order_reference(warehouse: str, run_date: str) -> dict[str, dict]:
-    """Pair accuracy of the true order itself on the test pairs: within the group (`true_order_group`: how often
-    the observed labels are right) and over the product's viewers (`true_order_product`: the best a reward
-    model without the group can do, so the most a group token can add is the difference on true labels)."""
-    pairs = read_pairs(warehouse, run_date, "test")
-    truth_group = true_labels(warehouse, run_date, pairs)
+def true_order_reference(warehouse: str, run_date: str, pairs: dict, truth_group: np.ndarray) -> dict[str, dict]:
+    """Pair accuracy of the true order itself on the test pairs (with their true labels in the group,
+    `true_labels`): within the group (`true_order_group`: how often the observed labels are right) and over the
+    product's viewers (`true_order_product`: the best a reward model without the group can do, so the most a
+    group token can add is the difference on true labels)."""
     key = pairs["product_id"] * 1000 + pairs["group_id"]
     out = {}
     for name, order in (("true_order_group", truth_group),
@@ -258,7 +257,7 @@ def main(argv=None) -> int:
             report["reference"][ref] = {"pair_accuracy": round(obs["pair_accuracy"], 4),
                                         "pair_accuracy_true": round(tru["pair_accuracy"], 4),
                                         "symmetry_error": round(obs["symmetry_error"], 6)}
-        report["reference"].update(true_order_reference(args.warehouse, run_date))
+        report["reference"].update(true_order_reference(args.warehouse, run_date, s, labels_true))
         report["vision_probe"] = vision_probe(args.warehouse, args.gmllm)
     report.update(seeds=args.seeds, run_date=str(run_date), test_pairs=results[names[0]][0]["observed"]["pairs"],
                   epochs=args.epochs, lr=args.lr, head_lr=args.head_lr or args.lr, train_vision=args.train_vision,

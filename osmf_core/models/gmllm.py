@@ -379,12 +379,13 @@ class GRM(nn.Module):
         last = attention_mask.long().sum(dim=1) - 1  # right padding: the last real token saw everything
         h_last = h[torch.arange(len(h), device=h.device), last]
         r = self.head(h_last).squeeze(-1)
-        if self.pooling == "bilinear":
-            img = (input_ids == self.base.image_token_id).unsqueeze(-1).to(h.dtype)
-            h_image = (h * img).sum(dim=1) / img.sum(dim=1).clamp(min=1)
-            r = r + (self.style(h_image) * self.taste(h_last)).sum(dim=-1)
-        elif self.pooling == "patches":  # one image per row: its n_image_tokens hidden states in order
-            h_image = h[input_ids == self.base.image_token_id].reshape(len(h), -1)
+        if self.pooling != "last":
+            img = input_ids == self.base.image_token_id
+            if self.pooling == "patches":  # one image per row: its n_image_tokens hidden states in order
+                h_image = h[img].reshape(len(h), -1)
+            else:
+                m = img.unsqueeze(-1).to(h.dtype)
+                h_image = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
             r = r + (self.style(h_image) * self.taste(h_last)).sum(dim=-1)
         return r
 
