@@ -1,8 +1,16 @@
 """Benchmark of the regroup's clustering core against a per-product scikit-learn loop and Spark MLlib.
 
-Data: a power-law mix of product sizes (P(n) ~ n^-2 between 10 and 100,000 users), each product a
-mixture of 2-5 Gaussian groups in d = 128 dimensions. Every method gets the same K range (2-5), the
-same restarts, and one core (torch and BLAS threads = 1; Spark local[1]), so rows/s is per core.
+Data: a power-law mix of product sizes (P(n) ~ n^-2 between 10 and 100,000 users), in one of two kinds
+(--mix):
+  world     (default) what the job clusters: each product of the mix is a random product of the warehouse
+            seen by n users drawn from 100,000 users of the simulated world's population
+            (osmf_core.world.sample_users, with the bench's seed, so no size runs out of users), embedded by
+            the trained PAAG into the space the regroup clusters by default (cluster_on profile: each user's
+            preference over the product's creatives, as wide as the product with the most creatives)
+  gaussian  a stress test: each product a mixture of 2-5 weakly separated Gaussian groups in d = 128,
+            where small products hold no K* to agree on (and the number of groups it was drawn from is known)
+Every method gets the same K range (2-5), the same restarts, and one core (torch and BLAS threads = 1;
+Spark local[1]), so rows/s is per core.
 
   osmf          osmf_core.grouping.cluster_products on the whole mix (products batched together)
   sklearn_loop  for each product and K: KMeans(n_init=restarts) + silhouette_score (sampled with the
@@ -12,7 +20,7 @@ same restarts, and one core (torch and BLAS threads = 1; Spark local[1]), so row
 
 Also: the share of products where osmf and the scikit-learn loop choose the same K*, beside its noise
 floor (scikit-learn against itself with other seeds, osmf against itself), by product size and weighted by
-rows, and how often each method finds the number of groups a product was drawn from; a scaling curve of
+rows, and (gaussian mix) how often each method finds the number of groups a product was drawn from; a scaling curve of
 osmf over three mixes 10x apart, each run in a fresh process that clusters the mix chunk by chunk as the
 Spark job does (its peak memory shows whether memory grows with the number of products); the error of
 the sampled silhouette against the exact value; and the whole job's rows/s from gaip.metrics.
@@ -56,11 +64,32 @@ def product(rng: np.random.Generator, n: int) -> tuple[np.ndarray, int]:
     return (centers[labels] + rng.normal(scale=1.0, size=(n, D))).astype(np.float32), k
 
 
-def mix(seed: int, total_rows: int, with_k: bool = False):
-    """The products of one mix: each its embeddings, or (embeddings, the number of groups it was drawn from)."""
+class WorldMix:
+    """Products of the simulated world in the space the regroup clusters (see the module docstring)."""
+
+    def __init__(self, warehouse: str, model: str, seed: int, population: int = 100_000):
+        from osmf_core.training.paag import PAAGEmbedder
+        from osmf_core.world import ATTRS, n_user_blocks, sample_users
+        for what, path in (("warehouse", warehouse), ("--model", model)):
+            if not Path(path).exists():
+                raise SystemExit(f"the world mix needs {what} {path}: run make regroup first, or pass --mix gaussian")
+        self.embedder = PAAGEmbedder(model, warehouse, profiles=True)
+        self.products = np.array(sorted(self.embedder.creatives))
+        blocks = [sample_users(seed, b, population) for b in range(n_user_blocks(population))]
+        self.attrs = np.concatenate([np.stack([b[a] for a in ATTRS], 1) for b in blocks])
+
+    def product(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        pid = np.full(n, rng.choice(self.products))
+        users = self.attrs[rng.choice(len(self.attrs), n, replace=False)]
+        return self.embedder.profile(self.embedder(users, pid), pid)
+
+
+def mix(seed: int, total_rows: int, with_k: bool = False, world: WorldMix | None = None):
+    """The products of one mix: each its embeddings, or (embeddings, the number of groups it was drawn from;
+    None for the world mix). Gaussian products unless `world` is given."""
     rng = np.random.default_rng(seed)
     for n in product_sizes(rng, total_rows):
-        x, k = product(rng, n)
+        x, k = (world.product(rng, n), None) if world is not None else product(rng, n)
         yield (x, k) if with_k else x
 
 
@@ -104,7 +133,7 @@ def mllib(xs, cfg) -> float:
     return seconds
 
 
-def scale_point(seed: int, rows: int, chunk_rows: int, restarts: int) -> dict:
+def scale_point(seed: int, rows: int, chunk_rows: int, restarts: int, world: WorldMix | None) -> dict:
     """Run in a fresh process: cluster a mix of `rows` rows chunk by chunk; time and peak memory."""
     import torch
 
@@ -120,7 +149,7 @@ def scale_point(seed: int, rows: int, chunk_rows: int, restarts: int) -> dict:
         busy += time.perf_counter() - t
         done, chunk, held = done + held, [], 0
 
-    for x in mix(seed, rows):
+    for x in mix(seed, rows, world=world):
         chunk.append(x)
         held += len(x)
         products += 1
@@ -166,28 +195,33 @@ def job_rows_per_s(warehouse: str) -> float | None:
 
 def main(argv=None) -> int:
     from osmf_core.grouping import ClusterConfig, cluster_products
+    from osmf_core.regroup import RegroupConfig
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=60_000, help="rows of the mix compared with scikit-learn")
     ap.add_argument("--scaling", default="10000,100000,1000000", help="rows of the three scaling mixes")
     ap.add_argument("--mllib-products", type=int, default=6)
     ap.add_argument("--chunk-rows", type=int, default=60_000, help="rows clustered per call (the job's rows_per_call)")
+    ap.add_argument("--mix", choices=("world", "gaussian"), default="world", help="the kind of products (see above)")
     ap.add_argument("--warehouse", default=os.environ.get("OSMF_WAREHOUSE", "warehouse"))
+    ap.add_argument("--model", default=RegroupConfig.model, help="trained PAAG (full rung) for the world mix")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--restarts", type=int, default=ClusterConfig.restarts,
                     help="k-means++ restarts per K, for every method (more: a more stable K*, slower)")
     ap.add_argument("--report", default="reports/bench_regroup.json")
     ap.add_argument("--scale-point", type=int, help=argparse.SUPPRESS)  # internal: one scaling run
     args = ap.parse_args(argv)
+    world = WorldMix(args.warehouse, args.model, args.seed) if args.mix == "world" else None
     if args.scale_point:
-        print(json.dumps(scale_point(args.seed, args.scale_point, args.chunk_rows, args.restarts)))
+        print(json.dumps(scale_point(args.seed, args.scale_point, args.chunk_rows, args.restarts, world)))
         return 0
     import torch
     from threadpoolctl import threadpool_limits
     torch.set_num_threads(1)
     cfg = ClusterConfig(seed=args.seed, restarts=args.restarts)
-    xs, true_k = map(list, zip(*mix(args.seed, args.rows, with_k=True)))
+    xs, true_k = map(list, zip(*mix(args.seed, args.rows, with_k=True, world=world)))
     rows = sum(len(x) for x in xs)
-    print(f"mix: {len(xs)} products, {rows:,} rows, sizes {min(map(len, xs))}..{max(map(len, xs))}")
+    print(f"{args.mix} mix: {len(xs)} products, {rows:,} rows, sizes {min(map(len, xs))}..{max(map(len, xs))}, "
+          f"{xs[0].shape[1]} dimensions, {args.restarts} restarts")
     t = time.perf_counter()
     ours = cluster_products(xs, cfg)
     osmf_s = time.perf_counter() - t
@@ -205,31 +239,33 @@ def main(argv=None) -> int:
     ours_again = cluster_products(xs, ClusterConfig(seed=args.seed + 1, restarts=args.restarts))
     osmf_self = float(np.mean([a.k_star == b.k_star for a, b in zip(ours, ours_again)]))
     sizes = np.array([len(x) for x in xs])
-    k_osmf, k_sk, k_sk2, k_true = np.array([r.k_star for r in ours]), np.array(theirs), np.array(theirs_again), \
-        np.array(true_k)
+    k_osmf, k_sk, k_sk2 = np.array([r.k_star for r in ours]), np.array(theirs), np.array(theirs_again)
+    k_true = None if world is not None else np.array(true_k)
     # per row: the share of (product, user) rows whose product got the same K*, as the job's rows see it
     by_rows = {"osmf_vs_sklearn": float(np.average(k_osmf == k_sk, weights=sizes)),
                "sklearn_vs_itself": float(np.average(k_sk == k_sk2, weights=sizes))}
-    # the K each product was drawn with: how often either method finds it
-    generating = {"osmf": float(np.mean(k_osmf == k_true)), "sklearn_loop": float(np.mean(k_sk == k_true))}
+    # the K each product was drawn with (gaussian mix): how often either method finds it
+    generating = None if k_true is None else {"osmf": float(np.mean(k_osmf == k_true)),
+                                              "sklearn_loop": float(np.mean(k_sk == k_true))}
     by_size = {}
     for lo, hi in ((10, 30), (31, 100), (101, 1000), (1001, 100_000)):
         m = (sizes >= lo) & (sizes <= hi)
         if m.any():
             by_size[f"{lo}-{hi}"] = {"products": int(m.sum()),
                                      "osmf_vs_sklearn": float(np.mean(k_osmf[m] == k_sk[m])),
-                                     "sklearn_vs_sklearn": float(np.mean(k_sk[m] == k_sk2[m])),
-                                     "osmf_finds_generating_k": float(np.mean(k_osmf[m] == k_true[m])),
-                                     "sklearn_finds_generating_k": float(np.mean(k_sk[m] == k_true[m]))}
+                                     "sklearn_vs_sklearn": float(np.mean(k_sk[m] == k_sk2[m]))}
+            if k_true is not None:
+                by_size[f"{lo}-{hi}"].update(osmf_finds_generating_k=float(np.mean(k_osmf[m] == k_true[m])),
+                                             sklearn_finds_generating_k=float(np.mean(k_sk[m] == k_true[m])))
     print(f"K* agreement  osmf vs sklearn {agree:.1%}; sklearn vs itself (other seeds) {sk_self:.1%}; "
           f"osmf vs itself {osmf_self:.1%}")
     print(f"  by rows: osmf vs sklearn {by_rows['osmf_vs_sklearn']:.1%}, sklearn vs itself "
-          f"{by_rows['sklearn_vs_itself']:.1%}; the generating K found by osmf {generating['osmf']:.1%}, "
-          f"by sklearn {generating['sklearn_loop']:.1%}")
+          f"{by_rows['sklearn_vs_itself']:.1%}" + ("" if generating is None else
+          f"; the generating K found by osmf {generating['osmf']:.1%}, by sklearn {generating['sklearn_loop']:.1%}"))
     for band, v in by_size.items():
         print(f"  users {band:>12}: {v['products']:>4} products, osmf vs sklearn {v['osmf_vs_sklearn']:.1%}, "
-              f"sklearn vs itself {v['sklearn_vs_sklearn']:.1%}, generating K osmf "
-              f"{v['osmf_finds_generating_k']:.1%} sklearn {v['sklearn_finds_generating_k']:.1%}")
+              f"sklearn vs itself {v['sklearn_vs_sklearn']:.1%}" + ("" if generating is None else
+              f", generating K osmf {v['osmf_finds_generating_k']:.1%} sklearn {v['sklearn_finds_generating_k']:.1%}"))
     rng = np.random.default_rng(args.seed + 1)
     subset = [xs[i] for i in rng.choice(len(xs), min(args.mllib_products, len(xs)), replace=False)]
     ml_s = mllib(subset, cfg)
@@ -238,7 +274,8 @@ def main(argv=None) -> int:
     scaling = []
     for n in (int(v) for v in args.scaling.split(",")):
         out = subprocess.run([sys.executable, __file__, "--scale-point", str(n), "--seed", str(args.seed),
-                              "--chunk-rows", str(args.chunk_rows), "--restarts", str(args.restarts)],
+                              "--chunk-rows", str(args.chunk_rows), "--restarts", str(args.restarts),
+                              "--mix", args.mix, "--warehouse", args.warehouse, "--model", args.model],
                              check=True, capture_output=True, text=True)
         scaling.append(json.loads(out.stdout.strip().splitlines()[-1]))
         s = scaling[-1]
@@ -247,6 +284,7 @@ def main(argv=None) -> int:
     errors = sampled_error(cfg, args.seed)
     job = job_rows_per_s(args.warehouse)
     report = {
+        "mix_kind": args.mix,
         "restarts": args.restarts,
         "rows_per_s_per_core": {"osmf": rows / osmf_s, "sklearn_loop": rows / sk_s, "mllib": ml_rows / ml_s},
         "speedup_vs_sklearn": sk_s / osmf_s,
@@ -262,7 +300,7 @@ def main(argv=None) -> int:
                                      "mean": float(np.mean([e["abs_error"] for e in errors])),
                                      "sample_size": cfg.sample_size, "cases": errors},
         "job_rows_per_s": job,
-        "mix": {"products": len(xs), "rows": rows, "mllib_products": len(subset), "mllib_rows": ml_rows},
+        "mix": {"products": len(xs), "rows": rows, "dimensions": int(xs[0].shape[1]), "mllib_products": len(subset), "mllib_rows": ml_rows},
     }
     print(f"\nspeedup vs scikit-learn loop {report['speedup_vs_sklearn']:.1f}x, vs MLlib "
           f"{report['speedup_vs_mllib']:.1f}x; K* agreement {agree:.1%}; sampled silhouette error max "

@@ -21,7 +21,8 @@ NDCG@5 (lower = more distinct), per product and averaged over products:
   - a product's NDCG@5 is the mean over its ordered pairs; products without a pair are left out
   ndcg5_true does the same with the simulator's expected CTR (no click noise) in place of observed CTR.
 ARI: adjusted Rand index of a product's groups against the simulator's hidden segments of its viewers,
-averaged over products.
+averaged over products, and per category (ari_by_category; each category's segments follow one attribute,
+see osmf_core.world.CATEGORIES).
 
 Writes reports/eval_groups.json.
 """
@@ -134,7 +135,9 @@ def main(argv=None) -> int:
                       on=["product_id", "user_id"])
     imps = imps.join(users, on="user_id")
     imps["p"] = truth.click_probability(imps, imps["creative_id"].to_numpy()) * imps["n"]
-    out: dict[str, dict[str, float]] = {"ndcg5": {}, "ndcg5_true": {}, "ari": {}, "groups_per_product": {}}
+    out: dict[str, dict] = {"ndcg5": {}, "ndcg5_true": {}, "ari": {}, "groups_per_product": {}, "ari_by_category": {}}
+    category = pd.Series(truth.products.category[rows["product_id"].to_numpy()]).map(dict(enumerate(world.CATEGORY_NAMES)))
+    rows["category"] = category.to_numpy()
     for m in METHODS:
         col = f"g_{m}"
         agg = imps.groupby(["product_id", col, "creative_id"]).agg(n=("n", "sum"), k=("k", "sum"), p=("p", "sum"))
@@ -147,7 +150,10 @@ def main(argv=None) -> int:
             tru.append(product_ndcg(t, "true_ctr"))
         out["ndcg5"][m] = float(np.mean([v for v in obs if v is not None]))
         out["ndcg5_true"][m] = float(np.mean([v for v in tru if v is not None]))
-        out["ari"][m] = float(np.mean([adjusted_rand_score(g["segment"], g[col]) for _, g in rows.groupby("product_id")]))
+        ari = pd.DataFrame([(g["category"].iat[0], adjusted_rand_score(g["segment"], g[col]))
+                            for _, g in rows.groupby("product_id")], columns=["category", "ari"])
+        out["ari"][m] = float(ari["ari"].mean())
+        out["ari_by_category"][m] = {c: float(v) for c, v in ari.groupby("category")["ari"].mean().items()}
         out["groups_per_product"][m] = float(rows.groupby("product_id")[col].nunique().mean())
     print(f"run {run_date}: {rows['product_id'].nunique()} products, {len(rows):,} (product, user) rows, "
           f"{time.perf_counter() - t0:.0f}s")
@@ -155,6 +161,11 @@ def main(argv=None) -> int:
     for m in METHODS:
         print(f"{m:<12} {out['groups_per_product'][m]:>7.2f} {out['ndcg5'][m]:>8.4f} {out['ndcg5_true'][m]:>12.4f} "
               f"{out['ari'][m]:>7.4f}")
+    cats = sorted(out["ari_by_category"]["paag"])
+    print(f"\nARI by category (the attribute that splits it):\n{'category':<16} " + " ".join(f"{m:>10}" for m in METHODS))
+    for c in cats:
+        print(f"{c:<16} " + " ".join(f"{out['ari_by_category'][m][c]:>10.4f}" for m in METHODS)
+              + f"  ({world.CATEGORIES[c][0]})")
     write_report(args.report, {**out, "run_date": run_date, "min_exposure": args.min_exposure})
     return 0
 

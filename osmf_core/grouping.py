@@ -38,7 +38,7 @@ PERCENTILES = (15, 15, 55, 55, 55, 95, 95, 95, 95, 95)  # paper 5.1: denser in t
 class ClusterConfig:
     k_min: int = 2
     k_max: int = 5
-    restarts: int = 4  # k-means++ seedings per K; the least inertia wins
+    restarts: int = 32  # k-means++ seedings per K; the least inertia wins (bench-regroup: K* stability)
     max_iter: int = 60
     tol: float = 1e-5  # stop when no centroid moves more than tol x the data's spread
     exact_max: int = 3000  # exact silhouette up to this many users, sampled above
@@ -88,21 +88,47 @@ def _sqdist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return (x2 + c2 - 2.0 * torch.einsum("pnd,plkd->plnk", x, c)).clamp_min_(0.0)
 
 
-def _kmeanspp(x, mask, kvalid, gen) -> torch.Tensor:
-    """k-means++ seeding of L labelings per product at once. x (P,N,d), mask (P,N), kvalid (L,K)."""
+def _draw(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One index per row of w (R, N), drawn with probability proportional to w (>= 0, positive row sums):
+    one uniform per row against the cumulative sums (torch.multinomial draws N exponentials per row)."""
+    c = w.to(torch.float64).cumsum(1)
+    total = c[:, -1:]
+    u = torch.minimum(torch.rand(len(w), 1, generator=gen, dtype=torch.float64) * total,
+                      torch.nextafter(total, torch.zeros_like(total)))  # u < total even after rounding
+    return torch.searchsorted(c, u, right=True)[:, 0]  # the first c > u: an index of positive weight
+
+
+def _kmeanspp(x, mask, kvalid, gen, restarts: int) -> torch.Tensor:
+    """k-means++ seeding of the L labelings per product at once. x (P,N,d), mask (P,N), kvalid (L,K) K-major,
+    restarts inner (see _labelings). The first k centres of a k-means++ sequence are a k-means++ seeding of
+    k, so each restart draws one sequence of K_max centres and every K takes its first k: K_max - 1 draws per
+    restart instead of per labeling."""
     p, n, d = x.shape
-    L, kmax = kvalid.shape
+    L, kmax = restarts, kvalid.shape[1]
+    nk = kvalid.shape[0] // restarts
     w = mask.to(x.dtype)[:, None, :].expand(p, L, n).reshape(p * L, n)
-    idx = torch.multinomial(w, 1, generator=gen)[:, 0].view(p, L)
+    idx = _draw(w, gen).view(p, L)
     take = lambda i: torch.gather(x, 1, i.reshape(p, -1, 1).expand(-1, -1, d)).view(p, L, d)  # noqa: E731
     cents = [take(idx)]
     d2 = _sqdist(x, cents[0][:, :, None])[..., 0]  # (P, L, N)
     for _ in range(1, kmax):
         prob = d2.reshape(p * L, n) * w + 1e-12 * w  # duplicates everywhere still leave a valid draw
-        idx = torch.multinomial(prob, 1, generator=gen)[:, 0].view(p, L)
+        idx = _draw(prob, gen).view(p, L)
         cents.append(take(idx))
         d2 = torch.minimum(d2, _sqdist(x, cents[-1][:, :, None])[..., 0])
-    return torch.stack(cents, 2)  # (P, L, K, d)
+    return torch.stack(cents, 2).repeat(1, nk, 1, 1)  # (P, nK x restarts, K, d)
+
+
+def _nearest(score: torch.Tensor) -> torch.Tensor:
+    """One-hot of the smallest score along dim 2, ties to the first: (A, L, K, N) -> bool, same shape.
+    A min over K values, then K - 1 passes that drop later ties (several times faster than min().indices
+    followed by a one-hot)."""
+    oh = score == score.amin(2, keepdim=True)
+    seen = oh[:, :, 0].clone()
+    for k in range(1, oh.shape[2]):
+        oh[:, :, k] &= ~seen
+        seen |= oh[:, :, k]
+    return oh
 
 
 def _lloyd(x, mask, cents, kvalid, max_iter: int, tol: float):
@@ -113,24 +139,24 @@ def _lloyd(x, mask, cents, kvalid, max_iter: int, tol: float):
     m = mask.to(x.dtype)
     spread = ((x - (x * m[..., None]).sum(1, keepdim=True) / m.sum(1).clamp_min(1)[:, None, None]) ** 2
               * m[..., None]).sum((1, 2)) / m.sum(1).clamp_min(1)  # (P,) mean squared distance to the mean
-    pen = torch.zeros(kvalid.shape, dtype=x.dtype).masked_fill_(~kvalid, float("inf"))[None, :, None, :]
+    pen = torch.zeros(kvalid.shape, dtype=x.dtype).masked_fill_(~kvalid, float("inf"))
     cents = cents.clone()
     active = torch.arange(x.shape[0])
     for _ in range(max_iter):
         xa, ma, ca = x[active], m[active], cents[active]
-        # argmin_k |x - c_k|^2 = argmin_k (|c_k|^2 - 2 x.c_k): |x|^2 is the same for every k
-        score = torch.einsum("pnd,plkd->plnk", xa, ca).mul_(-2.0).add_((ca * ca).sum(-1)[:, :, None, :]).add_(pen)
-        labels = score.min(-1).indices  # (A, L, N); min is faster than argmin over a short last dim
-        oh = torch.zeros_like(score).scatter_(-1, labels[..., None], 1.0).mul_(ma[:, None, :, None])
-        counts = oh.sum(2)  # (A, L, K)
-        sums = torch.einsum("plnk,pnd->plkd", oh, xa)
+        # argmin_k |x - c_k|^2 = argmin_k (|c_k|^2 - 2 x.c_k): |x|^2 is the same for every k. Laid out
+        # (A, L, K, N), users last: one batched matrix product, and the min over K runs across users
+        score = torch.einsum("pnd,plkd->plkn", xa, ca).mul_(-2.0).add_(((ca * ca).sum(-1) + pen)[..., None])
+        oh = _nearest(score).to(x.dtype).mul_(ma[:, None, None, :])  # (A, L, K, N)
+        counts = oh.sum(-1)  # (A, L, K)
+        sums = torch.einsum("plkn,pnd->plkd", oh, xa)
         new = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], ca)
         shift = ((new - ca) ** 2).sum(-1).amax((1, 2))  # (A,)
         cents[active] = new
         active = active[shift > tol * spread[active]]
         if len(active) == 0:
             break
-    best, labels = (_sqdist(x, cents) + pen).min(-1)
+    best, labels = (_sqdist(x, cents) + pen[None, :, None, :]).min(-1)
     inertia = (best * m[:, None, :]).sum(-1)
     return labels, cents, inertia
 
@@ -273,7 +299,7 @@ def _cluster_padded(xs: list[np.ndarray], cfg: ClusterConfig, gen: torch.Generat
         x[i, :len(a)] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         mask[i, :len(a)] = True
     kvalid = _labelings(cfg)
-    lab, cen = _fit(x, mask, _kmeanspp(x, mask, kvalid, gen), kvalid, cfg)
+    lab, cen = _fit(x, mask, _kmeanspp(x, mask, kvalid, gen, cfg.restarts), kvalid, cfg)
     sil = silhouette_exact(x, mask, lab, cfg.k_max)  # (P, nK)
     return [_finish(cfg.ks, sil[i], lab[i], cen[i], len(a), fit_on=len(a)) for i, a in enumerate(xs)]
 
@@ -284,7 +310,7 @@ def _cluster_large(a: np.ndarray, cfg: ClusterConfig, gen: torch.Generator, rng:
     fit = x if len(x) <= cfg.fit_max else x[torch.from_numpy(rng.choice(len(x), cfg.fit_max, replace=False))]
     kvalid = _labelings(cfg)
     ones = torch.ones(1, len(fit), dtype=torch.bool)
-    _, cen = _fit(fit[None], ones, _kmeanspp(fit[None], ones, kvalid, gen), kvalid, cfg)
+    _, cen = _fit(fit[None], ones, _kmeanspp(fit[None], ones, kvalid, gen, cfg.restarts), kvalid, cfg)
     cen = cen[0]  # (nK, K, d)
     nk = len(cfg.ks)
     # assign every user to the nearest centroid of each K

@@ -60,7 +60,7 @@ class RegroupConfig:
     min_users: int = 100  # products with fewer viewers are not grouped
     min_group_size: int = 30  # smaller groups are merged into the nearest one
     point_users: int = 10  # users averaged into each published percentile point (>= k anonymity)
-    restarts: int = 4
+    restarts: int = 32  # k-means++ seedings per K (see ClusterConfig)
     exact_max: int = 3000  # exact silhouette up to this many viewers, sampled above
     sample_size: int = 3000
     rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInPandas call

@@ -139,3 +139,42 @@ def test_group_points_are_means_of_k_users_at_the_percentile_distances():
     assert not np.allclose(pts[0], pts[1])  # the repeat of a percentile is another point
     with pytest.raises(ValueError, match="cannot publish"):
         group_points(x[:5], c, point_users=7)
+
+
+def test_seeding_draws_in_proportion_to_the_weights_and_never_a_zero_weight():
+    import torch
+
+    from osmf_core.grouping import _draw
+    w = torch.tensor([[0.0, 1.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0], [1e-12, 0.0, 0.0, 0.0, 0.0]])
+    idx = _draw(w.repeat(20_000, 1), torch.Generator().manual_seed(0)).view(20_000, 3)
+    assert torch.bincount(idx[:, 0], minlength=5)[[0, 2, 4]].sum() == 0
+    assert (idx[:, 0] == 3).float().mean() == pytest.approx(0.75, abs=0.015)
+    assert (idx[:, 1] == 4).all() and (idx[:, 2] == 0).all()
+
+
+def test_nearest_slot_is_the_first_minimum_even_on_ties():
+    import torch
+
+    from osmf_core.grouping import _nearest
+    score = torch.randn(3, 4, 5, 50)
+    score[:, :, 3] = score[:, :, 1]  # slot 3 ties slot 1 everywhere: slot 1 wins
+    score[0, 0, :, 0] = 0.0  # all slots tie: slot 0 wins
+    want = torch.nn.functional.one_hot(score.argmin(2), 5).permute(0, 1, 3, 2).bool()
+    got = _nearest(score)
+    assert torch.equal(got, want) and (got.sum(2) == 1).all() and not got[:, :, 3].any()
+
+
+def test_every_k_is_seeded_with_the_first_k_centres_of_one_k_means_plus_plus_sequence():
+    import torch
+
+    from osmf_core.grouping import _kmeanspp, _labelings
+    cfg = ClusterConfig(restarts=3)
+    x = torch.from_numpy(_blobs(40, 4, seed=3)[0])[None]
+    kvalid = _labelings(cfg)
+    cents = _kmeanspp(x, torch.ones(1, 40, dtype=torch.bool), kvalid, torch.Generator().manual_seed(0), 3)
+    assert cents.shape == (1, len(cfg.ks) * 3, cfg.k_max, 8)
+    per_k = cents[0].view(len(cfg.ks), 3, cfg.k_max, 8)
+    assert all(torch.equal(per_k[i], per_k[0]) for i in range(len(cfg.ks)))  # the same sequences for every K
+    assert len({tuple(per_k[0, r].flatten().tolist()) for r in range(3)}) == 3  # the restarts' sequences differ
+    rows = {tuple(r.tolist()) for r in x[0]}
+    assert all(tuple(c.tolist()) in rows for c in per_k[0].reshape(-1, 8))  # every seed is a user
