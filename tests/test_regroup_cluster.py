@@ -1,4 +1,5 @@
 """The regroup job on a Spark standalone cluster (two workers on this host) writes the same tables as local mode."""
+import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,8 @@ def test_standalone_cluster_writes_the_same_tables_as_local_mode(spark, paag_wh,
                         "--master", master, "--warehouse", str(cluster_wh), "--shuffle-partitions", "2",
                         "--conf", f"spark.executorEnv.PYTHONPATH={REPO}", "--conf", f"spark.pyspark.python={sys.executable}",
                         "--conf", "spark.executor.memory=1g"],
-                       check=True, cwd=REPO, timeout=900)
+                       check=True, cwd=REPO, timeout=900,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})  # the driver imports osmf_core, as `make` runs it
     for t in TABLES:
         a, b = read_table(spark, t, str(local_wh)), read_table(spark, t, str(cluster_wh))
         assert a.count() > 0
