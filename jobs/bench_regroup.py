@@ -231,15 +231,14 @@ def main(argv=None) -> int:
         theirs = sklearn_loop(xs, cfg)
         sk_s = time.perf_counter() - t
     print(f"sklearn loop  {sk_s:8.1f} s  {rows / sk_s:>10,.0f} rows/s")
-    agree = float(np.mean([a.k_star == b for a, b in zip(ours, theirs)]))
     # the noise floor of that figure: scikit-learn against itself with other seeds, and osmf against itself
     with threadpool_limits(1):
         theirs_again = sklearn_loop(xs, cfg, seed_offset=1_000_000)
-    sk_self = float(np.mean([a == b for a, b in zip(theirs, theirs_again)]))
     ours_again = cluster_products(xs, ClusterConfig(seed=args.seed + 1, restarts=args.restarts))
-    osmf_self = float(np.mean([a.k_star == b.k_star for a, b in zip(ours, ours_again)]))
     sizes = np.array([len(x) for x in xs])
     k_osmf, k_sk, k_sk2 = np.array([r.k_star for r in ours]), np.array(theirs), np.array(theirs_again)
+    agree, sk_self = float(np.mean(k_osmf == k_sk)), float(np.mean(k_sk == k_sk2))
+    osmf_self = float(np.mean(k_osmf == np.array([r.k_star for r in ours_again])))
     k_true = None if world is not None else np.array(true_k)
     # per row: the share of (product, user) rows whose product got the same K*, as the job's rows see it
     by_rows = {"osmf_vs_sklearn": float(np.average(k_osmf == k_sk, weights=sizes)),

@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     rows = ug.join(users, on="user_id")
     cat = truth.products.category[rows["product_id"].to_numpy()]
     rows["segment"] = world.segment_of(cat, {a: rows[a].to_numpy() for a in ATTRS})
+    rows["category"] = np.asarray(world.CATEGORY_NAMES)[cat]
     band = np.digitize(rows["age"].to_numpy(), [4, 8])
     rows["g_paag"] = rows["group_id"]
     rows["g_gender"] = rows["gender"]
@@ -136,8 +137,6 @@ def main(argv=None) -> int:
     imps = imps.join(users, on="user_id")
     imps["p"] = truth.click_probability(imps, imps["creative_id"].to_numpy()) * imps["n"]
     out: dict[str, dict] = {"ndcg5": {}, "ndcg5_true": {}, "ari": {}, "groups_per_product": {}, "ari_by_category": {}}
-    category = pd.Series(truth.products.category[rows["product_id"].to_numpy()]).map(dict(enumerate(world.CATEGORY_NAMES)))
-    rows["category"] = category.to_numpy()
     for m in METHODS:
         col = f"g_{m}"
         agg = imps.groupby(["product_id", col, "creative_id"]).agg(n=("n", "sum"), k=("k", "sum"), p=("p", "sum"))

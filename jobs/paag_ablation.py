@@ -24,16 +24,16 @@ from osmf_core.training.paag import (FEATURE_TABLES, MODEL_FILE, TrainConfig, ad
 from osmf_core.truth import Truth
 
 
-def _trained_as(path: Path, cfg: TrainConfig) -> bool:
-    """Whether `path` holds a model of this configuration and training settings (then it is reused).
+def _reusable(path: Path, cfg: TrainConfig):
+    """The model at `path` if it has this configuration and training settings (then it is reused), else None.
     Models saved before the settings were stored are matched on the model configuration alone."""
     if not path.exists():
-        return False
+        return None
     model, blob = load_model(path)
     same = model.cfg.to_dict() == cfg.model.to_dict() and blob.get("training", training_settings(cfg)) == \
         training_settings(cfg)
     print(f"{path}: {'reused' if same else 'trained with other settings; training again'}")
-    return same
+    return model if same else None
 
 
 def main(argv=None) -> int:
@@ -68,9 +68,10 @@ def main(argv=None) -> int:
                               max_steps=args.max_steps, lr=args.lr, neg_rate=args.neg_rate, seed=seed, out_dir=str(out),
                               save_every=10 ** 9)
             t0 = time.perf_counter()
-            if not _trained_as(out / MODEL_FILE, cfg):
+            model = _reusable(out / MODEL_FILE, cfg)
+            if model is None:
                 train(cfg)
-            model, _ = load_model(out / MODEL_FILE)
+                model, _ = load_model(out / MODEL_FILE)
             scores, labels, rows = predict(model, bank, args.warehouse, "test")
             results.setdefault(rung, []).append(auroc(scores, labels))
             print(f"{rung:<10} seed {seed}: AUROC {results[rung][-1]:.4f} ({time.perf_counter() - t0:.0f}s)")

@@ -104,16 +104,16 @@ def _kmeanspp(x, mask, kvalid, gen, restarts: int) -> torch.Tensor:
     k, so each restart draws one sequence of K_max centres and every K takes its first k: K_max - 1 draws per
     restart instead of per labeling."""
     p, n, d = x.shape
-    L, kmax = restarts, kvalid.shape[1]
+    r, kmax = restarts, kvalid.shape[1]
     nk = kvalid.shape[0] // restarts
-    w = mask.to(x.dtype)[:, None, :].expand(p, L, n).reshape(p * L, n)
-    idx = _draw(w, gen).view(p, L)
-    take = lambda i: torch.gather(x, 1, i.reshape(p, -1, 1).expand(-1, -1, d)).view(p, L, d)  # noqa: E731
+    w = mask.to(x.dtype)[:, None, :].expand(p, r, n).reshape(p * r, n)
+    idx = _draw(w, gen).view(p, r)
+    take = lambda i: torch.gather(x, 1, i.reshape(p, -1, 1).expand(-1, -1, d)).view(p, r, d)  # noqa: E731
     cents = [take(idx)]
-    d2 = _sqdist(x, cents[0][:, :, None])[..., 0]  # (P, L, N)
+    d2 = _sqdist(x, cents[0][:, :, None])[..., 0]  # (P, restarts, N)
     for _ in range(1, kmax):
-        prob = d2.reshape(p * L, n) * w + 1e-12 * w  # duplicates everywhere still leave a valid draw
-        idx = _draw(prob, gen).view(p, L)
+        prob = d2.reshape(p * r, n) * w + 1e-12 * w  # duplicates everywhere still leave a valid draw
+        idx = _draw(prob, gen).view(p, r)
         cents.append(take(idx))
         d2 = torch.minimum(d2, _sqdist(x, cents[-1][:, :, None])[..., 0])
     return torch.stack(cents, 2).repeat(1, nk, 1, 1)  # (P, nK x restarts, K, d)

@@ -87,7 +87,8 @@ class Truth:
                          for s in range(shares.shape[1])]
         w = shares[cat]
         rows = np.arange(len(pid))
-        b = self.spec.base_logit + self.spec.category_bias[cat] + self.products.bias[pid] + (w * s_all).sum(1)
+        s_bar = (w * s_all).sum(1)
+        b = self.spec.base_logit + self.spec.category_bias[cat] + self.products.bias[pid] + s_bar
         i_u = b + world.user_propensity(u)
         ut = s_prod[pid, seg] - (w * s_prod[pid]).sum(1)
         cell = cat * shares.shape[1] + seg
@@ -99,7 +100,7 @@ class Truth:
             "I+U": i_u,
             "I+U+T": i_u,
             "I+U+T+UT": i_u + ut,
-            "full": i_u - (w * s_all).sum(1) + s_all[rows, seg],
+            "full": i_u - s_bar + s_all[rows, seg],
             "UT by category": i_u + (ut_sum / np.maximum(ut_n, 1.0))[cell],
         }
 

@@ -269,13 +269,15 @@ def test_a_corrupt_checkpoint_is_skipped_with_a_message(paag_wh, tmp_path, capsy
 
 
 def test_the_ablation_reuses_a_model_only_when_it_was_trained_as_asked(tmp_path):
-    from jobs.paag_ablation import _trained_as
+    from jobs.paag_ablation import _reusable
     from osmf_core.training.paag import save_model
     cfg = TrainConfig(model=TINY_MODEL, out_dir=str(tmp_path), seed=3)
     path = tmp_path / MODEL_FILE
-    assert not _trained_as(path, cfg)
-    save_model(PAAG(cfg.model), cfg, path)
-    assert _trained_as(path, cfg)
-    assert not _trained_as(path, dataclasses.replace(cfg, epochs=cfg.epochs + 1))
-    assert not _trained_as(path, dataclasses.replace(cfg, seed=4))
-    assert not _trained_as(path, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, rung="I")))
+    assert _reusable(path, cfg) is None
+    saved = PAAG(cfg.model)
+    save_model(saved, cfg, path)
+    reused = _reusable(path, cfg)
+    assert reused is not None and all(torch.equal(v, saved.state_dict()[k]) for k, v in reused.state_dict().items())
+    assert _reusable(path, dataclasses.replace(cfg, epochs=cfg.epochs + 1)) is None
+    assert _reusable(path, dataclasses.replace(cfg, seed=4)) is None
+    assert _reusable(path, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, rung="I"))) is None
