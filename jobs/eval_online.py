@@ -11,14 +11,23 @@ Methods, each giving one background prompt per (product, group) of a held-out pr
   osmf           Group-DPO: policy and reference conditioned on G_{s,k}
   osmf_robust    osmf with worst-group (exponentiated-gradient) weighting of the DPO loss
   oracle         the best style per group by the simulator's truth: the ceiling
+references that train nothing:
+  pretrained_no_group  the pre-trained G-MLLM without the group token, one prompt per product: where the
+                   group-agnostic methods start
+and two ceilings by the simulator's truth, which split the oracle's lift into its parts:
+  logged_best      per group, the best of the product's logged backgrounds (what re-ranking the log reaches)
+  oracle_one_size  one style per product, the best over all its groups' users (no personalisation)
 and, asked for by name, the diagnostic osmf_true_reward: Group-DPO ranked by the simulator's true CTR
 instead of the GRM, which tells the reward model's share of a shortfall from Group-DPO's own.
 Scored by the simulator's true expected CTR over each group's users; writes reports/eval_online.json.
+With --seeds 0,1,2 every trained method is trained once per seed (Group-DPO's sampling and LoRA init):
+the report gives the mean over seeds, its standard deviation and each seed's CTR.
 """
 from __future__ import annotations
 
 import argparse
 import shutil
+import numpy as np
 import sys
 from pathlib import Path
 
@@ -27,7 +36,8 @@ import pandas as pd
 from osmf_core import catalog as C
 from osmf_core.models.gmllm import GroupLlava
 from osmf_core.config import ConfigError, config_error
-from osmf_core.online import AUDIENCE_TABLES, audiences, oracle_prompts, score_prompts, summarize, table3
+from osmf_core.online import (AUDIENCE_TABLES, audiences, oracle_prompts, pair_agreement, score_prompts, summarize,
+                              table3)
 from osmf_core.reports import write_report
 from osmf_core.store import run_of
 from osmf_core.training.dpo import (ADAPTER_SUBDIR, CONTEXT_TABLES, DPOConfig, greedy_prompts, load_contexts, load_policy,
@@ -38,6 +48,7 @@ from osmf_core.truth import Truth
 METHODS = {"one_size": (False, "grm_no_group", False), "osmf_no_group": (False, "grm", False),
            "osmf": (True, "grm", False), "osmf_robust": (True, "grm", True), "osmf_true_reward": (True, "truth", False)}
 ORDER = ("pretrained", "teacher", "one_size", "osmf_no_group", "osmf", "osmf_robust", "oracle")
+CEILINGS = ("pretrained_no_group", "logged_best", "oracle_one_size")  # references that train nothing: by default
 DIAGNOSTICS = ("osmf_true_reward",)  # not a method: Group-DPO ranked by the simulator's truth (a perfect GRM)
 
 
@@ -64,7 +75,9 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     for name in ("beta", "lr", "robust_eta"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    ap.add_argument("--methods", default=",".join(ORDER), help=f"subset of {','.join(ORDER + DIAGNOSTICS)}")
+    ap.add_argument("--methods", default=",".join(ORDER + CEILINGS),
+                    help=f"subset of {','.join(ORDER + CEILINGS + DIAGNOSTICS)}")
+    ap.add_argument("--seeds", default="", help="comma-separated Group-DPO seeds, e.g. 0,1,2 (default: --seed)")
     ap.add_argument("--out-dir", default="runs/eval_online", help="one Group-DPO run per method under it")
     ap.add_argument("--retrain", action="store_true", help="train again even where a method's adapter exists")
     ap.add_argument("--report", default="reports/eval_online.json")
@@ -73,8 +86,14 @@ def main(argv=None) -> int:
     methods = args.methods.split(",")
     paths = {"gmllm": args.gmllm, "grm": args.grm, "grm_no_group": args.grm_no_group}
     needed = {"gmllm"} | {METHODS[m][1] for m in methods if m in METHODS and METHODS[m][1] != "truth"}
-    unknown = set(methods) - set(ORDER + DIAGNOSTICS)
+    unknown = set(methods) - set(ORDER + CEILINGS + DIAGNOSTICS)
     problems = [f"unknown methods {sorted(unknown)}"] if unknown else []
+    try:
+        seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        problems.append(f"--seeds must be distinct integers, got {args.seeds!r}")
     problems += [f"no {k} at {paths[k]}" for k in sorted(needed) if not Path(paths[k]).is_dir()]
     if "pretrained" not in methods:
         problems.append("the pretrained method is the baseline of the lift: keep it in --methods")
@@ -87,46 +106,73 @@ def main(argv=None) -> int:
     held_out = load_contexts(args.warehouse, run_date, split="test")
     truth = Truth.from_warehouse(args.warehouse)
     members = audiences(args.warehouse, run_date, held_out["product_id"].unique())
-    prompts: dict[str, pd.DataFrame] = {}
+    fixed = {"oracle": dict(), "logged_best": dict(logged=True), "oracle_one_size": dict(per_group=False)}
+    prompts: dict[str, list[pd.DataFrame]] = {}  # one frame per seed for trained methods, one in all otherwise
     training: dict[str, list] = {}
+    dpo_pairs: dict[str, list[pd.DataFrame]] = {}  # every round's (chosen, rejected) pairs, per trained method
     for m in methods:
-        if m == "pretrained":
-            prompts[m] = method_prompts(load_policy(args.gmllm), held_out, use_group=True)
+        if m in ("pretrained", "pretrained_no_group"):
+            prompts[m] = [method_prompts(load_policy(args.gmllm), held_out, use_group=m == "pretrained")]
         elif m == "teacher":
-            prompts[m] = held_out[["product_id", "group_id"]].assign(prompt=held_out["response"])
-        elif m == "oracle":
-            prompts[m] = oracle_prompts(truth, members)
+            prompts[m] = [held_out[["product_id", "group_id"]].assign(prompt=held_out["response"])]
+        elif m in fixed:
+            prompts[m] = [oracle_prompts(truth, members, **fixed[m])]
         else:
-            use_group, grm, robust = METHODS[m]
-            out = Path(args.out_dir) / m
-            if args.retrain or not (out / ADAPTER_SUBDIR).is_dir():
-                shutil.rmtree(out, ignore_errors=True)
-                cfg = DPOConfig(warehouse=args.warehouse, run_date=run_date, gmllm=args.gmllm,
-                                grm="" if grm == "truth" else paths[grm], reward="truth" if grm == "truth" else "grm",
-                                use_group=use_group, robust=robust, rounds=args.rounds, samples=args.samples,
-                                epochs=args.epochs, batch_size=args.batch_size, max_contexts=args.max_contexts,
-                                beta=args.beta, lr=args.lr, robust_eta=args.robust_eta, seed=args.seed,
-                                deepspeed_config=args.deepspeed_config, out_dir=str(out))
-                training[m] = run_group_dpo(cfg)["rounds"]
-            prompts[m] = method_prompts(load_policy(args.gmllm, str(out / ADAPTER_SUBDIR)), held_out, use_group)
-        print(f"[eval_online] {m}: {prompts[m]['prompt'].nunique()} distinct prompts over {len(prompts[m])} groups",
-              flush=True)
-    scored = {m: score_prompts(truth, members, p) for m, p in prompts.items()}
-    results = {m: summarize(s) for m, s in scored.items()}
+            prompts[m] = []
+            for seed in seeds:
+                out = Path(args.out_dir) / (m if seed == 0 else f"{m}-seed{seed}")
+                use_group, grm, robust = METHODS[m]
+                if args.retrain or not (out / ADAPTER_SUBDIR).is_dir():
+                    shutil.rmtree(out, ignore_errors=True)
+                    cfg = DPOConfig(warehouse=args.warehouse, run_date=run_date, gmllm=args.gmllm,
+                                    grm="" if grm == "truth" else paths[grm], reward="truth" if grm == "truth" else "grm",
+                                    use_group=use_group, robust=robust, rounds=args.rounds, samples=args.samples,
+                                    epochs=args.epochs, batch_size=args.batch_size, max_contexts=args.max_contexts,
+                                    beta=args.beta, lr=args.lr, robust_eta=args.robust_eta, seed=seed,
+                                    deepspeed_config=args.deepspeed_config, out_dir=str(out))
+                    training[f"{m}/seed{seed}"] = run_group_dpo(cfg)["rounds"]
+                dpo_pairs.setdefault(m, []).extend(pd.read_parquet(f) for f in sorted(out.glob("round*/pairs.parquet")))
+                prompts[m].append(method_prompts(load_policy(args.gmllm, str(out / ADAPTER_SUBDIR)), held_out,
+                                                 use_group))
+        print(f"[eval_online] {m}: " + ", ".join(f"{p['prompt'].nunique()}" for p in prompts[m])
+              + f" distinct prompts over {len(prompts[m][0])} groups", flush=True)
+    scored = {m: [score_prompts(truth, members, p) for p in ps] for m, ps in prompts.items()}
+    per_seed = {m: [summarize(s) for s in ss] for m, ss in scored.items()}
+    results = {m: {k: float(np.mean([r[k] for r in rs])) for k in ("ctr", "worst_group_ctr")}
+               for m, rs in per_seed.items()}
     table = table3(results)
+    table.insert(1, "ctr_std", [float(np.std([r["ctr"] for r in per_seed[m]])) for m in table.index])
+    first = {m: rs[0] for m, rs in per_seed.items()}
     report = {"ctr": {m: round(r["ctr"], 6) for m, r in results.items()},
               "worst_group_ctr": {m: round(r["worst_group_ctr"], 6) for m, r in results.items()},
               "lift": {m: round(float(v), 5) for m, v in table["lift"].items()},
-              "products": results["pretrained"]["products"], "groups": results["pretrained"]["groups"],
+              "seeds": len(seeds),
+              "ctr_std": {m: round(float(v), 6) for m, v in table["ctr_std"].items()},
+              "ctr_by_seed": {m: [round(r["ctr"], 6) for r in rs] for m, rs in per_seed.items() if m in METHODS},
+              "products": first["pretrained"]["products"], "groups": first["pretrained"]["groups"],
               "run_date": str(run_date), "training": {m: [{k: v for k, v in r.items() if k != "per_group_after"}
                                                           for r in h] for m, h in training.items()},
-              "examples": {m: s.head(6)[["product_id", "group_id", "prompt", "sim_ctr"]].to_dict("records")
-                           for m, s in scored.items()}}
+              "examples": {m: ss[0].head(6)[["product_id", "group_id", "prompt", "sim_ctr"]].to_dict("records")
+                           for m, ss in scored.items()}}
+    if dpo_pairs:  # the reward models judged by the simulator on the policy's own samples (training products)
+        pairs = {m: pd.concat(ps, ignore_index=True) for m, ps in dpo_pairs.items() if ps}
+        train_members = audiences(args.warehouse, run_date,
+                                  pd.concat(pairs.values())["product_id"].unique()) if pairs else None
+        report["reward_check"] = {m: pair_agreement(truth, train_members, p) for m, p in pairs.items()}
+        for m, r in report["reward_check"].items():
+            print(f"[eval_online] {m}: the reward's winner truly beats its loser in {r['agreement']:.1%} of "
+                  f"{r['pairs']:,} Group-DPO pairs, by {r['true_gain']:+.5f} true CTR on average")
+    if {"osmf", "one_size"} <= set(per_seed):  # the paper's ordering, seed by seed (pretrained is greedy: one value)
+        base = results["pretrained"]["ctr"]
+        report["ordering_by_seed"] = [bool(o["ctr"] > s["ctr"] > base)
+                                      for o, s in zip(per_seed["osmf"], per_seed["one_size"])]
     if "oracle" in results and "osmf" in results:
         gap = results["oracle"]["ctr"] - results["pretrained"]["ctr"]
         report["osmf_share_of_oracle_lift"] = round((results["osmf"]["ctr"] - results["pretrained"]["ctr"]) / gap, 4)
     write_report(args.report, report)
     print(table.to_string(float_format=lambda v: f"{v:.5f}"))
+    if "ordering_by_seed" in report:
+        print(f"osmf > one_size > pretrained in {sum(report['ordering_by_seed'])} of {len(seeds)} seeds")
     if "osmf_share_of_oracle_lift" in report:
         print(f"OSMF reaches {report['osmf_share_of_oracle_lift']:.1%} of the oracle's lift -> {args.report}")
     return 0

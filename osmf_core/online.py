@@ -39,10 +39,31 @@ def score_prompts(truth: Truth, members: pd.DataFrame, prompts: pd.DataFrame) ->
     return out
 
 
-def oracle_prompts(truth: Truth, members: pd.DataFrame) -> pd.DataFrame:
-    """The ceiling: per group, the prompt of the style with the highest true expected CTR over its users."""
-    rows = [(p, g, style_prompt(truth.oracle_style(int(p), who)[0]))
-            for (p, g), who in members.groupby(["product_id", "group_id"])]
+def pair_agreement(truth: Truth, members: pd.DataFrame, pairs: pd.DataFrame) -> dict:
+    """How right a reward model was on the policy's own samples: of Group-DPO's (chosen, rejected) prompt
+    pairs (product_id, group_id, chosen, rejected), the share whose chosen prompt has the higher true expected
+    CTR in the group, and the mean true CTR gain of chosen over rejected."""
+    scored = [score_prompts(truth, members, pairs.rename(columns={c: "prompt"})[["product_id", "group_id", "prompt"]])
+              ["sim_ctr"].to_numpy() for c in ("chosen", "rejected")]
+    gain = scored[0] - scored[1]
+    return {"pairs": int(len(pairs)), "agreement": float((gain > 0).mean()) if len(pairs) else float("nan"),
+            "true_gain": float(gain.mean()) if len(pairs) else float("nan")}
+
+
+def oracle_prompts(truth: Truth, members: pd.DataFrame, per_group: bool = True, logged: bool = False) -> pd.DataFrame:
+    """The ceiling: per group, the prompt of the style with the highest true expected CTR over its users.
+    per_group=False: one style per product, the best over all its groups' users, shown to every group (what
+    the best one-size-fits-all image could reach). logged=True: chosen among the product's logged creatives'
+    styles only (what re-ranking the backgrounds in the log could reach)."""
+    rows = []
+    for p, users in members.groupby("product_id"):
+        cands = truth.logged_styles(int(p)) if logged else None
+        if per_group:
+            rows += [(p, g, style_prompt(truth.oracle_style(int(p), who, cands)[0]))
+                     for g, who in users.groupby("group_id")]
+        else:
+            best = style_prompt(truth.oracle_style(int(p), users, cands)[0])
+            rows += [(p, g, best) for g in sorted(users["group_id"].unique())]
     return pd.DataFrame(rows, columns=["product_id", "group_id", "prompt"])
 
 

@@ -127,9 +127,10 @@ class Truth:
                                     np.broadcast_to(style, (n, len(DIMS))))
         return float(p.mean()) if n else float("nan")
 
-    def oracle_style(self, product_id: int, users) -> tuple[np.ndarray, float]:
+    def oracle_style(self, product_id: int, users, styles=None) -> tuple[np.ndarray, float]:
         """The style (all four dimensions named) with the highest expected CTR over `users` for a creative
-        of `product_id`, and that CTR: an exhaustive search over the style vocabulary."""
+        of `product_id`, and that CTR: an exhaustive search over the style vocabulary, or over `styles`
+        ((n, n_dims) codes, e.g. the product's logged creatives) when given; ties go to the first."""
         u = _arrays(users)
         if not len(u["user_id"]):
             raise ValueError("the oracle style of an empty audience is undefined")
@@ -140,12 +141,20 @@ class Truth:
         # users differ only by (segment, base logit): score each distinct pair once, weighted by its count
         keys, count = np.unique(np.stack([seg, base]), axis=1, return_counts=True)
         seg_k, base_k = keys[0].astype(np.int64), keys[1]
-        grids = np.meshgrid(*[np.arange(n) for n in world.DIM_SIZES], indexing="ij")
-        styles = np.stack([g.ravel() for g in grids], axis=1)  # (n_styles, n_dims)
+        if styles is None:
+            grids = np.meshgrid(*[np.arange(n) for n in world.DIM_SIZES], indexing="ij")
+            styles = np.stack([g.ravel() for g in grids], axis=1)  # (n_styles, n_dims)
+        styles = np.asarray(styles, dtype=np.int64)
+        if styles.ndim != 2 or not len(styles) or (styles < 0).any():
+            raise ValueError("candidate styles must be a non-empty (n, n_dims) array with every dimension named")
         util = sum(w[c][seg_k][:, styles[:, j]] for j, w in enumerate(self.spec.prefs))  # (n_keys, n_styles)
         ctr = (world._sigmoid(base_k[:, None] + util) * count[:, None]).sum(axis=0) / count.sum()
         best = int(np.argmax(ctr))
         return styles[best], float(ctr[best])
+
+    def logged_styles(self, product_id: int) -> np.ndarray:
+        """The styles of the product's logged creatives, (n_creatives, n_dims)."""
+        return self.products.styles[product_id, :self.products.n_creatives[product_id]].astype(np.int64)
 
     @staticmethod
     def style_words(style) -> dict:

@@ -150,6 +150,45 @@ def test_oracle_style_is_the_exhaustive_best():
                 assert truth.expected_ctr(alt, pid, users) <= ctr + 1e-12
 
 
+def test_logged_and_one_size_ceilings_are_the_best_of_their_candidates():
+    from osmf_core.online import oracle_prompts, score_prompts, summarize
+    from osmf_core.truth import Truth
+    from osmf_core.world import parse_style, sample_users
+    truth, users = Truth(5, 28), pd.DataFrame(sample_users(5, 0, 600))
+    members = pd.concat([users.assign(product_id=pid, group_id=users["gender"].to_numpy() + 0)  # 2 groups
+                         for pid in (0, 9)], ignore_index=True)
+    per_group = score_prompts(truth, members, oracle_prompts(truth, members))
+    logged = score_prompts(truth, members, oracle_prompts(truth, members, logged=True))
+    one = score_prompts(truth, members, oracle_prompts(truth, members, per_group=False))
+    for (pid, g), who in members.groupby(["product_id", "group_id"]):
+        styles = truth.logged_styles(pid)
+        assert len(styles) == truth.products.n_creatives[pid] >= 3
+        ctrs = [truth.expected_ctr(st, pid, who) for st in styles]
+        row = logged[(logged["product_id"] == pid) & (logged["group_id"] == g)].iloc[0]
+        assert row["sim_ctr"] == pytest.approx(max(ctrs))  # the best logged background of that group
+        assert any(np.array_equal(parse_style(row["prompt"]), st) for st in styles)
+    for pid, rows in one.groupby("product_id"):
+        assert rows["prompt"].nunique() == 1  # one image for every group of the product
+        who = members[members["product_id"] == pid]
+        best = truth.expected_ctr(rows["prompt"].iat[0], pid, who)
+        for p in per_group[per_group["product_id"] == pid]["prompt"]:  # no group's own best beats it overall
+            assert truth.expected_ctr(p, pid, who) <= best + 1e-12
+    s_group, s_logged, s_one = summarize(per_group)["ctr"], summarize(logged)["ctr"], summarize(one)["ctr"]
+    assert s_logged < s_group and s_one <= s_group
+    with pytest.raises(ValueError, match="non-empty"):
+        truth.oracle_style(0, users, np.zeros((0, 4), np.int64))
+    # the reward check: pairs ordered by the truth agree 100%, reversed 0%, with the gain's sign following
+    from osmf_core.online import pair_agreement
+    best = per_group.set_index(["product_id", "group_id"])["prompt"]
+    worst = logged.set_index(["product_id", "group_id"])["prompt"]  # strictly below each group's oracle
+    pairs = pd.DataFrame({"product_id": [k[0] for k in best.index], "group_id": [k[1] for k in best.index],
+                          "chosen": best.to_numpy(), "rejected": worst.loc[best.index].to_numpy()})
+    right = pair_agreement(truth, members, pairs)
+    wrong = pair_agreement(truth, members, pairs.rename(columns={"chosen": "rejected", "rejected": "chosen"}))
+    assert right["pairs"] == 4 and right["agreement"] == 1.0 and wrong["agreement"] == 0.0
+    assert right["true_gain"] == pytest.approx(-wrong["true_gain"]) and right["true_gain"] > 0
+
+
 # ------------------------------------------------------------------------------ Group-DPO end to end
 def _dpo_cfg(models, out, **kw):
     from osmf_core.training.dpo import DPOConfig

@@ -67,6 +67,15 @@ def test_a_run_date_the_table_does_not_have_is_refused(job, table, tiny_models, 
     assert f"--run-date 1999-01-01: {table} has no run of that date" in line
 
 
+def test_eval_online_refuses_repeated_seeds_and_unknown_methods(empty, capsys):
+    flags = ["--warehouse", str(empty), "--gmllm", str(empty / "gmllm"), "--grm", str(empty / "grm"),
+             "--grm-no-group", str(empty / "grm_no_group")]
+    assert _job("eval_online").main([*flags, "--seeds", "0,1,0"]) == 2
+    assert "--seeds must be distinct integers, got '0,1,0'" in _one_line(capsys.readouterr().err, "eval_online")
+    assert _job("eval_online").main([*flags, "--methods", "pretrained,oracle_per_user"]) == 2
+    assert "unknown methods ['oracle_per_user']" in _one_line(capsys.readouterr().err, "eval_online")
+
+
 def test_bad_values_stop_before_spark_starts(tmp_path, capsys):
     assert _job("simulate").main(["--users", "0", "--warehouse", str(tmp_path)]) == 2
     assert _one_line(capsys.readouterr().err, "simulate") == "simulate: users must be >= 1, got 0"

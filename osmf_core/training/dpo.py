@@ -367,6 +367,9 @@ def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None) -> dict:
             if rank == 0:
                 pairs.to_parquet(pairs_file)
         before = reward_stats(policy, ctx, pairs, cfg) if len(pairs) else {}
+        if rank == 0 and len(pairs) < cfg.batch_size * world:
+            print(f"[group-dpo] round {r}: {len(pairs)} pairs, fewer than one batch of {cfg.batch_size} per rank: "
+                  "no step this round (lower --batch-size or use more contexts)", flush=True)
 
         def batches(epoch: int, pairs=pairs, r=r):
             order = np.random.default_rng([cfg.seed, r, epoch]).permutation(len(pairs))[rank::world]
