@@ -159,9 +159,17 @@ def main(argv=None) -> int:
         train_members = audiences(args.warehouse, run_date,
                                   pd.concat(pairs.values())["product_id"].unique()) if pairs else None
         report["reward_check"] = {m: pair_agreement(truth, train_members, p) for m, p in pairs.items()}
+        # where each policy started on those contexts: the pre-trained model's greedy prompt, per group
+        train_ctx = load_contexts(args.warehouse, run_date, split="train")
+        train_ctx = train_ctx.iloc[:args.max_contexts] if args.max_contexts else train_ctx
+        start = {g: float(score_prompts(truth, train_members, method_prompts(load_policy(args.gmllm), train_ctx, g))
+                          ["sim_ctr"].mean()) for g in {METHODS[m][0] for m in pairs}}
         for m, r in report["reward_check"].items():
+            r["start_ctr"] = start[METHODS[m][0]]
             print(f"[eval_online] {m}: the reward's winner truly beats its loser in {r['agreement']:.1%} of "
-                  f"{r['pairs']:,} Group-DPO pairs, by {r['true_gain']:+.5f} true CTR on average")
+                  f"{r['pairs']:,} Group-DPO pairs, by {r['true_gain']:+.5f} true CTR on average; chosen "
+                  f"{r['chosen_ctr']:.5f}, rejected {r['rejected_ctr']:.5f}, the policy's greedy start "
+                  f"{r['start_ctr']:.5f}")
     if {"osmf", "one_size"} <= set(per_seed):  # the paper's ordering, seed by seed (pretrained is greedy: one value)
         base = results["pretrained"]["ctr"]
         report["ordering_by_seed"] = [bool(o["ctr"] > s["ctr"] > base)

@@ -187,6 +187,8 @@ def test_logged_and_one_size_ceilings_are_the_best_of_their_candidates():
     wrong = pair_agreement(truth, members, pairs.rename(columns={"chosen": "rejected", "rejected": "chosen"}))
     assert right["pairs"] == 4 and right["agreement"] == 1.0 and wrong["agreement"] == 0.0
     assert right["true_gain"] == pytest.approx(-wrong["true_gain"]) and right["true_gain"] > 0
+    assert right["chosen_ctr"] == pytest.approx(per_group["sim_ctr"].mean())
+    assert right["rejected_ctr"] == pytest.approx(wrong["chosen_ctr"]) == pytest.approx(logged["sim_ctr"].mean())
 
 
 # ------------------------------------------------------------------------------ Group-DPO end to end
