@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import numpy as np
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from osmf_core import catalog as C
