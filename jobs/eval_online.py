@@ -106,13 +106,14 @@ def main(argv=None) -> int:
     held_out = load_contexts(args.warehouse, run_date, split="test")
     truth = Truth.from_warehouse(args.warehouse)
     members = audiences(args.warehouse, run_date, held_out["product_id"].unique())
+    base = load_policy(args.gmllm)  # the pre-trained G-MLLM, loaded once for every greedy baseline
     fixed = {"oracle": dict(), "logged_best": dict(logged=True), "oracle_one_size": dict(per_group=False)}
     prompts: dict[str, list[pd.DataFrame]] = {}  # one frame per seed for trained methods, one in all otherwise
     training: dict[str, list] = {}
     dpo_pairs: dict[str, list[pd.DataFrame]] = {}  # every round's (chosen, rejected) pairs, per trained method
     for m in methods:
         if m in ("pretrained", "pretrained_no_group"):
-            prompts[m] = [method_prompts(load_policy(args.gmllm), held_out, use_group=m == "pretrained")]
+            prompts[m] = [method_prompts(base, held_out, use_group=m == "pretrained")]
         elif m == "teacher":
             prompts[m] = [held_out[["product_id", "group_id"]].assign(prompt=held_out["response"])]
         elif m in fixed:
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
         # where each policy started on those contexts: the pre-trained model's greedy prompt, per group
         train_ctx = load_contexts(args.warehouse, run_date, split="train")
         train_ctx = train_ctx.iloc[:args.max_contexts] if args.max_contexts else train_ctx
-        start = {g: float(score_prompts(truth, train_members, method_prompts(load_policy(args.gmllm), train_ctx, g))
+        start = {g: float(score_prompts(truth, train_members, method_prompts(base, train_ctx, g))
                           ["sim_ctr"].mean()) for g in {METHODS[m][0] for m in pairs}}
         for m, r in report["reward_check"].items():
             r["start_ctr"] = start[METHODS[m][0]]

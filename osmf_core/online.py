@@ -43,7 +43,7 @@ def pair_agreement(truth: Truth, members: pd.DataFrame, pairs: pd.DataFrame) -> 
     """How right a reward model was on the policy's own samples: of Group-DPO's (chosen, rejected) prompt
     pairs (product_id, group_id, chosen, rejected), the share whose chosen prompt has the higher true expected
     CTR in the group, the mean true CTR gain of chosen over rejected, and the mean true CTR of each side
-    (DPO pulls the policy toward the chosen side: below what the policy already says, it pulls it down)."""
+    (DPO pulls the policy toward the chosen side)."""
     scored = [score_prompts(truth, members, pairs.rename(columns={c: "prompt"})[["product_id", "group_id", "prompt"]])
               ["sim_ctr"].to_numpy() for c in ("chosen", "rejected")]
     gain = scored[0] - scored[1]

@@ -151,7 +151,7 @@ def test_oracle_style_is_the_exhaustive_best():
 
 
 def test_logged_and_one_size_ceilings_are_the_best_of_their_candidates():
-    from osmf_core.online import oracle_prompts, score_prompts, summarize
+    from osmf_core.online import oracle_prompts, pair_agreement, score_prompts, summarize
     from osmf_core.truth import Truth
     from osmf_core.world import parse_style, sample_users
     truth, users = Truth(5, 28), pd.DataFrame(sample_users(5, 0, 600))
@@ -178,7 +178,6 @@ def test_logged_and_one_size_ceilings_are_the_best_of_their_candidates():
     with pytest.raises(ValueError, match="non-empty"):
         truth.oracle_style(0, users, np.zeros((0, 4), np.int64))
     # the reward check: pairs ordered by the truth agree 100%, reversed 0%, with the gain's sign following
-    from osmf_core.online import pair_agreement
     best = per_group.set_index(["product_id", "group_id"])["prompt"]
     worst = logged.set_index(["product_id", "group_id"])["prompt"]  # strictly below each group's oracle
     pairs = pd.DataFrame({"product_id": [k[0] for k in best.index], "group_id": [k[1] for k in best.index],
