@@ -75,6 +75,8 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     for name in ("beta", "lr", "robust_eta"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    ap.add_argument("--min-margin", type=float, default=d.min_margin,
+                    help="reward gap a Group-DPO pair needs (the GRMs' scores; osmf_true_reward's are in CTR units)")
     ap.add_argument("--methods", default=",".join(ORDER + CEILINGS),
                     help=f"subset of {','.join(ORDER + CEILINGS + DIAGNOSTICS)}")
     ap.add_argument("--seeds", default="", help="comma-separated Group-DPO seeds, e.g. 0,1,2 (default: --seed)")
@@ -129,7 +131,8 @@ def main(argv=None) -> int:
                                     grm="" if grm == "truth" else paths[grm], reward="truth" if grm == "truth" else "grm",
                                     use_group=use_group, robust=robust, rounds=args.rounds, samples=args.samples,
                                     epochs=args.epochs, batch_size=args.batch_size, max_contexts=args.max_contexts,
-                                    beta=args.beta, lr=args.lr, robust_eta=args.robust_eta, seed=seed,
+                                    beta=args.beta, lr=args.lr, robust_eta=args.robust_eta, min_margin=args.min_margin,
+                                    seed=seed,
                                     deepspeed_config=args.deepspeed_config, out_dir=str(out))
                     training[f"{m}/seed{seed}"] = run_group_dpo(cfg)["rounds"]
                 dpo_pairs.setdefault(m, []).extend(pd.read_parquet(f) for f in sorted(out.glob("round*/pairs.parquet")))
@@ -171,6 +174,9 @@ def main(argv=None) -> int:
                   f"{r['pairs']:,} Group-DPO pairs, by {r['true_gain']:+.5f} true CTR on average; chosen "
                   f"{r['chosen_ctr']:.5f}, rejected {r['rejected_ctr']:.5f}, the policy's greedy start "
                   f"{r['start_ctr']:.5f}")
+            if "by_margin" in r:
+                print(f"[eval_online] {m}: by reward margin, closest calls first: "
+                      + ", ".join(f"{b['agreement']:.1%}" for b in r["by_margin"]), flush=True)
     if {"osmf", "one_size"} <= set(per_seed):  # the paper's ordering, seed by seed (pretrained is greedy: one value)
         base = results["pretrained"]["ctr"]
         report["ordering_by_seed"] = [bool(o["ctr"] > s["ctr"] > base)

@@ -39,17 +39,25 @@ def score_prompts(truth: Truth, members: pd.DataFrame, prompts: pd.DataFrame) ->
     return out
 
 
-def pair_agreement(truth: Truth, members: pd.DataFrame, pairs: pd.DataFrame) -> dict:
+def pair_agreement(truth: Truth, members: pd.DataFrame, pairs: pd.DataFrame, bins: int = 5) -> dict:
     """How right a reward model was on the policy's own samples: of Group-DPO's (chosen, rejected) prompt
     pairs (product_id, group_id, chosen, rejected), the share whose chosen prompt has the higher true expected
     CTR in the group, the mean true CTR gain of chosen over rejected, and the mean true CTR of each side
-    (DPO pulls the policy toward the chosen side)."""
+    (DPO pulls the policy toward the chosen side). With a grm_margin column (the reward's score gap),
+    `by_margin` gives the same per quantile bin of that gap, from the closest calls to the surest."""
     scored = [score_prompts(truth, members, pairs.rename(columns={c: "prompt"})[["product_id", "group_id", "prompt"]])
               ["sim_ctr"].to_numpy() for c in ("chosen", "rejected")]
     gain = scored[0] - scored[1]
     mean = (lambda v: float(v.mean()) if len(v) else float("nan"))  # noqa: E731
-    return {"pairs": int(len(pairs)), "agreement": mean(gain > 0), "true_gain": mean(gain),
-            "chosen_ctr": mean(scored[0]), "rejected_ctr": mean(scored[1])}
+    out = {"pairs": int(len(pairs)), "agreement": mean(gain > 0), "true_gain": mean(gain),
+           "chosen_ctr": mean(scored[0]), "rejected_ctr": mean(scored[1])}
+    if "grm_margin" in pairs and len(pairs) >= bins:  # is the reward right more often where it is surer?
+        q = pd.qcut(pairs["grm_margin"].rank(method="first"), bins, labels=False).to_numpy()
+        margin = pairs["grm_margin"].to_numpy()
+        out["by_margin"] = [{"margin_median": float(np.median(margin[q == b])), "pairs": int((q == b).sum()),
+                             "agreement": mean(gain[q == b] > 0), "true_gain": mean(gain[q == b])}
+                            for b in range(bins)]
+    return out
 
 
 def oracle_prompts(truth: Truth, members: pd.DataFrame, per_group: bool = True, logged: bool = False) -> pd.DataFrame:

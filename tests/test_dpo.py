@@ -188,6 +188,15 @@ def test_logged_and_one_size_ceilings_are_the_best_of_their_candidates():
     assert right["true_gain"] == pytest.approx(-wrong["true_gain"]) and right["true_gain"] > 0
     assert right["chosen_ctr"] == pytest.approx(per_group["sim_ctr"].mean())
     assert right["rejected_ctr"] == pytest.approx(wrong["chosen_ctr"]) == pytest.approx(logged["sim_ctr"].mean())
+    assert "by_margin" not in right  # no reward scores, no breakdown
+    # by margin: the 4 right pairs called surely (gap 2), the 4 reversed ones narrowly (gap 0.5)
+    mixed = pd.concat([pairs.assign(grm_margin=2.0), pairs.rename(columns={"chosen": "rejected", "rejected": "chosen"})
+                       .assign(grm_margin=0.5)], ignore_index=True)
+    split = pair_agreement(truth, members, mixed, bins=2)
+    assert split["agreement"] == 0.5 and [b["pairs"] for b in split["by_margin"]] == [4, 4]
+    assert [b["margin_median"] for b in split["by_margin"]] == [0.5, 2.0]
+    assert [b["agreement"] for b in split["by_margin"]] == [0.0, 1.0]
+    assert split["by_margin"][1]["true_gain"] == pytest.approx(right["true_gain"])
 
 
 # ------------------------------------------------------------------------------ Group-DPO end to end
