@@ -178,8 +178,8 @@ def main(argv=None) -> int:
                 print(f"[eval_online] {m}: by reward margin, closest calls first: "
                       + ", ".join(f"{b['agreement']:.1%}" for b in r["by_margin"]), flush=True)
     if {"osmf", "one_size"} <= set(per_seed):  # the paper's ordering, seed by seed (pretrained is greedy: one value)
-        base = results["pretrained"]["ctr"]
-        report["ordering_by_seed"] = [bool(o["ctr"] > s["ctr"] > base)
+        pretrained_ctr = results["pretrained"]["ctr"]
+        report["ordering_by_seed"] = [bool(o["ctr"] > s["ctr"] > pretrained_ctr)
                                       for o, s in zip(per_seed["osmf"], per_seed["one_size"])]
     if "oracle" in results and "osmf" in results:
         gap = results["oracle"]["ctr"] - results["pretrained"]["ctr"]
