@@ -28,13 +28,14 @@ DPO ?=
 DPO_RUN ?= runs/dpo
 GEN ?=
 EVAL_ONLINE ?=
+BENCH_GMLLM ?=
 GMLLM_DS ?= cluster/deepspeed/gmllm.json
 NUM_GPUS ?= 1
 # several nodes: DS_LAUNCH="--hostfile cluster/deepspeed/hostfile" DS_CONFIG=cluster/deepspeed/zero3_multinode.json
 DS_LAUNCH ?= --num_gpus $(NUM_GPUS)
 DS_CONFIG ?= cluster/deepspeed/paag.json
 
-.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm grm-models group-dpo generate eval-online bench bench-simulate bench-regroup ddl sql clean
+.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm grm-models group-dpo generate eval-online bench bench-simulate bench-regroup bench-gmllm ddl sql clean
 
 help:
 	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
@@ -53,8 +54,9 @@ help:
 	@echo "make group-dpo       Group-DPO: LoRA on the G-MLLM, sample-render-rank rounds with the frozen GRM (DPO='--robust')"
 	@echo "make generate        one prompt and image per (product, group): gen tables, images, reports/gallery/index.html"
 	@echo "make eval-online     the Table 3 analog: simulated online CTR of pretrained, one-size, OSMF variants, oracle"
-	@echo "make bench           all benchmarks (bench-simulate, bench-regroup)"
+	@echo "make bench           all benchmarks (bench-simulate, bench-regroup, bench-gmllm)"
 	@echo "make bench-regroup   clustering core vs a scikit-learn loop and MLlib, scaling, sampled silhouette error"
+	@echo "make bench-gmllm     G-MLLM pre-training and GRM training steps: tokens/s, memory, MFU (BENCH_GMLLM='--shape smollm2-1.7b')"
 	@echo "make ddl             regenerate sql/ddl/ from the table catalog"
 	@echo "make sql Q=name      run sql/queries/name.sql on the local warehouse (no Q: list them; SQL='--run-date ...')"
 
@@ -132,13 +134,18 @@ eval-online: grm-models
 	$(PY) jobs/eval_online.py --deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) --grm $(GRM_MODEL) \
 		--grm-no-group $(GRM_NO_GROUP) $(EVAL_ONLINE)
 
-bench: bench-simulate bench-regroup
+bench: bench-simulate bench-regroup bench-gmllm
 
 bench-regroup: regroup
 	$(PY) jobs/bench_regroup.py
 
 bench-simulate: setup
 	$(PY) jobs/bench_simulate.py
+
+bench-gmllm: setup  # samples rows from the warehouse, then times DeepSpeed steps on this machine
+	@test -d "$${OSMF_WAREHOUSE:-warehouse}/feat/instructions" || $(MAKE) instructions
+	$(PY) jobs/bench_gmllm.py export
+	$(PY) jobs/bench_gmllm.py run $(BENCH_GMLLM)
 
 ddl: setup
 	$(PY) -m osmf_core.ddl --out sql/ddl

@@ -1,6 +1,6 @@
 """Simulate the ad world and load the raw tables (users, products, creatives, impressions).
 
-    python jobs/simulate.py --users 20000 --products 280          # local, embedded default
+    python jobs/simulate.py --users 60000 --products 280          # local, embedded default
     spark-submit ... jobs/simulate.py --users 40000000 --products 2000000 --partitions 4000
 """
 from __future__ import annotations

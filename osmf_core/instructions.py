@@ -20,10 +20,8 @@ import numpy as np
 import pandas as pd
 
 from osmf_core.catalog import USER_ATTRIBUTES
+from osmf_core.tokens import GROUP_TOKEN, IMAGE_TOKEN
 from osmf_core.world import parse_style, style_prompt
-
-GROUP_TOKEN = "<group>"
-IMAGE_TOKEN = "<image>"
 
 # The attribute list exactly as Table 5 writes it (the order differs from Table 4; the names do not).
 TABLE5_ATTRIBUTES = (

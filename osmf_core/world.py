@@ -118,7 +118,7 @@ _ADJS = ("Classic", "Pro", "Lite", "Ultra", "Mini", "Max", "Plus", "Air", "Prime
 
 @dataclass(frozen=True)
 class WorldSize:
-    users: int = 20_000  # users in the world
+    users: int = 60_000  # users in the world
     products: int = 280  # products (20 per category by default)
     impressions_per_user: float = 50.0  # mean impressions per user over the window
     days: int = 7  # length of the log window

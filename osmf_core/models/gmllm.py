@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from osmf_core.instructions import GROUP_TOKEN, IMAGE_TOKEN
+from osmf_core.tokens import GROUP_TOKEN, IMAGE_TOKEN
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN, GROUP_TOKEN]
 GROUP_WORD = "G"  # what the instruction text says where the group token was (the token itself goes first)
@@ -220,6 +220,48 @@ class GroupLlava(nn.Module):
         return model.eval()
 
 
+# ------------------------------------------------------------------------------ inputs
+def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, use_group: bool = True,
+           images=None) -> dict:
+    """Token ids, attention mask and (with responses) labels of a batch, right-padded; pixel values of the
+    images of the rows whose instruction shows one, in row order. Labels are -100 except on the response."""
+    tok = model.tokenizer
+    rows, labels, pngs = [], [], []
+    for i, instruction in enumerate(instructions):
+        prefix, text = model.prefix(str(instruction), use_group)
+        prompt = [tok.bos_token_id] + tok(prefix + "USER: " + text + " ASSISTANT:", add_special_tokens=False).input_ids
+        answer = [] if responses is None else tok(" " + str(responses[i]), add_special_tokens=False).input_ids + [tok.eos_token_id]
+        ids = (prompt + answer)[:max_len]
+        rows.append(ids)
+        labels.append(([-100] * len(prompt) + answer)[:max_len])
+        if IMAGE_TOKEN in str(instruction):
+            n = str(instruction).count(IMAGE_TOKEN)
+            if images is None:
+                raise ValueError("an instruction shows an image but no images were given")
+            pngs.extend(images[i] if n > 1 else [images[i]])
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    lab = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, y) in enumerate(zip(rows, labels)):
+        ids[i, :len(r)], lab[i, :len(y)], mask[i, :len(r)] = torch.tensor(r), torch.tensor(y), 1
+    out = {"input_ids": ids, "attention_mask": mask, "pixel_values": model.pixels(pngs) if pngs else None}
+    if responses is not None:
+        out["labels"] = lab
+    return out
+
+
+def group_tensor(features, width: int) -> torch.Tensor:
+    """(B, width) float32 group features; rows without a group (empty arrays) are zeros."""
+    out = np.zeros((len(features), width), dtype=np.float32)
+    for i, f in enumerate(features):
+        if len(f):
+            if len(f) != width:
+                raise ValueError(f"group features of {len(f)} values, the model reads {width}")
+            out[i] = f
+    return torch.from_numpy(out)
+
+
 def build_tiny(cfg: GMLLMConfig, tokenizer) -> GroupLlava:
     """A randomly initialised tiny LLaVA (CLIP ViT + Llama) with the group token."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
@@ -318,21 +360,52 @@ def _small_llava(config, pretrained: bool):
 
 def build_small(cfg: GMLLMConfig, image_size: int = 128) -> GroupLlava:
     """The small real profile: MobileNetV2 (ImageNet) + projector + SmolLM2-135M-Instruct + group token."""
+    lm, tok = smollm2()
+    return _compose_small(cfg, lm.config, tok, image_size, lm=lm)
+
+
+# Published shapes of the SmolLM2 family; 135m is the small profile's language model.
+SMOLLM2_SHAPES = {
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3),
+    "smollm2-360m": dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
+                         num_key_value_heads=5),
+    "smollm2-1.7b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32,
+                         num_key_value_heads=32),
+}
+
+
+def build_small_shape(cfg: GMLLMConfig, shape: str, tokenizer, image_size: int = 128) -> GroupLlava:
+    """The small profile's architecture at one of SMOLLM2_SHAPES, every weight random (the vision tower too):
+    for throughput on a node that has neither weights file. `tokenizer`: SmolLM2's (its vocabulary size)."""
+    from transformers import LlamaConfig
+    if shape not in SMOLLM2_SHAPES:
+        raise ValueError(f"shape must be one of {sorted(SMOLLM2_SHAPES)}, got {shape!r}")
+    text = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, rope_theta=100000.0,
+                       tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       **SMOLLM2_SHAPES[shape])
+    return _compose_small(cfg, text, tokenizer, image_size, lm=None)
+
+
+def _compose_small(cfg: GMLLMConfig, text_config, tok, image_size: int, lm=None) -> GroupLlava:
+    """MobileNetV2 tower + projector + the language model of `text_config` (weights from `lm` when given,
+    and then the tower's ImageNet weights too) + group token; `tok` gains the image and group tokens."""
     from transformers import CLIPVisionConfig, LlavaConfig
     from osmf_core.models.encoders import IMAGENET_MEAN, IMAGENET_STD
-    lm, tok = smollm2()
     tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, GROUP_TOKEN]})
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     vision = CLIPVisionConfig(hidden_size=1280, intermediate_size=4, num_hidden_layers=0, num_attention_heads=1,
                               image_size=image_size, patch_size=32)  # MobileNetV2: stride 32, 1280 channels
-    config = LlavaConfig(vision_config=vision, text_config=lm.config,
+    config = LlavaConfig(vision_config=vision, text_config=text_config,
                          image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
                          vision_feature_select_strategy="full", vision_feature_layer=-1, projector_hidden_act="gelu",
-                         tie_word_embeddings=lm.config.tie_word_embeddings)
-    llava = _small_llava(config, pretrained=True)
-    llava.model.language_model.load_state_dict(lm.model.state_dict())
-    llava.lm_head.load_state_dict(lm.lm_head.state_dict())
+                         tie_word_embeddings=text_config.tie_word_embeddings)
+    llava = _small_llava(config, pretrained=lm is not None)
+    if lm is not None:
+        llava.model.language_model.load_state_dict(lm.model.state_dict())
+        llava.lm_head.load_state_dict(lm.lm_head.state_dict())
     llava.resize_token_embeddings(len(tok))
     model = GroupLlava(llava, tok, cfg.group_dim, cfg.group_points, cfg.group_hidden,
                        tuple(IMAGENET_MEAN.flatten().tolist()), tuple(IMAGENET_STD.flatten().tolist()))

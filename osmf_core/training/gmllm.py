@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from osmf_core import catalog as C
-from osmf_core.instructions import IMAGE_TOKEN, grm_instruction
-from osmf_core.models.gmllm import SMALL, GMLLMConfig, GroupLlava, build_small, build_tiny, from_local, train_tokenizer
+from osmf_core.instructions import grm_instruction
+from osmf_core.models.gmllm import (SMALL, GMLLMConfig, GroupLlava, build_small, build_tiny, encode, from_local,  # noqa: F401
+                                    group_tensor, train_tokenizer)  # encode, group_tensor: re-exported
 from osmf_core.store import run_of
 from osmf_core.training.data import read_columns, row_batches
 from osmf_core.training.loop import ds_config, fit, init_distributed
@@ -57,47 +58,6 @@ class PretrainConfig:
 
 
 # ---------------------------------------------------------------------------------- batches
-def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, use_group: bool = True,
-           images=None) -> dict:
-    """Token ids, attention mask and (with responses) labels of a batch, right-padded; pixel values of the
-    images of the rows whose instruction shows one, in row order. Labels are -100 except on the response."""
-    tok = model.tokenizer
-    rows, labels, pngs = [], [], []
-    for i, instruction in enumerate(instructions):
-        prefix, text = model.prefix(str(instruction), use_group)
-        prompt = [tok.bos_token_id] + tok(prefix + "USER: " + text + " ASSISTANT:", add_special_tokens=False).input_ids
-        answer = [] if responses is None else tok(" " + str(responses[i]), add_special_tokens=False).input_ids + [tok.eos_token_id]
-        ids = (prompt + answer)[:max_len]
-        rows.append(ids)
-        labels.append(([-100] * len(prompt) + answer)[:max_len])
-        if IMAGE_TOKEN in str(instruction):
-            n = str(instruction).count(IMAGE_TOKEN)
-            if images is None:
-                raise ValueError("an instruction shows an image but no images were given")
-            pngs.extend(images[i] if n > 1 else [images[i]])
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-    lab = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, y) in enumerate(zip(rows, labels)):
-        ids[i, :len(r)], lab[i, :len(y)], mask[i, :len(r)] = torch.tensor(r), torch.tensor(y), 1
-    out = {"input_ids": ids, "attention_mask": mask, "pixel_values": model.pixels(pngs) if pngs else None}
-    if responses is not None:
-        out["labels"] = lab
-    return out
-
-
-def group_tensor(features, width: int) -> torch.Tensor:
-    """(B, width) float32 group features; rows without a group (empty arrays) are zeros."""
-    out = np.zeros((len(features), width), dtype=np.float32)
-    for i, f in enumerate(features):
-        if len(f):
-            if len(f) != width:
-                raise ValueError(f"group features of {len(f)} values, the model reads {width}")
-            out[i] = f
-    return torch.from_numpy(out)
-
-
 def batch_inputs(model: GroupLlava, batch: dict, max_len: int, device) -> dict:
     width = (1 + model.meta["group_points"]) * model.meta["group_dim"]
     enc = encode(model, batch["instruction"], batch["response"], max_len, images=batch["image"])

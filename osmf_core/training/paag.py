@@ -32,7 +32,7 @@ class TrainConfig:
     model: PAAGConfig = field(default_factory=PAAGConfig)
     # optimisation (batch size and learning rate override the DeepSpeed JSON)
     deepspeed_config: str = "cluster/deepspeed/paag.json"  # DeepSpeed JSON: optimizer, precision, ZeRO
-    epochs: int = 6
+    epochs: int = 3
     batch_size: int = 512  # per process
     lr: float = 2e-3
     neg_rate: float = 0.1  # share of non-clicked rows kept per epoch (negative downsampling); 1 = all

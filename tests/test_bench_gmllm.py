@@ -1,0 +1,95 @@
+"""bench_gmllm: the exported sample, and the figures of a timed run (tokens, FLOPs, MFU) against what they
+must be, on the tiny profile with a real DeepSpeed engine."""
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "jobs"))
+import bench_gmllm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rows(instructions_wh, tmp_path_factory):
+    wh, summary = instructions_wh
+    out = tmp_path_factory.mktemp("bench_rows")
+    return bench_gmllm.export(wh, str(out), rows=40, pairs=12, seed=0), out, summary
+
+
+def test_export_samples_the_tables_with_grm_instructions(rows):
+    from osmf_core.instructions import grm_instruction
+    got, out, _ = rows
+    pre, grm = pd.read_parquet(out / bench_gmllm.PRETRAIN_FILE), pd.read_parquet(out / bench_gmllm.GRM_FILE)
+    assert (got["pretrain_rows"], got["grm_pairs"]) == (len(pre), len(grm)) == (40, 12)
+    assert list(grm["instruction"]) == [grm_instruction(t) for t in grm["title"]]
+    assert set(pre["task"]) <= {"group_analysis", "behavioral_prediction", "product_understanding",
+                                "prompt_generation", "creative_captioning"}
+    widths = {len(f) for f in grm["group_features"]}
+    assert len(widths) == 1 and widths.pop() > 0  # every pair is in a group, all of one width
+
+
+def _args(out, phase, **kw):
+    base = dict(rows=str(out), shape="tiny", tokenizer="", deepspeed_config="cluster/deepspeed/gmllm.json",
+                batch_size=4, steps=3, warmup=1, distinct_batches=2, peak_tflops=0.5, seed=0, phase=phase,
+                precision="fp32", profile="")
+    return argparse.Namespace(**{**base, **kw})
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "grm"])
+def test_a_timed_run_counts_tokens_flops_and_mfu(rows, phase):
+    _, out, _ = rows
+    args = _args(out, phase)
+    r = bench_gmllm.run_one(args)
+    # tokens: the non-padding positions of the batches the timed steps cycled over (steps 1..3 of 0..3)
+    base, _, _ = bench_gmllm.build("tiny", out, "", 0)
+    batches = bench_gmllm.encoded_batches(base, phase, out, 4, 384 if phase == "pretrain" else 128, 2, 0)
+    timed = [batches[i % 2] for i in range(1, 4)]
+    tokens = sum(int(b["attention_mask"].sum()) for b in timed)
+    assert r["tokens_per_s"] * r["step_s"] * r["steps"] == pytest.approx(tokens, rel=1e-9)
+    assert r["rows_per_step"] == (4 if phase == "pretrain" else 8)  # a GRM step reads both images of 4 pairs
+    # FLOPs of one forward + backward: every linear layer of the language model costs 6 FLOPs per weight per
+    # position (forward 2, input and weight gradients 4); attention, vision and the group MLP come on top
+    lm = base.llava.model.language_model
+    linear = sum(m.weight.numel() for m in lm.modules() if m.__class__.__name__ == "Linear")
+    linear += base.llava.lm_head.weight.numel() if phase == "pretrain" else 0  # the GRM reads hidden states
+    positions = batches[0]["attention_mask"].numel()
+    assert 6 * linear * positions <= r["flops_per_step"] <= 3 * 6 * linear * positions
+    assert r["mfu"] == pytest.approx(r["flops_per_step"] / r["step_s"] / 0.5e12)
+    assert r["trainable_params"] < r["params"] if phase == "grm" else r["trainable_params"] == r["params"]
+    assert np.isfinite(r["loss_last"])
+
+
+def test_the_cli_prints_the_table_and_writes_the_report(rows, tmp_path):
+    _, out, _ = rows
+    report = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "bench_gmllm.py"), "run", "--rows", str(out),
+                           "--phases", "grm", "--precisions", "fp32", "--batch-size", "2", "--steps", "1",
+                           "--warmup", "1", "--report", str(report)], cwd=ROOT, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "x tokens/s" in proc.stdout and "grm       fp32" in proc.stdout
+    got = json.loads(report.read_text())
+    assert got["baseline"] == "fp32" and [r["phase"] for r in got["results"]] == ["grm"]
+
+
+def test_missing_rows_stop_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "bench_gmllm.py"), "run", "--rows", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "run `python jobs/bench_gmllm.py export` first" in proc.stderr
+
+
+def test_the_model_and_its_inputs_import_without_the_data_stack():
+    """A GPU node runs the G-MLLM without Spark, Delta or petastorm: blocked imports must not be needed."""
+    code = ("import sys\nfor m in ('pyspark', 'delta', 'deltalake', 'petastorm'): sys.modules[m] = None\n"
+            "import osmf_core.models.gmllm as g\nassert g.IMAGE_TOKEN == '<image>' and callable(g.encode)\n"
+            "import bench_gmllm\nprint('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'jobs'}"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-1500:]
