@@ -93,3 +93,17 @@ def test_the_model_and_its_inputs_import_without_the_data_stack():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'jobs'}"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-1500:]
+
+
+def test_a_smollm2_shape_has_the_published_layer_sizes():
+    """SmolLM2-135M: 30 layers of attention (q, o 576x576; k, v 576x192 with 3 KV heads), a SwiGLU MLP of
+    1536 and two norms: 106,202,880 weights outside the embeddings and the final norm."""
+    from osmf_core.models.gmllm import GMLLMConfig, build_small_shape, train_tokenizer
+    tok = train_tokenizer(["a small corpus for a tokenizer"] * 4, vocab_size=300)
+    model = build_small_shape(GMLLMConfig(group_dim=8), "smollm2-135m", tok)
+    layers = model.llava.model.language_model.layers
+    assert len(layers) == 30 and sum(p.numel() for p in layers.parameters()) == 106_202_880
+    assert model.llava.get_input_embeddings().weight.shape == (len(tok), 576)
+    assert model.n_image_tokens == 16  # 128 px through MobileNetV2's stride 32
+    with pytest.raises(ValueError, match="shape must be one of"):
+        build_small_shape(GMLLMConfig(), "smollm2-9b", tok)
