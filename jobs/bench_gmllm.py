@@ -18,7 +18,8 @@ cluster/deepspeed/gmllm.json with bf16 switched by --precisions and torch's Adam
 sampled rows encoded before the clock starts (tokenising and decoding images are left out; in the jobs
 they run inside the step loop). Each (phase, precision) runs in a fresh process, so peak memory is its own.
   tokens/s     positions the language model reads that are not padding (text, image patches, group token)
-  FLOPs        counted by torch.utils.flop_counter over one forward and backward (optimizer excluded)
+  FLOPs        counted by torch.utils.flop_counter over a forward and backward of each distinct batch
+               (optimizer excluded), averaged over the batches the timed steps run
   MFU          FLOPs per step / step time / the device's dense peak for that precision (--peak-tflops
                overrides the table; none on a CPU)
 Writes reports/bench_gmllm.json.
@@ -150,10 +151,14 @@ def run_one(args) -> dict:
     max_len = max_pre if args.phase == "pretrain" else max_grm
     batches = encoded_batches(base, args.phase, rows_dir, args.batch_size, max_len, args.distinct_batches, args.seed)
     model.to(device)
-    with FlopCounterMode(display=False) as counter:  # fp32, before DeepSpeed: FLOPs do not depend on precision
-        step_loss(model, args.phase, batches[0], device).backward()
-    flops = counter.get_total_flops()
+    per_batch = []
+    for batch in batches:  # fp32, before DeepSpeed: FLOPs do not depend on precision
+        with FlopCounterMode(display=False) as counter:
+            step_loss(model, args.phase, batch, device).backward()
+        per_batch.append(counter.get_total_flops())
     model.zero_grad(set_to_none=True)
+    # the mean over the batches the timed steps run (they cycle over the distinct batches)
+    flops = sum(per_batch[i % len(batches)] for i in range(args.warmup, args.warmup + args.steps)) / args.steps
     params = sum(p.numel() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
     cfg = ds_config(args.deepspeed_config, args.batch_size, 1e-4, args.warmup + args.steps)
