@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from osmf_core.models.gmllm import (GMLLMConfig, GRM, SMOLLM2_SHAPES, build_small_shape, build_tiny, encode,
-                                    group_tensor, osmf_cache, train_tokenizer)
+                                    osmf_cache, train_tokenizer)
 from osmf_core.reports import write_report
 
 PHASES = ("pretrain", "grm")
@@ -47,6 +47,7 @@ PHASES = ("pretrain", "grm")
 PEAK_TFLOPS = {"H100": {"bf16": 989.4, "fp32": 66.9}, "H200": {"bf16": 989.4, "fp32": 66.9},
                "A100": {"bf16": 312.0, "fp32": 19.5}}
 PRETRAIN_FILE, GRM_FILE = "pretrain.parquet", "grm.parquet"
+MAX_LEN = {"pretrain": 384, "grm": 128}  # tokens per row, PretrainConfig's and GRMConfig's defaults
 
 
 # ------------------------------------------------------------------------------ export (needs the data stack)
@@ -77,8 +78,8 @@ def export(warehouse: str, out: str, rows: int, pairs: int, seed: int) -> dict:
 
 # ------------------------------------------------------------------------------ one (phase, precision)
 def build(shape: str, rows_dir: Path, tokenizer: str, seed: int):
-    """(model, max_len of a pre-training row, max_len of a GRM row); the group token as wide as the rows'
-    group features (PAAG's d times 1 + the percentile points)."""
+    """The model of `shape`, its group token as wide as the rows' group features (PAAG's d times 1 + the
+    percentile points)."""
     import pandas as pd
     torch.manual_seed(seed)
     width = len(pd.read_parquet(rows_dir / GRM_FILE, columns=["group_features"])["group_features"].iloc[0])
@@ -91,9 +92,9 @@ def build(shape: str, rows_dir: Path, tokenizer: str, seed: int):
         for name, cols in ((PRETRAIN_FILE, ("instruction", "response")), (GRM_FILE, ("instruction",))):
             frame = pd.read_parquet(rows_dir / name, columns=list(cols))
             texts += [str(t) for c in cols for t in frame[c]]
-        return build_tiny(cfg, train_tokenizer(texts + ["USER: ASSISTANT:"], cfg.vocab_size)), 384, 128
+        return build_tiny(cfg, train_tokenizer(texts + ["USER: ASSISTANT:"], cfg.vocab_size))
     from transformers import AutoTokenizer
-    return build_small_shape(cfg, shape, AutoTokenizer.from_pretrained(tokenizer)), 384, 128
+    return build_small_shape(cfg, shape, AutoTokenizer.from_pretrained(tokenizer))
 
 
 def encoded_batches(model, phase: str, rows_dir: Path, batch_size: int, max_len: int, n_batches: int,
@@ -103,17 +104,15 @@ def encoded_batches(model, phase: str, rows_dir: Path, batch_size: int, max_len:
     import pandas as pd
     frame = pd.read_parquet(rows_dir / (PRETRAIN_FILE if phase == "pretrain" else GRM_FILE))
     rng = np.random.default_rng(seed)
-    width = (1 + model.meta["group_points"]) * model.meta["group_dim"]
     out = []
     for _ in range(n_batches):
         b = frame.iloc[rng.choice(len(frame), batch_size, replace=len(frame) < batch_size)]
         if phase == "pretrain":
-            enc = encode(model, list(b["instruction"]), list(b["response"]), max_len, images=list(b["image"]))
-            enc["group_features"] = group_tensor(list(b["group_features"]), width)
+            enc = encode(model, list(b["instruction"]), list(b["response"]), max_len, images=list(b["image"]),
+                         group_features=list(b["group_features"]))
         else:
-            instr = list(b["instruction"]) * 2
-            enc = encode(model, instr, None, max_len, True, list(b["image_a"]) + list(b["image_b"]))
-            enc["group_features"] = group_tensor(list(b["group_features"]) * 2, width)
+            enc = encode(model, list(b["instruction"]) * 2, None, max_len, True,
+                         list(b["image_a"]) + list(b["image_b"]), list(b["group_features"]) * 2)
             enc["label"] = torch.from_numpy(b["label"].to_numpy().astype(np.int64))
         out.append(enc)
     return out
@@ -144,12 +143,12 @@ def run_one(args) -> dict:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
     rows_dir = Path(args.rows)
-    base, max_pre, max_grm = build(args.shape, rows_dir, args.tokenizer, args.seed)
+    base = build(args.shape, rows_dir, args.tokenizer, args.seed)
     model = base if args.phase == "pretrain" else GRM(base, use_group=True, pooling="bilinear")
     if args.phase == "grm":  # as train_grm: the vision tower stays frozen
         base.llava.model.vision_tower.requires_grad_(False)
-    max_len = max_pre if args.phase == "pretrain" else max_grm
-    batches = encoded_batches(base, args.phase, rows_dir, args.batch_size, max_len, args.distinct_batches, args.seed)
+    batches = encoded_batches(base, args.phase, rows_dir, args.batch_size, MAX_LEN[args.phase], args.distinct_batches,
+                              args.seed)
     model.to(device)
     per_batch = []
     for batch in batches:  # fp32, before DeepSpeed: FLOPs do not depend on precision

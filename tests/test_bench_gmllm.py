@@ -2,6 +2,7 @@
 must be, on the tiny profile with a real DeepSpeed engine."""
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +48,8 @@ def test_a_timed_run_counts_tokens_flops_and_mfu(rows, phase):
     args = _args(out, phase)
     r = bench_gmllm.run_one(args)
     # tokens: the non-padding positions of the batches the timed steps cycled over (steps 1..3 of 0..3)
-    base, _, _ = bench_gmllm.build("tiny", out, "", 0)
-    batches = bench_gmllm.encoded_batches(base, phase, out, 4, 384 if phase == "pretrain" else 128, 2, 0)
+    base = bench_gmllm.build("tiny", out, "", 0)
+    batches = bench_gmllm.encoded_batches(base, phase, out, 4, bench_gmllm.MAX_LEN[phase], 2, 0)
     timed = [batches[i % 2] for i in range(1, 4)]
     tokens = sum(int(b["attention_mask"].sum()) for b in timed)
     assert r["tokens_per_s"] * r["step_s"] * r["steps"] == pytest.approx(tokens, rel=1e-9)
@@ -71,7 +72,7 @@ def test_the_cli_prints_the_table_and_writes_the_report(rows, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "bench_gmllm.py"), "run", "--rows", str(out),
                            "--phases", "grm", "--precisions", "fp32", "--batch-size", "2", "--steps", "1",
                            "--warmup", "1", "--report", str(report)], cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "x tokens/s" in proc.stdout and "grm       fp32" in proc.stdout
     got = json.loads(report.read_text())
@@ -81,7 +82,7 @@ def test_the_cli_prints_the_table_and_writes_the_report(rows, tmp_path):
 def test_missing_rows_stop_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "bench_gmllm.py"), "run", "--rows", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2 and "run `python jobs/bench_gmllm.py export` first" in proc.stderr
 
 
@@ -91,7 +92,7 @@ def test_the_model_and_its_inputs_import_without_the_data_stack():
             "import osmf_core.models.gmllm as g\nassert g.IMAGE_TOKEN == '<image>' and callable(g.encode)\n"
             "import bench_gmllm\nprint('ok')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'jobs'}"})
+                          env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'jobs'}"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-1500:]
 
 

@@ -222,9 +222,11 @@ class GroupLlava(nn.Module):
 
 # ------------------------------------------------------------------------------ inputs
 def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, use_group: bool = True,
-           images=None) -> dict:
+           images=None, group_features=None, device=None) -> dict:
     """Token ids, attention mask and (with responses) labels of a batch, right-padded; pixel values of the
-    images of the rows whose instruction shows one, in row order. Labels are -100 except on the response."""
+    images of the rows whose instruction shows one, in row order. Labels are -100 except on the response.
+    With `group_features` (one flat G_{s,k} per row, empty for none), also the (B, width) tensor the group
+    MLP reads; with `device`, every tensor moved there."""
     tok = model.tokenizer
     rows, labels, pngs = [], [], []
     for i, instruction in enumerate(instructions):
@@ -248,6 +250,10 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
     out = {"input_ids": ids, "attention_mask": mask, "pixel_values": model.pixels(pngs) if pngs else None}
     if responses is not None:
         out["labels"] = lab
+    if group_features is not None:
+        out["group_features"] = group_tensor(group_features, (1 + model.meta["group_points"]) * model.meta["group_dim"])
+    if device is not None:
+        out = {k: (v.to(device) if v is not None else None) for k, v in out.items()}
     return out
 
 

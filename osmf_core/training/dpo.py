@@ -26,7 +26,7 @@ from osmf_core.render import ProceduralRenderer, RenderJob
 from osmf_core import images
 from osmf_core.store import run_of
 from osmf_core.training.data import read_columns, read_frame
-from osmf_core.training.gmllm import encode, group_tensor
+from osmf_core.training.gmllm import encode
 from osmf_core.training.grm import score_candidates
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
@@ -148,10 +148,8 @@ def sequence_logprob(model, inputs: dict) -> torch.Tensor:
 def policy_inputs(core: GroupLlava, ctx, responses, use_group: bool, max_len: int, device) -> dict:
     """Model inputs of context rows (a dict of columns or DataFrame rows with instruction, image and
     group_features) and, for log-probabilities, their responses."""
-    width = (1 + core.meta["group_points"]) * core.meta["group_dim"]
-    enc = encode(core, list(ctx["instruction"]), responses, max_len, use_group, list(ctx["image"]))
-    enc["group_features"] = group_tensor(list(ctx["group_features"]), width)
-    return {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
+    return encode(core, list(ctx["instruction"]), responses, max_len, use_group, list(ctx["image"]),
+                  list(ctx["group_features"]), device)
 
 
 @torch.no_grad()

@@ -16,8 +16,7 @@ import torch
 
 from osmf_core import catalog as C
 from osmf_core.instructions import grm_instruction
-from osmf_core.models.gmllm import (SMALL, GMLLMConfig, GroupLlava, build_small, build_tiny, encode, from_local,  # noqa: F401
-                                    group_tensor, train_tokenizer)  # encode, group_tensor: re-exported
+from osmf_core.models.gmllm import SMALL, GMLLMConfig, GroupLlava, build_small, build_tiny, encode, from_local, train_tokenizer
 from osmf_core.store import run_of
 from osmf_core.training.data import read_columns, row_batches
 from osmf_core.training.loop import ds_config, fit, init_distributed
@@ -59,10 +58,8 @@ class PretrainConfig:
 
 # ---------------------------------------------------------------------------------- batches
 def batch_inputs(model: GroupLlava, batch: dict, max_len: int, device) -> dict:
-    width = (1 + model.meta["group_points"]) * model.meta["group_dim"]
-    enc = encode(model, batch["instruction"], batch["response"], max_len, images=batch["image"])
-    enc["group_features"] = group_tensor(batch["group_features"], width)
-    return {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
+    return encode(model, batch["instruction"], batch["response"], max_len, images=batch["image"],
+                  group_features=batch["group_features"], device=device)
 
 
 def corpus(warehouse: str, run_date: str) -> list[str]:

@@ -21,7 +21,7 @@ from osmf_core.instructions import grm_instruction
 from osmf_core.models.gmllm import GRM, GroupLlava
 from osmf_core.store import run_of
 from osmf_core.training.data import row_batches
-from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows, encode, group_tensor
+from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows, encode
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
 FIELDS = ["product_id", "group_id", "creative_a", "creative_b", "title", "image_a", "image_b", "group_features",
@@ -66,10 +66,8 @@ class GRMConfig:
 
 def reward_inputs(grm: GRM, titles, images, group_features, max_len: int, device) -> dict:
     """Model inputs of one-image rows: row i shows images[i] (PNG bytes) of titles[i] to group_features[i]."""
-    enc = encode(grm.base, [grm_instruction(t) for t in titles], None, max_len, grm.use_group, list(images))
-    width = (1 + grm.base.meta["group_points"]) * grm.base.meta["group_dim"]
-    enc["group_features"] = group_tensor(group_features, width)
-    return {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
+    return encode(grm.base, [grm_instruction(t) for t in titles], None, max_len, grm.use_group, list(images),
+                  group_features, device)
 
 
 def pair_inputs(grm: GRM, batch: dict, max_len: int, device, swap: np.ndarray | None = None) -> dict:
