@@ -66,10 +66,11 @@ def export(warehouse: str, out: str, rows: int, pairs: int, seed: int) -> dict:
         batch = next(iter(row_batches(t, warehouse, fields, part, n, seed=seed, buffer_rows=4 * n)))
         return pd.DataFrame({k: list(v) for k, v in batch.items()})
 
-    Path(out).mkdir(parents=True, exist_ok=True)
-    pre = sample(C.INSTRUCTIONS, PRETRAIN_FIELDS, {"run_date": run_of(C.INSTRUCTIONS, warehouse)}, rows)
-    grm = sample(C.GRM_EXAMPLES, GRM_FIELDS, {"run_date": run_of(C.GRM_EXAMPLES, warehouse), "split": "train"}, pairs)
+    pre_run, grm_run = run_of(C.INSTRUCTIONS, warehouse), run_of(C.GRM_EXAMPLES, warehouse)  # both before any work
+    pre = sample(C.INSTRUCTIONS, PRETRAIN_FIELDS, {"run_date": pre_run}, rows)
+    grm = sample(C.GRM_EXAMPLES, GRM_FIELDS, {"run_date": grm_run, "split": "train"}, pairs)
     grm["instruction"] = [grm_instruction(t) for t in grm["title"]]
+    Path(out).mkdir(parents=True, exist_ok=True)
     for frame, name in ((pre, PRETRAIN_FILE), (grm, GRM_FILE)):
         frame["group_features"] = [np.asarray(f, dtype=np.float32) for f in frame["group_features"]]
         frame.to_parquet(Path(out) / name, index=False)
@@ -258,8 +259,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.cmd == "export":
-        from osmf_core.config import default_warehouse
-        print(json.dumps(export(args.warehouse or default_warehouse(), args.out, args.rows, args.pairs, args.seed)))
+        from osmf_core.config import ConfigError, config_error, default_warehouse
+        try:
+            print(json.dumps(export(args.warehouse or default_warehouse(), args.out, args.rows, args.pairs, args.seed)))
+        except ConfigError as e:  # a table or run missing: one line, as every job
+            return config_error("bench_gmllm", e)
         return 0
     if args.cmd == "one":
         print("RESULT " + json.dumps(run_one(args)))

@@ -79,6 +79,13 @@ def test_the_cli_prints_the_table_and_writes_the_report(rows, tmp_path):
     assert got["baseline"] == "fp32" and [r["phase"] for r in got["results"]] == ["grm"]
 
 
+def test_export_from_a_warehouse_without_the_tables_stops_in_one_line(tmp_path, capsys):
+    assert bench_gmllm.main(["export", "--warehouse", str(tmp_path), "--out", str(tmp_path / "rows")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench_gmllm: feat.instructions: no Delta table at")
+    assert not (tmp_path / "rows").exists()  # nothing half-written
+
+
 def test_missing_rows_stop_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "bench_gmllm.py"), "run", "--rows", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True,
