@@ -45,7 +45,8 @@ from osmf_core.grouping import cluster_products, merge_small
 from osmf_core.regroup import RegroupConfig
 from osmf_core.reports import write_report
 from osmf_core.spark import build_spark
-from osmf_core.store import read_table, run_of
+from osmf_core.runs import published, read_published
+from osmf_core.store import read_table, require_tables
 from osmf_core.training.paag import PAAGEmbedder
 from osmf_core.truth import Truth
 
@@ -94,10 +95,13 @@ def main(argv=None) -> int:
     spark = build_spark(settings)
     t0 = time.perf_counter()
     try:
-        run_date = run_of(C.USER_GROUPS, wh, args.run_date, needs=(C.IMPRESSIONS, C.CREATIVES, C.USERS), spark=spark)
+        require_tables((C.USER_GROUPS, C.IMPRESSIONS, C.CREATIVES, C.USERS), wh, spark)
+        run = published(wh, args.run_date, spark=spark)  # the latest complete regroup run
     except ConfigError as e:
         return config_error("eval_groups", e)
-    ug = read_table(spark, C.USER_GROUPS, wh).where(F.col("run_date") == F.lit(run_date)).select("product_id", "user_id", "group_id").toPandas()
+    run_date = run.run_date
+    ug = (read_published(spark, C.USER_GROUPS, wh, run).where(F.col("run_date") == F.lit(run_date))
+          .select("product_id", "user_id", "group_id").toPandas())
     end = pd.Timestamp(run_date).date()
     start = end - pd.Timedelta(days=args.window_days - 1)
     imps = (read_table(spark, C.IMPRESSIONS, wh).where(F.col("event_date").between(F.lit(start), F.lit(end)))

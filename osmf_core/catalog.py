@@ -148,12 +148,28 @@ REJECTS = Table(
     "gaip", "rejects",
     (_c("run_date", _DATE, "load run that saw the row"),
      _c("source", _STR, "table the row was meant for"),
+     _c("load_id", _STR, "the load: a digest of the table and the input files (a rerun of one load replaces its rows)"),
      _c("reason", _STR, "first rule the row broke"),
      _c("row_json", _STR, "the rejected row as JSON")),
     grain="one row per rejected input row",
-    key=("run_date", "source", "row_json"),
+    key=("run_date", "source", "load_id", "row_json"),
     partition_by=("run_date", "source"),
     comment="quarantine: rows in = rows accepted + rows here",
+)
+
+RUNS = Table(
+    "gaip", "runs",
+    (_c("run_id", _STR, "unique id of the run (run date and commit time)"),
+     _c("run_date", _DATE, "run date the run wrote"),
+     _c("stage", _STR, "job that published it: regroup"),
+     _c("status", _STR, "complete: every table of the run is committed"),
+     _c("committed_at", _TS, "when the run was published (UTC)"),
+     _c("versions", T.MapType(_STR, _LONG, valueContainsNull=True),
+        "Delta version of each table of the run once it was written, by table name")),
+    grain="one row per published run",
+    key=("run_id",),
+    comment="run ledger: a run is visible once its row is here; readers of the latest run read its tables at "
+            "the versions of the newest row",
 )
 
 GROUPS = Table(
@@ -335,7 +351,7 @@ GRM_EXAMPLES = Table(
 
 TABLES: tuple[Table, ...] = (
     USERS, PRODUCTS, CREATIVES, IMPRESSIONS,
-    REJECTS, GROUPS, USER_GROUPS, GROUP_CTR, PAIRS, METRICS,
+    REJECTS, RUNS, GROUPS, USER_GROUPS, GROUP_CTR, PAIRS, METRICS,
     PROMPTS, GENERATED,
     TITLE_TOKENS, IMAGE_PATCHES, PAAG_EXAMPLES, INSTRUCTIONS, GRM_EXAMPLES,
 )

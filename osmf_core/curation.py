@@ -24,7 +24,8 @@ from osmf_core.instructions import (TABLE5_ATTRIBUTES, Teacher, background_words
                                     behavioral_response, best_ctr_teacher, group_analysis_response, render,
                                     template_index)
 from osmf_core.world import CREATIVE_STRIDE
-from osmf_core.store import read_table, run_of, write_table
+from osmf_core.runs import PUBLISHED, Run, published, read_published
+from osmf_core.store import read_table, require_tables, write_table
 
 
 @dataclass
@@ -56,9 +57,11 @@ TEXT_COLUMNS = ("task", "template", "product_id", "group_id", "example", "instru
 _TEXT_SCHEMA = T.StructType([C.INSTRUCTIONS.schema[c] for c in TEXT_COLUMNS])
 
 
-def validate(spark: SparkSession, cfg: CurationConfig, warehouse: str) -> dt.date:
-    """The run date to read; ConfigError when a table is missing or the date has no groups."""
-    return dt.date.fromisoformat(run_of(C.GROUPS, warehouse, cfg.run_date, needs=NEEDED, spark=spark))
+def validate(spark: SparkSession, cfg: CurationConfig, warehouse: str) -> Run:
+    """The regroup run to read (its date and table versions, from the run ledger); ConfigError when a table
+    is missing or the date has no complete run."""
+    require_tables(NEEDED, warehouse, spark)
+    return published(warehouse, cfg.run_date, spark=spark)
 
 
 def group_features(groups: DataFrame) -> DataFrame:
@@ -175,9 +178,12 @@ def creative_captioning(creatives: DataFrame, cfg: CurationConfig) -> DataFrame:
 def run(spark: SparkSession, cfg: CurationConfig, warehouse: str, teacher: Teacher = best_ctr_teacher,
         log=print) -> dict:
     """Write feat.instructions and feat.grm_examples for one run date; return row counts per task/split."""
-    day = validate(spark, cfg, warehouse)
+    run = validate(spark, cfg, warehouse)
+    day = dt.date.fromisoformat(run.run_date)
     on_day = F.col("run_date") == F.lit(day)
-    rd = lambda t: read_table(spark, t, warehouse)  # noqa: E731
+
+    def rd(t):  # gaip tables as the published run left them, the rest as they are now
+        return read_published(spark, t, warehouse, run) if t.fqn in PUBLISHED else read_table(spark, t, warehouse)
     groups = group_features(rd(C.GROUPS).where(on_day)).cache()
     ug = rd(C.USER_GROUPS).where(on_day).select("product_id", "user_id", "group_id")
     users = rd(C.USERS).select("user_id", *TABLE5_ATTRIBUTES)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from osmf_core import catalog as C
 from osmf_core.instructions import TABLE5_ATTRIBUTES, most_common_profile
+from osmf_core.runs import published
 from osmf_core.training.data import read_frame
 from osmf_core.truth import Truth
 from osmf_core.world import ATTRS, style_prompt
@@ -23,7 +24,9 @@ AUDIENCE_TABLES = (C.USERS, C.USER_GROUPS)  # read by audiences
 def audiences(warehouse: str, run_date: str, products) -> pd.DataFrame:
     """(product_id, group_id, user_id, attributes...) of the given products' groups in a regroup run."""
     products = set(int(p) for p in products)
-    ug = read_frame(C.USER_GROUPS, warehouse, ["product_id", "user_id", "group_id"], {"run_date": run_date})
+    run = published(warehouse, run_date)  # the groups as the complete regroup run of that date left them
+    ug = read_frame(C.USER_GROUPS, warehouse, ["product_id", "user_id", "group_id"], {"run_date": run_date},
+                    version=run.version(C.USER_GROUPS))
     ug = ug[ug["product_id"].isin(products)]
     users = read_frame(C.USERS, warehouse, ["user_id", *ATTRS])
     return ug.merge(users, on="user_id")

@@ -1,24 +1,27 @@
 """The data engineers' queries in sql/queries/: list them, fill in their parameters, run them with Spark SQL.
 
 Each file holds one SELECT over catalog tables by name (raw.products, gaip.group_ctr, ...) and states
-its grain in its header. Parameters are written ${name}:
-  run_date                  the regroup run to look at (default: the latest in gaip.groups)
+its grain in its header. The regroup's tables are read at the versions the run ledger (gaip.runs)
+gives, so a query never sees a run that was killed between two of its commits. Parameters are
+written ${name}:
+  run_date                  the regroup run to look at (default: the latest complete one in gaip.runs)
   top_n                     row limit of the "largest ..." queries (default 20)
-  <table>_prev_version      for every gaip table, its Delta version before the last write (Delta
-                            time travel; the current version when the table has only one)
+  <table>_version           for every table a regroup run writes, its Delta version in the newest
+                            complete run (Delta time travel: `from gaip.groups version as of ${groups_version}`)
+  <table>_prev_version      the same in the complete run published before it (the newest when there is
+                            only one)
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from osmf_core import catalog as C
 from osmf_core.config import ConfigError
-from osmf_core.store import read_table, register_tables, table_exists
+from osmf_core.runs import REGROUP_TABLES, published
+from osmf_core.store import register_tables
 
 QUERY_DIR = Path(__file__).resolve().parent.parent / "sql" / "queries"
 _PARAM = re.compile(r"\$\{(\w+)\}")
@@ -38,16 +41,16 @@ def text(name: str, folder: Path = QUERY_DIR) -> str:
 def parameters(spark: SparkSession, warehouse: str, run_date: str | None = None, top_n: int = 20) -> dict:
     """Values of the ${...} parameters for this warehouse."""
     params: dict[str, str] = {"top_n": str(int(top_n))}
-    if run_date:
-        params["run_date"] = str(run_date)
-    elif table_exists(spark, C.GROUPS, warehouse):
-        latest = read_table(spark, C.GROUPS, warehouse).agg(F.max("run_date")).first()[0]
-        if latest is not None:
-            params["run_date"] = latest.isoformat()
-    for t in C.TABLES:
-        if t.layer == "gaip" and table_exists(spark, t, warehouse):
-            version = DeltaTable.forPath(spark, t.path(warehouse)).history(1).first()["version"]
-            params[f"{t.name}_prev_version"] = str(max(0, int(version) - 1))
+    try:
+        run = published(warehouse, run_date or "", spark=spark)
+    except ConfigError:
+        if run_date:  # a date that has no complete run
+            raise
+        return params  # no complete run yet: a query that needs one names the missing parameter
+    params["run_date"] = run.run_date
+    for t in (t for t in REGROUP_TABLES if t.fqn in run.versions):
+        params[f"{t.name}_version"] = str(run.version(t))
+        params[f"{t.name}_prev_version"] = str((run.previous or run).version(t))
     return params
 
 
@@ -55,7 +58,8 @@ def render(sql: str, params: dict) -> str:
     """Fill in ${name} parameters; a parameter without a value is an error naming it."""
     missing = sorted({m for m in _PARAM.findall(sql) if m not in params})
     if missing:
-        raise ConfigError(f"no value for {', '.join(missing)}: run the regroup first or pass it explicitly")
+        raise ConfigError(f"no value for {', '.join(missing)}: no complete regroup run in gaip.runs "
+                          "(make regroup) or pass it explicitly")
     return _PARAM.sub(lambda m: params[m.group(1)], sql)
 
 

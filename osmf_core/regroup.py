@@ -24,6 +24,9 @@ What K-Means clusters (cluster_on):
   4. tables       gaip.groups, gaip.user_groups, gaip.group_ctr (low-exposure rows filtered),
                   gaip.pairs (same product and group, CTR-ordered) and gaip.metrics, each replacing the
                   run date's slice, so a rerun never duplicates
+  5. publish      one row in the run ledger gaip.runs with the version of each table: readers of the latest
+                  run read those versions, so a run killed between two commits is never seen half-written
+                  (osmf_core.runs)
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from pyspark.sql import types as T
 from osmf_core import catalog as C
 from osmf_core.config import ConfigError
 from osmf_core.grouping import PERCENTILES, ClusterConfig, cluster_products, group_points, merge_small
+from osmf_core.runs import publish
 from osmf_core.store import read_table, require_tables, write_table
 
 STAGE = "regroup"
@@ -126,25 +130,38 @@ def regroup_config(args: argparse.Namespace) -> RegroupConfig:
              "exact_max", "sample_size", "rows_per_call", "min_exposure", "pair_min_exposure", "seed",
              "pair_ctr_ratio")
     try:
-        return RegroupConfig(k_min=k_min, k_max=k_max, percentiles=percentiles,
-                             **{n: getattr(args, n) for n in names})
+        cfg = RegroupConfig(k_min=k_min, k_max=k_max, percentiles=percentiles,
+                            **{n: getattr(args, n) for n in names})
     except ValueError as e:
         raise ConfigError(f"K range {args.k_range}: {e}" if "k_min" in str(e) else str(e)) from None
+    check_model(cfg)  # before Spark starts
+    return cfg
 
 
 NEEDED = (C.IMPRESSIONS, C.CREATIVES, C.USERS, C.TITLE_TOKENS)
 
 
+def check_model(cfg: RegroupConfig) -> None:
+    """ConfigError (one line) unless cfg.model is a PAAG model file that can cluster as asked (local paths;
+    a remote model is checked where it loads)."""
+    if "://" in cfg.model:
+        return
+    if not Path(cfg.model).is_file():
+        raise ConfigError(f"--model {cfg.model} does not exist: train PAAG first (make train-paag)")
+    from osmf_core.training.paag import load_model
+    try:
+        model = load_model(cfg.model)[0]
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, KeyError, ... on a file that is no model
+        why = (str(e).splitlines() or [""])[0][:80]
+        raise ConfigError(f"--model {cfg.model} is not a PAAG model file ({type(e).__name__}: {why})") from None
+    if cfg.cluster_on == "profile" and model.cfg.rung != "full":
+        raise ConfigError(f"--model {cfg.model} is the PAAG rung {model.cfg.rung!r}: --cluster-on profile needs "
+                          "the full model (e_u|c); train the full rung or pass --cluster-on eut")
+
+
 def validate(spark: SparkSession, cfg: RegroupConfig, warehouse: str) -> tuple[dt.date, dt.date]:
     """Check what the job needs before any work; the (start, end) of its log window. ConfigError if not."""
-    if "://" not in cfg.model and not Path(cfg.model).is_file():
-        raise ConfigError(f"--model {cfg.model} does not exist: train PAAG first (make train-paag)")
-    if cfg.cluster_on == "profile" and "://" not in cfg.model:  # a remote model is checked where it loads
-        from osmf_core.training.paag import load_model
-        rung = load_model(cfg.model)[0].cfg.rung
-        if rung != "full":
-            raise ConfigError(f"--model {cfg.model} is the PAAG rung {rung!r}: --cluster-on profile needs the full "
-                              "model (e_u|c); train the full rung or pass --cluster-on eut")
+    check_model(cfg)
     require_tables(NEEDED, warehouse, spark)
     first, last = read_table(spark, C.IMPRESSIONS, warehouse).agg(F.min("event_date"), F.max("event_date")).first()
     if last is None:
@@ -353,10 +370,11 @@ def run(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> d
     mdf = spark.createDataFrame([(end, STAGE, k, float(v)) for k, v in metrics.items()],
                                 "run_date date, stage string, name string, value double")
     write_table(mdf, C.METRICS, warehouse, replace_where=f"{where} and stage = '{STAGE}'")
+    run_id = publish(spark, warehouse, STAGE, end).run_id  # last: readers see the run from here on, whole
     rows.unpersist()
     result.unpersist()
     log(f"[regroup] {metrics['products_grouped']} products -> {metrics['groups']} groups "
         f"(mean K* {metrics['mean_k_star']:.2f}, mean silhouette {metrics['mean_silhouette']:.3f}, "
         f"{metrics['groups_merged']} merges); group_ctr {n_ctr:,} rows (+{n_ctr_all - n_ctr:,} below "
         f"{cfg.min_exposure} impressions); {n_pairs:,} pairs; {n_rows / seconds:,.0f} rows/s")
-    return {"run_date": end.isoformat(), **metrics, "config": asdict(cfg)}
+    return {"run_date": end.isoformat(), "run_id": run_id, **metrics, "config": asdict(cfg)}

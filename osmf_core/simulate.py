@@ -163,7 +163,7 @@ def corrupt_impressions(imps: DataFrame, fraction: float, seed: int) -> DataFram
         F.when(kind == 4, F.col("impression_id")).otherwise(new_id).alias("impression_id"),
         F.when(kind == 0, F.lit(None).cast("bigint"))
          .when(kind == 1, F.col("user_id") + F.lit(1 << 40)).otherwise(F.col("user_id")).alias("user_id"),
-        F.when(kind == 2, F.lit(-1).cast("bigint")).otherwise(F.col("creative_id")).alias("creative_id"),
+        F.when(kind == 2, F.col("creative_id") + F.lit(1 << 40)).otherwise(F.col("creative_id")).alias("creative_id"),
         F.when(kind == 3, F.lit(2)).otherwise(F.col("clicked")).alias("clicked"),
     )
 
@@ -224,8 +224,9 @@ def run(spark: SparkSession, cfg: SimulateConfig, warehouse: str, log=print) -> 
         raw_imps = raw_imps.unionByName(corrupt_impressions(raw_imps, cfg.corrupt_fraction, cfg.seed))
     users = read_table(spark, C.USERS, warehouse)
     creatives = read_table(spark, C.CREATIVES, warehouse)
+    window = quality.DateWindow(run_date, horizon_days=cfg.size.days - 1, future_days=0)
     step("impressions", lambda: quality.load(
-        raw_imps, quality.label_impressions(raw_imps, users, creatives), C.IMPRESSIONS, warehouse, run_date))
+        raw_imps, quality.label_impressions(raw_imps, users, creatives, window), C.IMPRESSIONS, warehouse, run_date))
 
     summary = step("summary", lambda: summarize(spark, warehouse))
     return SimulateResult(reports, seconds, summary)

@@ -5,6 +5,7 @@ import os
 import signal
 
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -78,6 +79,43 @@ def write_table(df: DataFrame, t: Table, warehouse: str, replace_where: str | No
     _failpoint(t)
 
 
+def append_rows(df: DataFrame, t: Table, warehouse: str) -> None:
+    """Append `df` to `t` in one commit (ledgers: every row is an event of its own)."""
+    df = conform(df, t)
+    ensure_table(df.sparkSession, t, warehouse)
+    df.write.format("delta").mode("append").save(t.path(warehouse))
+    _failpoint(t)
+
+
+MERGE_METRICS = ("numSourceRows", "numTargetRowsInserted", "numTargetRowsUpdated")
+
+
+def merge_rows(df: DataFrame, t: Table, warehouse: str, update: bool = False) -> dict:
+    """MERGE `df` into `t` on the table's key, in one Delta commit: rows with a new key are inserted; a row
+    whose key is already there is updated when `update` (dimension tables: only when a column changed), else
+    left untouched. No existing row is ever removed. Returns Delta's counts (MERGE_METRICS)."""
+    df = conform(df, t)
+    spark = df.sparkSession
+    ensure_table(spark, t, warehouse)
+    on = " and ".join(f"t.`{k}` = s.`{k}`" for k in t.key)
+    merge = DeltaTable.forPath(spark, t.path(warehouse)).alias("t").merge(df.alias("s"), on)
+    others = [c for c in t.column_names if c not in t.key]
+    if update and others:
+        merge = merge.whenMatchedUpdateAll(condition=" or ".join(f"not (t.`{c}` <=> s.`{c}`)" for c in others))
+    merge.whenNotMatchedInsertAll().execute()
+    last = DeltaTable.forPath(spark, t.path(warehouse)).history(1).first()
+    _failpoint(t)
+    got = last["operationMetrics"] or {}
+    return {k: int(got.get(k, 0)) for k in MERGE_METRICS}
+
+
+def table_keys(spark: SparkSession, t: Table, warehouse: str) -> DataFrame | None:
+    """The key columns of every row of `t` (None when the table does not exist yet)."""
+    if not table_exists(spark, t, warehouse):
+        return None
+    return read_table(spark, t, warehouse).select(*t.key)
+
+
 FAILPOINT = "OSMF_KILL_AFTER_WRITE"  # fault injection (tests): kill -9 this process after writing that table
 
 
@@ -102,7 +140,15 @@ def checksum(df: DataFrame) -> tuple[int, int]:
 
 
 def table_exists(spark: SparkSession, t: Table, warehouse: str) -> bool:
-    return DeltaTable.isDeltaTable(spark, t.path(warehouse))
+    """A Delta table with at least one commit (a creation killed before its first commit leaves a log folder
+    that is not a table yet)."""
+    if not DeltaTable.isDeltaTable(spark, t.path(warehouse)):
+        return False
+    try:
+        DeltaTable.forPath(spark, t.path(warehouse))
+    except AnalysisException:
+        return False
+    return True
 
 
 _MADE_BY = {"raw": "make simulate, or ingest the logs", "gaip": "make regroup", "gen": "make generate",

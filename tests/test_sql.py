@@ -6,10 +6,11 @@ import datetime as dt
 import pytest
 
 from osmf_core import catalog as C
-from osmf_core import queries
+from osmf_core import queries, runs
 from osmf_core.store import write_table
 
 D6, D7 = dt.date(2026, 11, 6), dt.date(2026, 11, 7)
+UG = "run_date date, product_id long, user_id long, group_id int"
 
 
 def _groups(spark, rows):
@@ -20,32 +21,39 @@ def _groups(spark, rows):
         "centroid array<float>, points array<array<float>>, percentiles array<int>")
 
 
+def _publish(spark, wh, day):
+    runs.publish(spark, wh, runs.REGROUP, day, tables=(C.GROUPS, C.GROUP_CTR, C.USER_GROUPS))
+
+
 @pytest.fixture(scope="module")
 def sql_wh(spark, tmp_path_factory):
+    """Two regroup runs, 11-06 then 11-07, each published to the run ledger after its writes."""
     wh = str(tmp_path_factory.mktemp("sql_wh"))
     write_table(spark.createDataFrame(
         [(1, "shoes", "a", b"", b""), (2, "shoes", "b", b"", b""), (3, "smartphone", "c", b"", b"")],
         "product_id long, category string, title string, image binary, mask binary"), C.PRODUCTS, wh)
-    write_table(_groups(spark, [
+    groups = [
         (D6, 1, 0, 2, 0.5, 3), (D6, 1, 1, 2, 0.5, 3),
         (D7, 1, 0, 2, 0.6, 4), (D7, 1, 1, 2, 0.6, 3),
         (D7, 2, 0, 3, 0.4, 40), (D7, 2, 1, 3, 0.4, 40), (D7, 2, 2, 3, 0.4, 40),
-        (D7, 3, 0, 2, 0.7, 50), (D7, 3, 1, 2, 0.7, 50)]), C.GROUPS, wh)
+        (D7, 3, 0, 2, 0.7, 50), (D7, 3, 1, 2, 0.7, 50)]
     ctr = [  # run, product, creative, group, impressions, clicks
         (D6, 1, 10, 0, 100, 50),
         (D7, 1, 10, 0, 100, 10), (D7, 1, 10, 1, 100, 2), (D7, 1, 11, 0, 100, 5), (D7, 1, 11, 1, 100, 8),
         (D7, 1, 12, 0, 200, 20),  # ties creative 10 in group 0 at 0.10 with more impressions: best
         (D7, 2, 20, 0, 50, 5), (D7, 2, 21, 1, 50, 1), (D7, 2, 20, 2, 60, 3),
         (D7, 3, 30, 0, 100, 3), (D7, 3, 30, 1, 100, 3)]
-    write_table(spark.createDataFrame([(*r, r[5] / r[4]) for r in ctr],
-                                      "run_date date, product_id long, creative_id long, group_id int, "
-                                      "impressions long, clicks long, ctr double"), C.GROUP_CTR, wh)
-    ug = "run_date date, product_id long, user_id long, group_id int"
-    # two writes: the 11-06 run, then the 11-07 run (user 3 moved to the other group, user 7 is new)
-    write_table(spark.createDataFrame([(D6, 1, u, g) for u, g in zip(range(1, 7), (0, 0, 0, 1, 1, 1))], ug),
-                C.USER_GROUPS, wh, replace_where="run_date = '2026-11-06'")
-    write_table(spark.createDataFrame([(D7, 1, u, g) for u, g in zip(range(1, 8), (1, 1, 0, 0, 0, 0, 1))], ug),
-                C.USER_GROUPS, wh, replace_where="run_date = '2026-11-07'")
+    ug = {D6: (0, 0, 0, 1, 1, 1), D7: (1, 1, 0, 0, 0, 0, 1)}  # user 3 moved to the other group, user 7 is new
+    for day in (D6, D7):
+        where = f"run_date = '{day.isoformat()}'"
+        write_table(_groups(spark, [g for g in groups if g[0] == day]), C.GROUPS, wh, replace_where=where)
+        write_table(spark.createDataFrame([(*r, r[5] / r[4]) for r in ctr if r[0] == day],
+                                          "run_date date, product_id long, creative_id long, group_id int, "
+                                          "impressions long, clicks long, ctr double"), C.GROUP_CTR, wh,
+                    replace_where=where)
+        write_table(spark.createDataFrame([(day, 1, u + 1, g) for u, g in enumerate(ug[day])], UG), C.USER_GROUPS,
+                    wh, replace_where=where)
+        _publish(spark, wh, day)
     return wh
 
 
@@ -98,9 +106,9 @@ def test_query_answers(spark, sql_wh, name):
 
 def test_time_travel_compares_a_rerun_with_what_it_replaced(spark, sql_wh):
     """Rerunning 11-07 with the old partition restored makes "before" the first 11-07 write."""
-    ug = "run_date date, product_id long, user_id long, group_id int"
-    write_table(spark.createDataFrame([(D7, 1, u, g) for u, g in zip(range(1, 8), (0, 0, 0, 1, 1, 1, 1))], ug),
+    write_table(spark.createDataFrame([(D7, 1, u, g) for u, g in zip(range(1, 8), (0, 0, 0, 1, 1, 1, 1))], UG),
                 C.USER_GROUPS, sql_wh, replace_where="run_date = '2026-11-07'")
+    _publish(spark, sql_wh, D7)
     # before = the first 11-07 write (1,1,0,0,0,0,1), now (0,0,0,1,1,1,1): now-group 0 = users 1,2 (were 1)
     # and 3 (was 0), now-group 1 = users 4,5,6 (were 0) and 7 (was 1): 2 + 3 of 7 kept together
     assert _rows(spark, "group_changes_since_last_run", sql_wh) == [(1, 2, 2, 7, 7, 7, pytest.approx(5 / 7))]

@@ -19,19 +19,19 @@ ATTRS = list(C.USER_ATTRIBUTES)
 EXAMPLE_FIELDS = ["impression_id", "user_id", "product_id", "creative_id", "clicked", *ATTRS]
 
 
-def snapshot_files(t: C.Table, warehouse: str, partition: dict | None = None) -> list[str]:
-    """URLs of the Parquet files of the table's current snapshot, optionally of one partition."""
+def snapshot_files(t: C.Table, warehouse: str, partition: dict | None = None, version: int | None = None) -> list[str]:
+    """URLs of the Parquet files of the table's current snapshot (or of `version`), optionally of one partition."""
     filters = [(k, "=", str(v)) for k, v in (partition or {}).items()] or None
-    files = DeltaTable(t.path(warehouse)).file_uris(partition_filters=filters)
+    files = DeltaTable(t.path(warehouse), version=version).file_uris(partition_filters=filters)
     if not files:
         raise FileNotFoundError(f"{t.fqn} at {t.path(warehouse)} has no files for {partition or 'any partition'}")
     return sorted(f if "://" in f else f"file://{f}" for f in files)
 
 
 def read_columns(t: C.Table, warehouse: str, fields: list[str], partition: dict | None = None,
-                 shard: int = 0, shards: int = 1, shuffle_seed: int | None = None):
+                 shard: int = 0, shards: int = 1, shuffle_seed: int | None = None, version: int | None = None):
     """Yield dicts of numpy columns, one per Parquet row group, through petastorm's batch reader."""
-    files = snapshot_files(t, warehouse, partition)
+    files = snapshot_files(t, warehouse, partition, version)
     if shuffle_seed is not None:  # file order from our own seeded RNG: petastorm's is not reproducible
         files = [files[i] for i in np.random.default_rng(shuffle_seed).permutation(len(files))]
     shards = min(shards, len(files)) if shards > 1 else 1
@@ -42,9 +42,11 @@ def read_columns(t: C.Table, warehouse: str, fields: list[str], partition: dict 
             yield {f: _rows(getattr(batch, f)) for f in fields}
 
 
-def read_frame(t: C.Table, warehouse: str, fields: list[str], partition: dict | None = None) -> pd.DataFrame:
+def read_frame(t: C.Table, warehouse: str, fields: list[str], partition: dict | None = None,
+               version: int | None = None) -> pd.DataFrame:
     """The columns of a (small) table or partition as one pandas DataFrame, through the same reader."""
-    return pd.concat([pd.DataFrame(g) for g in read_columns(t, warehouse, fields, partition)], ignore_index=True)
+    return pd.concat([pd.DataFrame(g) for g in read_columns(t, warehouse, fields, partition, version=version)],
+                     ignore_index=True)
 
 
 def _rows(values) -> np.ndarray:

@@ -7,7 +7,7 @@ from (
   select product_id, group_id, creative_id, impressions, clicks, ctr,
          row_number() over (partition by product_id, group_id
                             order by ctr desc, impressions desc, creative_id) as rank
-  from gaip.group_ctr
+  from gaip.group_ctr version as of ${group_ctr_version}
   where run_date = date '${run_date}'
 )
 where rank = 1

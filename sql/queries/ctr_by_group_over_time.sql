@@ -7,6 +7,6 @@ select run_date, product_id, group_id,
        sum(impressions) as impressions,
        sum(clicks) as clicks,
        sum(clicks) / sum(impressions) as ctr
-from gaip.group_ctr
+from gaip.group_ctr version as of ${group_ctr_version}
 group by run_date, product_id, group_id
 order by product_id, group_id, run_date

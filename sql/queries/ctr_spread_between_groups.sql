@@ -7,7 +7,7 @@ select product_id, creative_id,
        min(ctr) as min_ctr,
        max(ctr) as max_ctr,
        max(ctr) - min(ctr) as spread
-from gaip.group_ctr
+from gaip.group_ctr version as of ${group_ctr_version}
 where run_date = date '${run_date}'
 group by product_id, creative_id
 having count(*) >= 2

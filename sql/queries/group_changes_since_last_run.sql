@@ -1,13 +1,13 @@
--- group_changes_since_last_run: how did the groups of each product change with the last regroup write?
--- grain: one row per product in the latest run of gaip.user_groups
--- Delta time travel: "before" is the table as of version ${user_groups_prev_version} (the version
--- before the last write), "now" the current version; each side's latest run date is compared (a rerun
--- of the same date is compared with what it replaced). stayed = users in both; kept_together = share of
+-- group_changes_since_last_run: how did the groups of each product change with the last regroup run?
+-- grain: one row per product in the newest complete regroup run (gaip.runs)
+-- Delta time travel: "now" is the table as of version ${user_groups_version} (the newest complete run in
+-- the ledger gaip.runs), "before" as of version ${user_groups_prev_version} (the complete run before it);
+-- each side's latest run date is compared (a rerun of the same date is compared with what it replaced). stayed = users in both; kept_together = share of
 -- the users who stayed whose current group is the biggest share of one previous group
 -- (1.0 = the same partition up to relabelling).
 with now as (
-  select product_id, user_id, group_id from gaip.user_groups
-  where run_date = (select max(run_date) from gaip.user_groups)
+  select product_id, user_id, group_id from gaip.user_groups version as of ${user_groups_version}
+  where run_date = (select max(run_date) from gaip.user_groups version as of ${user_groups_version})
 ),
 before as (
   select product_id, user_id, group_id from gaip.user_groups version as of ${user_groups_prev_version}

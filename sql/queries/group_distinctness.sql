@@ -7,19 +7,19 @@ with best as (
   select product_id, group_id, creative_id,
          row_number() over (partition by product_id, group_id
                             order by ctr desc, impressions desc, creative_id) as rank
-  from gaip.group_ctr
+  from gaip.group_ctr version as of ${group_ctr_version}
   where run_date = date '${run_date}'
 ),
 gap as (
   select product_id, creative_id, max(ctr) - min(ctr) as ctr_gap
-  from gaip.group_ctr
+  from gaip.group_ctr version as of ${group_ctr_version}
   where run_date = date '${run_date}'
   group by product_id, creative_id
   having count(*) >= 2
 ),
 product as (
   select product_id, max(k_star) as k_star, max(silhouette) as silhouette, sum(size) as users
-  from gaip.groups
+  from gaip.groups version as of ${groups_version}
   where run_date = date '${run_date}'
   group by product_id
 )
