@@ -98,14 +98,16 @@ def merge_rows(df: DataFrame, t: Table, warehouse: str, update: bool = False) ->
     spark = df.sparkSession
     ensure_table(spark, t, warehouse)
     on = " and ".join(f"t.`{k}` = s.`{k}`" for k in t.key)
-    merge = DeltaTable.forPath(spark, t.path(warehouse)).alias("t").merge(df.alias("s"), on)
+    target = DeltaTable.forPath(spark, t.path(warehouse))
+    before = target.history(1).first()["version"]
+    merge = target.alias("t").merge(df.alias("s"), on)
     others = [c for c in t.column_names if c not in t.key]
     if update and others:
         merge = merge.whenMatchedUpdateAll(condition=" or ".join(f"not (t.`{c}` <=> s.`{c}`)" for c in others))
     merge.whenNotMatchedInsertAll().execute()
     last = DeltaTable.forPath(spark, t.path(warehouse)).history(1).first()
     _failpoint(t)
-    got = last["operationMetrics"] or {}
+    got = (last["operationMetrics"] or {}) if last["version"] != before else {}  # nothing to merge: no commit
     return {k: int(got.get(k, 0)) for k in MERGE_METRICS}
 
 

@@ -1,6 +1,8 @@
 """One local Spark + Delta session for the whole test run, and one tiny simulated world."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from osmf_core.config import SparkSettings
@@ -93,3 +95,24 @@ def tiny_models(instructions_wh, tmp_path_factory):
     train_grm(GRMConfig(warehouse=wh, gmllm=str(out / "gm" / MODEL_SUBDIR), out_dir=str(out / "grm"), max_steps=3,
                         batch_size=8, progress=False))
     return wh, str(out / "gm" / MODEL_SUBDIR), str(out / "grm" / MODEL_SUBDIR)
+
+
+FAULTS: dict = {"regroup_kills": [], "loads": []}
+
+
+@pytest.fixture(scope="session")
+def fault_log():
+    """Faults injected by the tests (killed regroup runs, loads of bad rows) and what they cost; written to
+    reports/faults.json when the session ends."""
+    yield FAULTS
+    from osmf_core.reports import write_report
+    kills, loads = FAULTS["regroup_kills"], FAULTS["loads"]
+    if not kills and not loads:
+        return
+    write_report(Path(__file__).resolve().parent.parent / "reports" / "faults.json", {
+        "injected": len(kills), "runs_recovered": sum(r["recovered"] for r in kills),
+        "rows_lost": sum(r["rows_lost"] for r in kills) + sum(r.get("rows_lost", 0) for r in loads),
+        "duplicates": sum(r["duplicates"] for r in kills),
+        "loads": len(loads), "rows_tried": sum(r["rows_in"] for r in loads),
+        "bad_rows_tried": sum(r["rejected"] for r in loads), "rows_accepted": sum(r["accepted"] for r in loads),
+        "faults": kills, "load_runs": loads})
