@@ -95,3 +95,11 @@ def test_spark_jobs_name_the_missing_table_in_one_line(empty):
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert f"{table}: no Delta table at {empty}" in _one_line(proc.stderr, job)
     assert sorted(p.name for p in empty.iterdir()) == ["gmllm", "grm", "grm_no_group", "paag.pt"]
+
+
+def test_a_model_file_of_garbage_bytes_is_one_line_before_spark(tmp_path, capsys):
+    (tmp_path / "paag.pt").write_bytes(bytes(range(256)) * 8)
+    assert _job("regroup").main(["--model", str(tmp_path / "paag.pt"), "--warehouse", str(tmp_path)]) == 2
+    line = _one_line(capsys.readouterr().err, "regroup")
+    assert line.startswith(f"regroup: --model {tmp_path / 'paag.pt'} is not a PAAG model file (")
+    assert [p.name for p in tmp_path.iterdir()] == ["paag.pt"]  # nothing written, no Spark warehouse made
