@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The nightly chain for one date (default: yesterday): ingest the day's impressions, regroup, evaluate.
 #   cluster/schedule/nightly.sh [YYYY-MM-DD]
-# Each step is idempotent per run date: rerunning a failed night replaces, never duplicates.
+# Rerunning a failed night adds nothing twice: ingest rejects rows already loaded as duplicates (their
+# load's rejects are replaced), the regroup replaces its run date and publishes it whole in gaip.runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 run_date=${1:-$(date -d yesterday +%F)}
