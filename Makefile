@@ -96,11 +96,12 @@ paag-baselines: features
 regroup: paag-model
 	$(PY) jobs/regroup.py --model $(PAAG_MODEL) $(REGROUP)
 
-eval-groups: regroup
+eval-groups: setup  # evaluates the latest complete regroup run; regroups first only when there is none
+	@test -d "$${OSMF_WAREHOUSE:-warehouse}/gaip/runs" || $(MAKE) regroup
 	$(PY) jobs/eval_groups.py --model $(PAAG_MODEL) $(EVAL)
 
 instructions: setup
-	@test -d "$${OSMF_WAREHOUSE:-warehouse}/gaip/groups" || $(MAKE) regroup
+	@test -d "$${OSMF_WAREHOUSE:-warehouse}/gaip/runs" || $(MAKE) regroup
 	$(PY) jobs/build_instructions.py $(INSTR)
 
 pretrain-gmllm: setup

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from osmf_core.config import default_warehouse
 from osmf_core.reports import write_report
 
 D = 128
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mllib-products", type=int, default=6)
     ap.add_argument("--chunk-rows", type=int, default=60_000, help="rows clustered per call (the job's rows_per_call)")
     ap.add_argument("--mix", choices=("world", "gaussian"), default="world", help="the kind of products (see above)")
-    ap.add_argument("--warehouse", default=os.environ.get("OSMF_WAREHOUSE", "warehouse"))
+    ap.add_argument("--warehouse", default=default_warehouse())
     ap.add_argument("--model", default=RegroupConfig.model, help="trained PAAG (full rung) for the world mix")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--restarts", type=int, default=ClusterConfig.restarts,

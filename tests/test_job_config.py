@@ -103,3 +103,29 @@ def test_a_model_file_of_garbage_bytes_is_one_line_before_spark(tmp_path, capsys
     line = _one_line(capsys.readouterr().err, "regroup")
     assert line.startswith(f"regroup: --model {tmp_path / 'paag.pt'} is not a PAAG model file (")
     assert [p.name for p in tmp_path.iterdir()] == ["paag.pt"]  # nothing written, no Spark warehouse made
+
+
+@pytest.mark.parametrize("job,flags,table", [NO_SPARK[0], NO_SPARK[4], NO_SPARK[5], NO_SPARK[6]],
+                         ids=["train_paag", "pretrain_gmllm", "train_grm", "group_dpo"])
+def test_training_jobs_read_the_warehouse_the_spark_jobs_write(job, flags, table, empty, monkeypatch, capsys):
+    """$OSMF_WAREHOUSE, honoured by every Spark job, is also the training jobs' default warehouse."""
+    monkeypatch.setenv("OSMF_WAREHOUSE", str(empty))
+    monkeypatch.chdir(empty / "gmllm")  # ./warehouse would be somewhere else
+    rc = _job(job).main([f.format(d=empty) for f in flags])
+    assert rc == 2
+    assert f"{table}: no Delta table at {empty}/" in _one_line(capsys.readouterr().err, job)
+
+
+def _dry_run(target: str, warehouse: Path) -> str:
+    env = {**os.environ, "OSMF_WAREHOUSE": str(warehouse)}
+    return subprocess.run(["make", "-n", "--no-print-directory", target], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120).stdout
+
+
+def test_eval_groups_evaluates_the_published_run_and_regroups_only_when_there_is_none(tmp_path):
+    assert "jobs/regroup.py" in _dry_run("eval-groups", tmp_path)  # no regroup run yet: one first
+    (tmp_path / "gaip" / "runs").mkdir(parents=True)
+    out = _dry_run("eval-groups", tmp_path)
+    assert "jobs/eval_groups.py" in out and "jobs/regroup.py" not in out
+    for f in ("nightly.sh", "osmf_nightly_dag.py"):  # the nightly chain evaluates on the cluster, never via make
+        assert "make eval-groups" not in (REPO / "cluster" / "schedule" / f).read_text()

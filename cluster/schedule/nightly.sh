@@ -9,5 +9,7 @@ run_date=${1:-$(date -d yesterday +%F)}
 export SPARK_MASTER=${SPARK_MASTER:-yarn} SPARK_PROPERTIES=${SPARK_PROPERTIES:-cluster/spark/yarn.properties}
 cluster/submit.sh ingest --table raw.impressions --input "${OSMF_LANDING:-/landing/impressions}/$run_date" \
   --run-date "$run_date"
-cluster/submit.sh regroup --model "${OSMF_PAAG_MODEL:-/shared/osmf/paag/model.pt}" --run-date "$run_date"
-make eval-groups EVAL="--run-date $run_date"
+model=${OSMF_PAAG_MODEL:-/shared/osmf/paag/model.pt}
+cluster/submit.sh regroup --model "$model" --run-date "$run_date"
+# the run the regroup just published, evaluated on the cluster (the Makefile target would run locally)
+cluster/submit.sh eval_groups --model "$model" --run-date "$run_date"

@@ -31,5 +31,5 @@ with DAG(
     regroup = BashOperator(task_id="regroup",
                            bash_command=f"{SUBMIT} regroup --model {MODEL} --run-date {{{{ ds }}}}")
     evaluate = BashOperator(task_id="eval_groups",
-                            bash_command=f"cd {OSMF_HOME} && make eval-groups EVAL='--run-date {{{{ ds }}}}'")
+                            bash_command=f"{SUBMIT} eval_groups --model {MODEL} --run-date {{{{ ds }}}}")
     ingest >> regroup >> evaluate

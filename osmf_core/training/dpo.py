@@ -12,7 +12,7 @@ preference optimisation), so the worst-served groups count more.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from osmf_core import catalog as C
+from osmf_core.config import default_warehouse
 from osmf_core.models.gmllm import GRM, GroupLlava
 from osmf_core.render import ProceduralRenderer, RenderJob
 from osmf_core import images
@@ -37,7 +38,8 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"  # the LM's 
 @dataclass
 class DPOConfig:
     # data
-    warehouse: str = "warehouse"  # feat.instructions (prompt-generation contexts), raw.products, feat.grm_examples
+    # feat.instructions (prompt-generation contexts), raw.products, feat.grm_examples; default $OSMF_WAREHOUSE, else ./warehouse (as the Spark jobs)
+    warehouse: str = field(default_factory=default_warehouse)
     run_date: str = ""  # run of feat.instructions (default: the latest)
     # models
     gmllm: str = "runs/gmllm/model"  # the pre-trained G-MLLM (policy init and reference)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from osmf_core import catalog as C
+from osmf_core.config import default_warehouse
 from osmf_core.instructions import grm_instruction
 from osmf_core.models.gmllm import SMALL, GMLLMConfig, GroupLlava, build_small, build_tiny, encode, from_local, train_tokenizer
 from osmf_core.store import run_of
@@ -28,7 +29,8 @@ MODEL_SUBDIR, TOKENIZER_SUBDIR = "model", "tokenizer"
 @dataclass
 class PretrainConfig:
     # data
-    warehouse: str = "warehouse"  # Delta warehouse with feat.instructions
+    # Delta warehouse with feat.instructions; default $OSMF_WAREHOUSE, else ./warehouse (as the Spark jobs)
+    warehouse: str = field(default_factory=default_warehouse)
     run_date: str = ""  # which run of feat.instructions (default: the latest)
     max_len: int = 384  # tokens per row (image and group tokens included); longer rows lose their tail
     # model

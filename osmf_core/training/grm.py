@@ -10,13 +10,14 @@ the pair is shown in cannot matter (position swaps only flip which logit is whic
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from osmf_core import catalog as C
+from osmf_core.config import default_warehouse
 from osmf_core.instructions import grm_instruction
 from osmf_core.models.gmllm import GRM, GroupLlava
 from osmf_core.store import run_of
@@ -31,7 +32,8 @@ FIELDS = ["product_id", "group_id", "creative_a", "creative_b", "title", "image_
 @dataclass
 class GRMConfig:
     # data
-    warehouse: str = "warehouse"  # Delta warehouse with feat.grm_examples
+    # Delta warehouse with feat.grm_examples; default $OSMF_WAREHOUSE, else ./warehouse (as the Spark jobs)
+    warehouse: str = field(default_factory=default_warehouse)
     run_date: str = ""  # which run (default: the latest)
     # model
     gmllm: str = "runs/gmllm/model"  # pre-trained G-MLLM (make pretrain-gmllm)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from osmf_core import catalog as C
+from osmf_core.config import default_warehouse
 from osmf_core.models.paag import FUSIONS, PAAG, PAAGConfig
 from osmf_core.training.data import ATTRS, FeatureBank, example_batches, read_columns, read_frame
 from osmf_core.training.loop import CHECKPOINTS, ds_config, fit, init_distributed, usable_checkpoint  # noqa: F401
@@ -25,7 +26,8 @@ FEATURE_TABLES = (C.TITLE_TOKENS, C.IMAGE_PATCHES, C.PAAG_EXAMPLES)  # what trai
 @dataclass
 class TrainConfig:
     # data
-    warehouse: str = "warehouse"  # Delta warehouse with feat.* tables
+    # Delta warehouse with feat.* tables; default $OSMF_WAREHOUSE, else ./warehouse (as the Spark jobs)
+    warehouse: str = field(default_factory=default_warehouse)
     text_encoder: str = "minilm"  # which rows of feat.title_tokens to use
     image_encoder: str = "mobilenet_v2"  # which rows of feat.image_patches to use
     # model
