@@ -148,7 +148,8 @@ REJECTS = Table(
     "gaip", "rejects",
     (_c("run_date", _DATE, "load run that saw the row"),
      _c("source", _STR, "table the row was meant for"),
-     _c("load_id", _STR, "the load: a digest of the table and the input files (a rerun of one load replaces its rows)"),
+     _c("load_id", _STR, "the load: a digest of the table and the input files (a rerun of one load replaces its "
+        "rows); null for rows of loads older than load ids", nullable=True),
      _c("reason", _STR, "first rule the row broke"),
      _c("row_json", _STR, "the rejected row as JSON")),
     grain="one row per rejected input row",

@@ -95,7 +95,9 @@ def _json_columns(f: Path, text: str) -> set[str]:
             objects += 1
             keys.update(row)
     if not objects:
-        first = next(line for line in text.splitlines() if line.strip())[:40]
+        first = next((line for line in text.splitlines() if line.strip()), "")[:40]
+        if not first:
+            raise LandingError(f"{f}: no JSON lines (only blank lines)")
         raise LandingError(f"{f}: not JSON lines (no line is a JSON object; it starts {first!r})")
     return keys
 

@@ -73,9 +73,10 @@ def _cast(raw: F.Column, dtype: T.DataType) -> F.Column:
     1e30 are null (a plain cast would truncate 1.5 to 1)."""
     if not isinstance(dtype, T.IntegralType):
         return raw.try_cast(dtype)
-    d = raw.try_cast("double")
-    fractional = d.isNotNull() & (d != F.floor(d))
-    return F.when(fractional, F.lit(None).cast(dtype)).otherwise(F.coalesce(raw.try_cast(dtype), d.try_cast(dtype)))
+    exact = raw.try_cast(T.DecimalType(38, 18))  # no rounding on the way, unlike a double above 2^53
+    fractional = exact.isNotNull() & (exact != F.floor(exact))
+    return (F.when(fractional, F.lit(None).cast(dtype))
+            .otherwise(F.coalesce(raw.try_cast(dtype), exact.try_cast(dtype))))
 
 
 def _typed(df: DataFrame, t: C.Table) -> tuple[DataFrame, list[tuple]]:
@@ -104,7 +105,8 @@ def _in_table(df: DataFrame, t: C.Table, existing: DataFrame | None) -> tuple[Da
     """A rule for rows whose key is already in the table (event tables): duplicate:<key>."""
     if existing is None:
         return df, []
-    known = existing.select(*[F.col(k).alias(f"_known_{k}") for k in t.key]).withColumn("_in_table", F.lit(True))
+    known = (existing.select(*[F.col(k).alias(f"_known_{k}") for k in t.key]).distinct()
+             .withColumn("_in_table", F.lit(True)))
     on = [df[f"_t_{k}"] == known[f"_known_{k}"] for k in t.key]
     df = df.join(known, on, "left").drop(*[f"_known_{k}" for k in t.key])
     return df, [(F.col("_in_table").isNotNull(), f"duplicate:{','.join(t.key)}")]
@@ -206,22 +208,25 @@ def load(raw: DataFrame, labeled: DataFrame, t: C.Table, warehouse: str, run_dat
         if report.accepted + report.rejected != rows_in:
             raise LoadMismatch(f"{report.line()} does not add up: "
                                f"{rows_in - report.accepted - report.rejected} rows unaccounted for")
-        good = labeled.where(F.col(REASON).isNull()).select(*t.column_names)
-        if mode == "replace":
-            write_table(good, t, warehouse)
-            report.inserted = accepted
-        else:
-            got = merge_rows(good, t, warehouse, update=mode == "upsert")
-            report.inserted, report.updated = got["numTargetRowsInserted"], got["numTargetRowsUpdated"]
-            if got["numSourceRows"] != accepted or (mode == "append" and report.inserted != accepted):
-                raise LoadMismatch(f"{report.line()}: the MERGE saw {got}")
         rejects = labeled.where(F.col(REASON).isNotNull()).select(
             F.lit(run_date).alias("run_date"), F.lit(t.fqn).alias("source"), F.lit(load_id).alias("load_id"),
             F.col(REASON).alias("reason"), F.col("_row_json").alias("row_json"))
         where = f"run_date = '{run_date.isoformat()}' and source = '{t.fqn}'"
         if mode != "replace":
             where += f" and load_id = '{load_id}'"
+        # rejects first: a load that dies before its accepted rows commit is simply run again (the rerun
+        # replaces these rejects); the other order would leave accepted rows without their load's rejects
         write_table(rejects, C.REJECTS, warehouse, replace_where=where)
+        good = labeled.where(F.col(REASON).isNull()).select(*t.column_names)
+        if mode == "replace":
+            write_table(good, t, warehouse)
+            report.inserted = accepted
+        else:
+            got = merge_rows(good, t, warehouse, update=mode == "upsert")
+            report.inserted, report.updated = got["inserted"], got["updated"]
+            if report.inserted + report.updated > accepted or (mode == "append" and report.inserted != accepted):
+                raise LoadMismatch(f"{report.line()}: the MERGE inserted {got['inserted']} and updated "
+                                   f"{got['updated']} of {accepted} accepted rows")
     finally:
         labeled.unpersist()
     return report

@@ -10,6 +10,7 @@ written ${name}:
                             complete run (Delta time travel: `from gaip.groups version as of ${groups_version}`)
   <table>_prev_version      the same in the complete run published before it (the newest when there is
                             only one)
+  last_run_date, prev_run_date   the run dates those two runs wrote
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def parameters(spark: SparkSession, warehouse: str, run_date: str | None = None,
             raise
         return params  # no complete run yet: a query that needs one names the missing parameter
     params["run_date"] = run.run_date
+    params["last_run_date"] = run.last_run_date
+    params["prev_run_date"] = (run.previous or run).run_date
     for t in (t for t in REGROUP_TABLES if t.fqn in run.versions):
         params[f"{t.name}_version"] = str(run.version(t))
         params[f"{t.name}_prev_version"] = str((run.previous or run).version(t))

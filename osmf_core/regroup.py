@@ -45,7 +45,7 @@ from pyspark.sql import types as T
 from osmf_core import catalog as C
 from osmf_core.config import ConfigError
 from osmf_core.grouping import PERCENTILES, ClusterConfig, cluster_products, group_points, merge_small
-from osmf_core.runs import publish
+from osmf_core.runs import publish, roll_back_unpublished
 from osmf_core.store import read_table, require_tables, write_table
 
 STAGE = "regroup"
@@ -318,6 +318,9 @@ def run(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> d
     """Write the GAIP tables of one run date; return the metrics."""
     t0 = time.perf_counter()
     start, end = validate(spark, cfg, warehouse)
+    undone = roll_back_unpublished(spark, warehouse)
+    if undone:
+        log(f"[regroup] undid the commits of a run that did not finish, in {', '.join(undone)}")
     imps, rows = viewers(spark, warehouse, start, end)
     counts = rows.groupBy("product_id").count()
     n_products = counts.count()

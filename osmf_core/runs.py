@@ -9,6 +9,8 @@ across tables, even when the killed run was a rerun of the same date.
   published(warehouse)                  the latest complete run: run date + table versions
   published(warehouse, run_date="...")  a given complete run date, read at the newest versions
   publish(spark, warehouse, stage, run_date, tables)   the regroup's last commit
+  roll_back_unpublished(spark, warehouse)              the regroup's first step: a killed run's commits
+                                                       are undone before a new run publishes anything
 
 Readers through Spark (`read_published`) and through the Delta log without Spark (`deltalake`) alike.
 """
@@ -34,6 +36,7 @@ class Run:
     versions: dict
     run_id: str = ""
     previous: "Run | None" = None  # the run published before the newest one (for "what changed")
+    last_run_date: str = ""  # the run date the newest ledger row wrote
 
     def version(self, t: C.Table) -> int:
         return int(self.versions[t.fqn])
@@ -88,7 +91,33 @@ def published(warehouse: str, run_date: str = "", stage: str = REGROUP, spark=No
                           f"{', '.join(dates[-5:])} (complete runs in {C.RUNS.fqn})")
     newest = rows[-1]
     previous = Run(rows[-2]["run_date"], rows[-2]["versions"], rows[-2]["run_id"]) if len(rows) > 1 else None
-    return Run(str(run_date) if run_date else dates[-1], newest["versions"], newest["run_id"], previous)
+    return Run(str(run_date) if run_date else dates[-1], newest["versions"], newest["run_id"], previous,
+               newest["run_date"])
+
+
+def roll_back_unpublished(spark, warehouse: str, stage: str = REGROUP, tables=REGROUP_TABLES) -> list[str]:
+    """Undo what a killed run committed: every table goes back to its version in the newest complete run
+    (Delta RESTORE), or is emptied when no complete run has it yet. Called first by the regroup, so that a
+    later run never publishes a killed run's commits along with its own. Returns the tables changed."""
+    from delta.tables import DeltaTable
+
+    from osmf_core.store import table_exists
+    rows = [r for r in _ledger(warehouse, spark) if r["stage"] == stage]
+    published_at = rows[-1]["versions"] if rows else {}
+    undone = []
+    for t in tables:
+        if not table_exists(spark, t, warehouse):
+            continue
+        table = DeltaTable.forPath(spark, t.path(warehouse))
+        current = int(table.history(1).first()["version"])
+        if t.fqn in published_at:
+            if current > published_at[t.fqn]:
+                table.restoreToVersion(published_at[t.fqn])
+                undone.append(t.fqn)
+        elif not table.toDF().isEmpty():
+            table.delete()
+            undone.append(t.fqn)
+    return undone
 
 
 def read_published(spark, t: C.Table, warehouse: str, run: Run):

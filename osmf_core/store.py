@@ -51,6 +51,7 @@ def ensure_table(spark: SparkSession, t: Table, warehouse: str) -> None:
     An existing table is left as it is: Delta itself refuses a write whose columns do not fit it.
     """
     if table_exists(spark, t, warehouse):
+        _add_new_columns(spark, t, warehouse)
         return
     (DeltaTable.createIfNotExists(spark)
      .location(t.path(warehouse))
@@ -58,6 +59,22 @@ def ensure_table(spark: SparkSession, t: Table, warehouse: str) -> None:
      .partitionedBy(*t.partition_by)
      .comment(t.comment or t.grain)
      .execute())
+
+
+def _add_new_columns(spark: SparkSession, t: Table, warehouse: str) -> None:
+    """A table made by an older release gains the nullable columns the catalog added since; a missing column
+    that is not nullable is a one-line error (its old rows would have no value for it)."""
+    have = set(spark.read.format("delta").load(t.path(warehouse)).columns)
+    new = [c for c in t.columns if c.name not in have]
+    if not new:
+        return
+    strict = [c.name for c in new if not c.nullable]
+    if strict:
+        raise ConfigError(f"{t.fqn} at {t.path(warehouse)} lacks the columns {strict} of this release, which "
+                          "cannot be added to old rows: rebuild the table")
+    cols = ", ".join(f"`{c.name}` {c.dtype.simpleString()}" + (f" comment '{c.comment}'" if c.comment else "")
+                     for c in new)
+    spark.sql(f"alter table delta.`{t.path(warehouse)}` add columns ({cols})")
 
 
 def write_table(df: DataFrame, t: Table, warehouse: str, replace_where: str | None = None) -> None:
@@ -87,28 +104,22 @@ def append_rows(df: DataFrame, t: Table, warehouse: str) -> None:
     _failpoint(t)
 
 
-MERGE_METRICS = ("numSourceRows", "numTargetRowsInserted", "numTargetRowsUpdated")
-
-
 def merge_rows(df: DataFrame, t: Table, warehouse: str, update: bool = False) -> dict:
     """MERGE `df` into `t` on the table's key, in one Delta commit: rows with a new key are inserted; a row
     whose key is already there is updated when `update` (dimension tables: only when a column changed), else
-    left untouched. No existing row is ever removed. Returns Delta's counts (MERGE_METRICS)."""
+    left untouched. No existing row is ever removed. Returns the commit's counts: inserted, updated."""
     df = conform(df, t)
     spark = df.sparkSession
     ensure_table(spark, t, warehouse)
     on = " and ".join(f"t.`{k}` = s.`{k}`" for k in t.key)
-    target = DeltaTable.forPath(spark, t.path(warehouse))
-    before = target.history(1).first()["version"]
-    merge = target.alias("t").merge(df.alias("s"), on)
+    merge = DeltaTable.forPath(spark, t.path(warehouse)).alias("t").merge(df.alias("s"), on)
     others = [c for c in t.column_names if c not in t.key]
     if update and others:
         merge = merge.whenMatchedUpdateAll(condition=" or ".join(f"not (t.`{c}` <=> s.`{c}`)" for c in others))
-    merge.whenNotMatchedInsertAll().execute()
-    last = DeltaTable.forPath(spark, t.path(warehouse)).history(1).first()
+    got = merge.whenNotMatchedInsertAll().execute().first()  # this commit's own counts
     _failpoint(t)
-    got = (last["operationMetrics"] or {}) if last["version"] != before else {}  # nothing to merge: no commit
-    return {k: int(got.get(k, 0)) for k in MERGE_METRICS}
+    return {"inserted": int(got["num_inserted_rows"] or 0) if got else 0,
+            "updated": int(got["num_updated_rows"] or 0) if got else 0}
 
 
 def table_keys(spark: SparkSession, t: Table, warehouse: str) -> DataFrame | None:

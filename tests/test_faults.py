@@ -5,6 +5,7 @@ The regroup runs as its own process (jobs/regroup.py) in a new session so that a
 What happened goes to reports/faults.json (tests/conftest.py)."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import shutil
@@ -22,7 +23,7 @@ from delta.tables import DeltaTable
 
 from osmf_core import catalog as C
 from osmf_core import queries
-from osmf_core.runs import published
+from osmf_core.runs import published, read_published
 from osmf_core.store import FAILPOINT, checksum, read_table, table_exists
 from tests.test_regroup import CFG
 
@@ -207,3 +208,17 @@ def test_a_run_killed_between_commits_is_invisible_to_every_query(spark, clean):
     assert checksum(read_table(spark, C.GROUPS, wh)) == latest  # what the killed run had committed
     changed = [name for name in after if after[name] != before[name]]
     assert {"groups_per_category", "group_distinctness", "group_changes_since_last_run"} <= set(changed), changed
+
+    # killed again, then the next run is of another date: it undoes the killed run's commits first, so what
+    # it publishes holds this date's groups as the last complete run left them
+    day = now.run_date
+    groups_of = lambda run: checksum(read_published(spark, C.GROUPS, wh, run).where(F.col("run_date") == day))  # noqa: E731
+    complete = groups_of(now)
+    proc = _start(wh, model, env={FAILPOINT: C.GROUPS.fqn})  # the default K range: other groups for `day`
+    proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL and checksum(read_table(spark, C.GROUPS, wh)) != latest
+    other_day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    _finish(_start(wh, model, "--run-date", other_day))
+    following = published(wh, spark=spark)
+    assert following.last_run_date == other_day and following.previous.run_id == now.run_id
+    assert groups_of(following) == complete

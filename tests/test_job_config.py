@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from osmf_core import catalog as C
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -113,7 +115,7 @@ def test_training_jobs_read_the_warehouse_the_spark_jobs_write(job, flags, table
     monkeypatch.chdir(empty / "gmllm")  # ./warehouse would be somewhere else
     rc = _job(job).main([f.format(d=empty) for f in flags])
     assert rc == 2
-    assert f"{table}: no Delta table at {empty}/" in _one_line(capsys.readouterr().err, job)
+    assert f"{table}: no Delta table at {C.table(table).path(str(empty))} " in _one_line(capsys.readouterr().err, job)
 
 
 def _dry_run(target: str, warehouse: Path) -> str:

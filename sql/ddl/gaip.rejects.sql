@@ -5,7 +5,7 @@ create schema if not exists gaip;
 create table if not exists gaip.rejects (
   run_date date not null comment 'load run that saw the row',
   source   string not null comment 'table the row was meant for',
-  load_id  string not null comment 'the load: a digest of the table and the input files (a rerun of one load replaces its rows)',
+  load_id  string comment 'the load: a digest of the table and the input files (a rerun of one load replaces its rows); null for rows of loads older than load ids',
   reason   string not null comment 'first rule the row broke',
   row_json string not null comment 'the rejected row as JSON'
 )

@@ -2,16 +2,17 @@
 -- grain: one row per product in the newest complete regroup run (gaip.runs)
 -- Delta time travel: "now" is the table as of version ${user_groups_version} (the newest complete run in
 -- the ledger gaip.runs), "before" as of version ${user_groups_prev_version} (the complete run before it);
--- each side's latest run date is compared (a rerun of the same date is compared with what it replaced). stayed = users in both; kept_together = share of
+-- each side's own run date is compared (${last_run_date} now, ${prev_run_date} before; a rerun of the
+-- same date is compared with what it replaced). stayed = users in both; kept_together = share of
 -- the users who stayed whose current group is the biggest share of one previous group
 -- (1.0 = the same partition up to relabelling).
 with now as (
   select product_id, user_id, group_id from gaip.user_groups version as of ${user_groups_version}
-  where run_date = (select max(run_date) from gaip.user_groups version as of ${user_groups_version})
+  where run_date = date '${last_run_date}'
 ),
 before as (
   select product_id, user_id, group_id from gaip.user_groups version as of ${user_groups_prev_version}
-  where run_date = (select max(run_date) from gaip.user_groups version as of ${user_groups_prev_version})
+  where run_date = date '${prev_run_date}'
 ),
 overlap as (
   select n.product_id, n.group_id as group_now, b.group_id as group_before, count(*) as users
