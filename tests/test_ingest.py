@@ -247,6 +247,7 @@ BAD_FILES = {  # file name, bytes, format, what the one line says
     "csv_as.json": (b"event_date,impression_id,user_id,creative_id,clicked\n2026-11-02,1,1,1,0\n", "json",
                     "not JSON lines"),
     "empty.json": (b"", "json", "empty file"),
+    "blank.json": (b"\n  \n\n", "json", "no JSON lines"),
     "no_clicked.json": (b'{"event_date": "2026-11-02", "impression_id": 5, "user_id": 1, "creative_id": 1}\n',
                         "json", "clicked missing"),
     "no_clicked.csv": (b"event_date,impression_id,user_id,creative_id\n2026-11-02,5,1,1\n", "csv", "clicked missing"),
