@@ -198,9 +198,11 @@ def load(raw: DataFrame, labeled: DataFrame, t: C.Table, warehouse: str, run_dat
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     load_id = load_id or f"{mode}:{t.fqn}:{run_date.isoformat()}"
     rows_in = raw.count()
-    # computed once and kept: recomputed after the MERGE, rows just inserted would read as duplicates of
-    # themselves, so the lineage is cut (a lost block fails the load instead of miscounting it)
-    labeled = labeled.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+    if mode == "replace":  # the labels do not read the table written: a recomputation gives the same rows
+        labeled = labeled.persist(StorageLevel.MEMORY_AND_DISK)
+    else:  # recomputed after the MERGE, rows just inserted would read as duplicates of themselves, so the
+        # lineage is cut (a lost block fails the load instead of miscounting it)
+        labeled = labeled.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
     try:
         counts = {r[REASON]: r["n"] for r in labeled.groupBy(REASON).agg(F.count("*").alias("n")).collect()}
         accepted = counts.pop(None, 0)
