@@ -12,7 +12,7 @@ How accepted rows reach their table (`load`'s mode):
   replace  the simulator's world: the tables are written whole (the world is regenerated from its seed).
 
 Rules besides the schema's (null, type): ids are not negative, an integer column takes no fractional value
-(1.5 is rejected, 2.0 is 2), event dates lie in `Window`, clicked is 0 or 1, references are known, and a
+(1.5 is rejected, 2.0 is 2), event dates lie in the load's `DateWindow`, clicked is 0 or 1, references are known, and a
 line the reader could not parse is rejected as `unparsable`.
 """
 from __future__ import annotations
@@ -126,11 +126,11 @@ def _finish(df: DataFrame, t: C.Table, input_cols: list[str], rules: list[tuple]
     return df.select(*[F.col(f"_t_{c}").alias(c) for c in t.column_names], REASON, "_row_json")
 
 
-def label_rows(df: DataFrame, t: C.Table, existing: DataFrame | None = None) -> DataFrame:
+def label_rows(df: DataFrame, t: C.Table) -> DataFrame:
     """Rows of any catalog table with a reject reason from the schema rules alone (nulls, types, ids,
-    duplicates; with `existing`, the keys already in the table, a copy of one of them is a duplicate too)."""
+    duplicates)."""
     typed, rules = _typed(df, t)
-    return _finish(typed, t, df.columns, rules, existing)
+    return _finish(typed, t, df.columns, rules)
 
 
 def label_users(df: DataFrame) -> DataFrame:
@@ -243,9 +243,9 @@ def ingest(raw: DataFrame, fqn: str, warehouse: str, run_date: dt.date, window: 
     already loaded, creatives against the products.
     """
     spark = raw.sparkSession
-    t = C.table(fqn) if fqn in MODE_OF else None
-    if t is None:
+    if fqn not in MODE_OF:
         raise ValueError(f"ingest loads the raw tables only, not {fqn!r}")
+    t = C.table(fqn)
     if fqn == C.USERS.fqn:
         labeled = label_users(raw)
     elif fqn == C.PRODUCTS.fqn:

@@ -44,11 +44,8 @@ class Run:
 
 def publish(spark, warehouse: str, stage: str, run_date: dt.date, tables=REGROUP_TABLES) -> Run:
     """Append the ledger row of a run whose tables are all committed: its last write."""
-    from delta.tables import DeltaTable
-
-    from osmf_core.store import append_rows
-    versions = {t.fqn: int(DeltaTable.forPath(spark, t.path(warehouse)).history(1).first()["version"])
-                for t in tables}
+    from osmf_core.store import append_rows, current_version
+    versions = {t.fqn: current_version(spark, t, warehouse) for t in tables}
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     run_id = f"{run_date.isoformat()}/{now:%Y%m%dT%H%M%S}/{uuid.uuid4().hex[:8]}"
     row = [(run_id, run_date, stage, "complete", now, versions)]
@@ -101,7 +98,7 @@ def roll_back_unpublished(spark, warehouse: str, stage: str = REGROUP, tables=RE
     later run never publishes a killed run's commits along with its own. Returns the tables changed."""
     from delta.tables import DeltaTable
 
-    from osmf_core.store import table_exists
+    from osmf_core.store import current_version, table_exists
     rows = [r for r in _ledger(warehouse, spark) if r["stage"] == stage]
     published_at = rows[-1]["versions"] if rows else {}
     undone = []
@@ -109,9 +106,8 @@ def roll_back_unpublished(spark, warehouse: str, stage: str = REGROUP, tables=RE
         if not table_exists(spark, t, warehouse):
             continue
         table = DeltaTable.forPath(spark, t.path(warehouse))
-        current = int(table.history(1).first()["version"])
         if t.fqn in published_at:
-            if current > published_at[t.fqn]:
+            if current_version(spark, t, warehouse) > published_at[t.fqn]:
                 table.restoreToVersion(published_at[t.fqn])
                 undone.append(t.fqn)
         elif not table.toDF().isEmpty():

@@ -122,6 +122,11 @@ def merge_rows(df: DataFrame, t: Table, warehouse: str, update: bool = False) ->
             "updated": int(got["num_updated_rows"] or 0) if got else 0}
 
 
+def current_version(spark: SparkSession, t: Table, warehouse: str) -> int:
+    """The Delta version of the table's latest commit."""
+    return int(DeltaTable.forPath(spark, t.path(warehouse)).history(1).first()["version"])
+
+
 def table_keys(spark: SparkSession, t: Table, warehouse: str) -> DataFrame | None:
     """The key columns of every row of `t` (None when the table does not exist yet)."""
     if not table_exists(spark, t, warehouse):
