@@ -149,7 +149,7 @@ bench-gmllm: setup  # samples rows from the warehouse, then times DeepSpeed step
 	$(PY) jobs/bench_gmllm.py run $(BENCH_GMLLM)
 
 ddl: setup
-	$(PY) -m osmf_core.ddl --out sql/ddl
+	$(PY) -m osmf_core.data.ddl --out sql/ddl
 
 sql: setup
 	$(PY) jobs/sql.py $(Q) $(SQL)

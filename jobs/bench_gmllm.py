@@ -38,9 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from osmf_core.models.gmllm import (GMLLMConfig, GRM, SMOLLM2_SHAPES, build_small_shape, build_tiny, encode,
-                                    osmf_cache, train_tokenizer)
-from osmf_core.reports import write_report
+from osmf_core.models.gmllm.builders import SMOLLM2_SHAPES, build_small_shape, build_tiny, osmf_cache
+from osmf_core.models.gmllm.grm import GRM
+from osmf_core.models.gmllm.model import GMLLMConfig, encode
+from osmf_core.models.gmllm.tokens import train_tokenizer
+from osmf_core.data.reports import write_report
 
 PHASES = ("pretrain", "grm")
 # dense peak TFLOP/s by device name and precision (fp32 without TF32: torch's default for matmuls)
@@ -55,10 +57,10 @@ def export(warehouse: str, out: str, rows: int, pairs: int, seed: int) -> dict:
     """A seeded sample of the latest feat.instructions run and of the latest feat.grm_examples train split
     (with each pair's GRM instruction written out) as two Parquet files."""
     import pandas as pd
-    from osmf_core import catalog as C
-    from osmf_core.instructions import grm_instruction
-    from osmf_core.store import run_of
-    from osmf_core.training.data import row_batches
+    from osmf_core.data import catalog as C
+    from osmf_core.models.gmllm.grm import grm_instruction
+    from osmf_core.data.reader import run_of
+    from osmf_core.data.reader import row_batches
     from osmf_core.training.gmllm import FIELDS as PRETRAIN_FIELDS
     from osmf_core.training.grm import FIELDS as GRM_FIELDS
 
@@ -259,7 +261,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.cmd == "export":
-        from osmf_core.config import ConfigError, config_error, default_warehouse
+        from osmf_core.data.config import ConfigError, config_error, default_warehouse
         try:
             print(json.dumps(export(args.warehouse or default_warehouse(), args.out, args.rows, args.pairs, args.seed)))
         except ConfigError as e:  # a table or run missing: one line, as every job

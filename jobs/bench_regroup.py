@@ -4,7 +4,7 @@ Data: a power-law mix of product sizes (P(n) ~ n^-2 between 10 and 100,000 users
 (--mix):
   world     (default) what the job clusters: each product of the mix is a random product of the warehouse
             seen by n users drawn from 100,000 users of the simulated world's population
-            (osmf_core.world.sample_users, with the bench's seed, so no size runs out of users), embedded by
+            (osmf_core.world.model.sample_users, with the bench's seed, so no size runs out of users), embedded by
             the trained PAAG into the space the regroup clusters by default (cluster_on profile: each user's
             preference over the product's creatives, as wide as the product with the most creatives)
   gaussian  a stress test: each product a mixture of 2-5 weakly separated Gaussian groups in d = 128,
@@ -12,7 +12,7 @@ Data: a power-law mix of product sizes (P(n) ~ n^-2 between 10 and 100,000 users
 Every method gets the same K range (2-5), the same restarts, and one core (torch and BLAS threads = 1;
 Spark local[1]), so rows/s is per core.
 
-  osmf          osmf_core.grouping.cluster_products on the whole mix (products batched together)
+  osmf          osmf_core.grouping.kmeans.cluster_products on the whole mix (products batched together)
   sklearn_loop  for each product and K: KMeans(n_init=restarts) + silhouette_score (sampled with the
                 same sample size above the same exact limit), K* by the largest silhouette
   mllib         for each product and K: pyspark.ml KMeans + ClusteringEvaluator (silhouette), on a
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from osmf_core.config import default_warehouse
-from osmf_core.reports import write_report
+from osmf_core.data.config import default_warehouse
+from osmf_core.data.reports import write_report
 
 D = 128
 
@@ -68,8 +68,8 @@ class WorldMix:
     """Products of the simulated world in the space the regroup clusters (see the module docstring)."""
 
     def __init__(self, warehouse: str, model: str, seed: int, population: int = 100_000):
-        from osmf_core.training.paag import PAAGEmbedder
-        from osmf_core.world import ATTRS, n_user_blocks, sample_users
+        from osmf_core.models.embedder import PAAGEmbedder
+        from osmf_core.world.model import ATTRS, n_user_blocks, sample_users
         for what, path in (("warehouse", warehouse), ("--model", model)):
             if not Path(path).exists():
                 raise SystemExit(f"the world mix needs {what} {path}: run make regroup first, or pass --mix gaussian")
@@ -116,8 +116,8 @@ def mllib(xs, cfg) -> float:
     from pyspark.ml.evaluation import ClusteringEvaluator
     from pyspark.ml.linalg import Vectors
 
-    from osmf_core.config import SparkSettings
-    from osmf_core.spark import build_spark
+    from osmf_core.data.config import SparkSettings
+    from osmf_core.data.spark import build_spark
     spark = build_spark(SparkSettings(master="local[1]", shuffle_partitions=1, show_progress=False,
                                       app_name="osmf-bench-mllib"))
     frames = [spark.createDataFrame([(Vectors.dense(r.tolist()),) for r in x], ["features"]).cache() for x in xs]
@@ -137,7 +137,7 @@ def scale_point(seed: int, rows: int, chunk_rows: int, restarts: int, world: Wor
     """Run in a fresh process: cluster a mix of `rows` rows chunk by chunk; time and peak memory."""
     import torch
 
-    from osmf_core.grouping import ClusterConfig, cluster_products
+    from osmf_core.grouping.kmeans import ClusterConfig, cluster_products
     torch.set_num_threads(1)
     cfg = ClusterConfig(seed=seed, restarts=restarts)
     busy, done, products, chunk, held = 0.0, 0, 0, [], 0
@@ -165,7 +165,7 @@ def sampled_error(cfg, seed: int) -> list[dict]:
     """|sampled - exact| silhouette of the chosen labels for products above the exact limit."""
     import torch
 
-    from osmf_core.grouping import cluster_products, silhouette_sampled
+    from osmf_core.grouping.kmeans import cluster_products, silhouette_sampled
     rng = np.random.default_rng(seed)
     out = []
     for n in (5_000, 10_000, 20_000):
@@ -182,7 +182,7 @@ def sampled_error(cfg, seed: int) -> list[dict]:
 def job_rows_per_s(warehouse: str) -> float | None:
     from deltalake import DeltaTable, QueryBuilder
 
-    from osmf_core import catalog as C
+    from osmf_core.data import catalog as C
     path = C.METRICS.path(warehouse)
     if not Path(path).exists():
         return None
@@ -194,8 +194,8 @@ def job_rows_per_s(warehouse: str) -> float | None:
 
 
 def main(argv=None) -> int:
-    from osmf_core.grouping import ClusterConfig, cluster_products
-    from osmf_core.regroup import RegroupConfig
+    from osmf_core.grouping.kmeans import ClusterConfig, cluster_products
+    from osmf_core.grouping.regroup import RegroupConfig
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=60_000, help="rows of the mix compared with scikit-learn")
     ap.add_argument("--scaling", default="10000,100000,1000000", help="rows of the three scaling mixes")

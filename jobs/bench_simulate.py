@@ -11,11 +11,11 @@ import sys
 import tempfile
 import time
 
-from osmf_core.config import SparkSettings
-from osmf_core.reports import write_report
-from osmf_core.simulate import SimulateConfig, run
-from osmf_core.spark import build_spark
-from osmf_core.world import WorldSize
+from osmf_core.data.config import SparkSettings
+from osmf_core.data.reports import write_report
+from osmf_core.world.simulate import SimulateConfig, run
+from osmf_core.data.spark import build_spark
+from osmf_core.world.model import WorldSize
 
 
 def main(argv=None) -> int:

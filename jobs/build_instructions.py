@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osmf_core.config import add_spark_args
-from osmf_core.curation import CurationConfig, run
-from osmf_core.spark import run_job
+from osmf_core.data.config import add_spark_args
+from osmf_core.features.instructions import CurationConfig, run
+from osmf_core.data.spark import run_job
 
 
 def main(argv=None) -> int:

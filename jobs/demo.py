@@ -14,17 +14,18 @@ import shutil
 import sys
 import time
 
-from osmf_core import catalog as C
-from osmf_core import features
-from osmf_core.config import add_spark_args, spark_settings
+from osmf_core.data import catalog as C
+from osmf_core.features import encode as features
+from osmf_core.data.config import add_spark_args, spark_settings
 from osmf_core.models.paag import PAAGConfig
-from osmf_core.reports import write_report
-from osmf_core.training.data import FeatureBank
-from osmf_core.training.paag import MODEL_FILE, TrainConfig, auroc, load_model, predict, train
-from osmf_core.truth import Truth
-from osmf_core.simulate import add_world_args, run, world_config
-from osmf_core.spark import build_spark
-from osmf_core.store import read_table, register_tables
+from osmf_core.data.reports import write_report
+from osmf_core.data.reader import FeatureBank
+from osmf_core.training.paag import MODEL_FILE, TrainConfig, auroc, predict, train
+from osmf_core.models.paag import load_model
+from osmf_core.world.truth import Truth
+from osmf_core.world.simulate import add_world_args, run, world_config
+from osmf_core.data.spark import build_spark
+from osmf_core.data.store import read_table, register_tables
 
 
 def main(argv=None) -> int:
@@ -114,7 +115,10 @@ class Stages(list):
 
 def pipeline_after_paag(spark, args, warehouse: str, paag_model: str, stages: Stages) -> dict:
     """Regroup, instructions, G-MLLM, GRM, one Group-DPO round and generation, each briefly."""
-    from osmf_core import curation, generation, regroup
+    from osmf_core.features import instructions as curation
+    from osmf_core.evaluation.online import simulated_ctr
+    from osmf_core.generation import pipeline as generation
+    from osmf_core.grouping import regroup
     from osmf_core.training.dpo import DPOConfig, run_group_dpo
     from osmf_core.training.gmllm import MODEL_SUBDIR, PretrainConfig, pretrain
     from osmf_core.training.grm import GRMConfig, train_grm
@@ -142,7 +146,8 @@ def pipeline_after_paag(spark, args, warehouse: str, paag_model: str, stages: St
     dp = stage("group_dpo", lambda: run_group_dpo(DPOConfig(warehouse=warehouse, gmllm=f"{gm}/{MODEL_SUBDIR}",
                                                             grm=f"{grm}/{MODEL_SUBDIR}", rounds=1, out_dir=dpo)))
     gen = stage("generate", lambda: generation.run(spark, generation.GenerateConfig(
-        gmllm=f"{gm}/{MODEL_SUBDIR}", dpo=dpo, gallery=args.gallery), warehouse, log=quiet))
+        gmllm=f"{gm}/{MODEL_SUBDIR}", dpo=dpo, gallery=args.gallery), warehouse, log=quiet,
+        simulated_ctr=simulated_ctr(warehouse)))
     r0 = dp["rounds"][0]
     out.update(instructions=instr, gmllm={"steps": pre["step"], "task_loss": pre["task_loss"]},
                grm={"steps": rm["step"], "loss": rm["loss"]}, group_dpo=r0["after"], generate=gen)

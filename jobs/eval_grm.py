@@ -24,17 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from osmf_core import catalog as C
-from osmf_core.models.gmllm import GRM
-from osmf_core.config import ConfigError, config_error
-from osmf_core.online import AUDIENCE_TABLES, audiences
-from osmf_core.reports import write_report
-from osmf_core.store import run_of
-from osmf_core.training.data import read_columns
+from osmf_core.data import catalog as C
+from osmf_core.models.gmllm.grm import GRM
+from osmf_core.data.config import ConfigError, config_error
+from osmf_core.data.audiences import AUDIENCE_TABLES, audiences
+from osmf_core.data.reports import write_report
+from osmf_core.data.reader import run_of
+from osmf_core.data.reader import read_columns
 from osmf_core.training.gmllm import MODEL_SUBDIR
 from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
-from osmf_core.truth import Truth
-from osmf_core.world import DIMS, STYLE_DIMS
+from osmf_core.world.truth import Truth
+from osmf_core.world.model import DIMS, STYLE_DIMS
 
 PAIR_COLUMNS = ["product_id", "group_id", "creative_a", "creative_b", "group_features", "label"]
 
@@ -95,8 +95,8 @@ def vision_probe(warehouse: str, gmllm: str, folds: int = 3, thumb: int = 16) ->
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    from osmf_core.models.gmllm import GroupLlava
-    from osmf_core.training.data import read_frame
+    from osmf_core.models.gmllm.model import GroupLlava
+    from osmf_core.data.reader import read_frame
     frame = read_frame(C.CREATIVES, warehouse, ["creative_id", "image"]).sort_values("creative_id")
     styles = Truth.from_warehouse(warehouse).creative_style(frame["creative_id"].to_numpy())
     model = GroupLlava.load(gmllm)

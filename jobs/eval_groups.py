@@ -2,7 +2,7 @@
 
 Methods, all on the viewers of the products the regroup grouped for a run date:
   paag         gaip.user_groups: the regroup's groups (by default K-Means on the viewers' preference
-               profiles over the product's creatives, K* by silhouette; see osmf_core.regroup)
+               profiles over the product's creatives, K* by silhouette; see osmf_core.grouping.regroup)
   paag_eut     the same clustering on e_u|t itself, as the paper does (the regroup's --cluster-on eut)
   gender       one group per gender
   age          three age bands (codes 0-3, 4-7, 8-12 of the 13 age segments)
@@ -22,7 +22,7 @@ NDCG@5 (lower = more distinct), per product and averaged over products:
   ndcg5_true does the same with the simulator's expected CTR (no click noise) in place of observed CTR.
 ARI: adjusted Rand index of a product's groups against the simulator's hidden segments of its viewers,
 averaged over products, and per category (ari_by_category; each category's segments follow one attribute,
-see osmf_core.world.CATEGORIES).
+see osmf_core.world.model.CATEGORIES).
 
 Writes reports/eval_groups.json.
 """
@@ -38,17 +38,18 @@ import torch
 from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
-from osmf_core import catalog as C
-from osmf_core import world
-from osmf_core.config import ConfigError, add_spark_args, config_error, spark_settings
-from osmf_core.grouping import cluster_products, merge_small
-from osmf_core.regroup import RegroupConfig
-from osmf_core.reports import write_report
-from osmf_core.spark import build_spark
-from osmf_core.runs import published, read_published
-from osmf_core.store import read_table, require_tables
-from osmf_core.training.paag import PAAGEmbedder
-from osmf_core.truth import Truth
+from osmf_core.data import catalog as C
+from osmf_core.world import model as world
+from osmf_core.data.config import ConfigError, add_spark_args, config_error, spark_settings
+from osmf_core.grouping.kmeans import cluster_products, merge_small
+from osmf_core.grouping.regroup import RegroupConfig
+from osmf_core.data.reports import write_report
+from osmf_core.data.spark import build_spark
+from osmf_core.data.ledger import published_in, read_published
+from osmf_core.data.reader import require_tables
+from osmf_core.data.store import read_table, exists_in
+from osmf_core.models.embedder import PAAGEmbedder
+from osmf_core.world.truth import Truth
 
 METHODS = ("paag", "paag_eut", "gender", "age", "gender_age", "random", "user_only")
 ATTRS = list(C.USER_ATTRIBUTES)
@@ -95,8 +96,8 @@ def main(argv=None) -> int:
     spark = build_spark(settings)
     t0 = time.perf_counter()
     try:
-        require_tables((C.USER_GROUPS, C.IMPRESSIONS, C.CREATIVES, C.USERS), wh, spark)
-        run = published(wh, args.run_date, spark=spark)  # the latest complete regroup run
+        require_tables((C.USER_GROUPS, C.IMPRESSIONS, C.CREATIVES, C.USERS), wh, exists_in(spark, wh))
+        run = published_in(spark, wh, args.run_date)  # the latest complete regroup run
     except ConfigError as e:
         return config_error("eval_groups", e)
     run_date = run.run_date

@@ -33,16 +33,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from osmf_core import catalog as C
-from osmf_core.models.gmllm import GroupLlava
-from osmf_core.config import ConfigError, config_error
-from osmf_core.online import (AUDIENCE_TABLES, audiences, oracle_prompts, pair_agreement, score_prompts, summarize,
-                              table3)
-from osmf_core.reports import write_report
-from osmf_core.store import run_of
-from osmf_core.training.dpo import (ADAPTER_SUBDIR, CONTEXT_TABLES, DPOConfig, greedy_prompts, load_contexts, load_policy,
-                                    run_group_dpo)
-from osmf_core.truth import Truth
+from osmf_core.data import catalog as C
+from osmf_core.models.gmllm.model import GroupLlava
+from osmf_core.data.config import ConfigError, config_error
+from osmf_core.data.audiences import AUDIENCE_TABLES, audiences
+from osmf_core.evaluation.online import (oracle_prompts, pair_agreement, score_prompts, summarize, table3,
+                                         truth_scorer)
+from osmf_core.data.reports import write_report
+from osmf_core.data.reader import run_of
+from osmf_core.training.dpo import DPOConfig, run_group_dpo
+from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR, greedy_prompts, load_policy
+from osmf_core.features.contexts import CONTEXT_TABLES, load_contexts
+from osmf_core.world.truth import Truth
 
 # name: (policy reads the group token, reward model, robust weighting); pretrained and oracle train nothing
 METHODS = {"one_size": (False, "grm_no_group", False), "osmf_no_group": (False, "grm", False),
@@ -134,7 +136,7 @@ def main(argv=None) -> int:
                                     beta=args.beta, lr=args.lr, robust_eta=args.robust_eta, min_margin=args.min_margin,
                                     seed=seed,
                                     deepspeed_config=args.deepspeed_config, out_dir=str(out))
-                    training[f"{m}/seed{seed}"] = run_group_dpo(cfg)["rounds"]
+                    training[f"{m}/seed{seed}"] = run_group_dpo(cfg, scorer=truth_scorer(args.warehouse, run_date))["rounds"]
                 dpo_pairs.setdefault(m, []).extend(pd.read_parquet(f) for f in sorted(out.glob("round*/pairs.parquet")))
                 prompts[m].append(method_prompts(load_policy(args.gmllm, str(out / ADAPTER_SUBDIR)), held_out,
                                                  use_group))

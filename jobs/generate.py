@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osmf_core.config import add_spark_args
-from osmf_core.generation import GenerateConfig, run
-from osmf_core.spark import run_job
+from osmf_core.data.config import add_spark_args
+from osmf_core.evaluation.online import simulated_ctr
+from osmf_core.generation.pipeline import GenerateConfig, run
+from osmf_core.data.spark import run_job
 
 FIELDS = ("run_date", "gmllm", "dpo", "grm", "renderer", "sd_path", "controlnet_path", "prompt", "images_dir",
           "gallery")
@@ -30,7 +31,8 @@ def main(argv=None) -> int:
     add_spark_args(ap)
     args = ap.parse_args(argv)
     return run_job("generate", args, lambda a: GenerateConfig(
-        **{k: getattr(a, k) for k in FIELDS}, products=a.products, seed=a.seed), run)
+        **{k: getattr(a, k) for k in FIELDS}, products=a.products, seed=a.seed),
+        lambda spark, cfg, wh: run(spark, cfg, wh, simulated_ctr=simulated_ctr(wh)))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osmf_core import catalog as C
-from osmf_core.config import config_error
-from osmf_core.store import run_of
-from osmf_core.training.dpo import CONTEXT_TABLES, DPOConfig, run_group_dpo
+from osmf_core.data import catalog as C
+from osmf_core.data.config import config_error
+from osmf_core.data.reader import run_of
+from osmf_core.training.dpo import DPOConfig, run_group_dpo
+from osmf_core.features.contexts import CONTEXT_TABLES
 
 INTS = ("rounds", "samples", "max_new_tokens", "max_contexts", "epochs", "batch_size", "lora_r", "lora_alpha",
         "max_len", "seed", "save_every")

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from pyspark.errors import AnalysisException
 
-from osmf_core import catalog as C
-from osmf_core.config import ConfigError, add_spark_args, spark_settings
-from osmf_core.landing import check_input, load_id
-from osmf_core.quality import CORRUPT, MODE_OF, DateWindow, ingest
-from osmf_core.spark import run_job
-from osmf_core.store import require_tables
+from osmf_core.data import catalog as C
+from osmf_core.data.config import ConfigError, add_spark_args, spark_settings
+from osmf_core.data.landing import check_input, load_id
+from osmf_core.data.ingest import CORRUPT, MODE_OF, DateWindow, ingest
+from osmf_core.data.spark import run_job
+from osmf_core.data.reader import require_tables
 
 NEEDS = {C.IMPRESSIONS.fqn: (C.USERS, C.CREATIVES), C.CREATIVES.fqn: (C.PRODUCTS,)}
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from osmf_core.config import ConfigError, config_error, default_warehouse
+from osmf_core.data.config import ConfigError, config_error, default_warehouse
 from osmf_core.models.paag import RUNGS
-from osmf_core.reports import write_report
-from osmf_core.store import require_tables
-from osmf_core.training.data import FeatureBank
-from osmf_core.training.paag import (FEATURE_TABLES, MODEL_FILE, TrainConfig, add_model_args, auroc, load_model,
-                                     model_config, predict, train, training_settings)
-from osmf_core.truth import Truth
+from osmf_core.data.reports import write_report
+from osmf_core.data.reader import require_tables
+from osmf_core.data.reader import FeatureBank
+from osmf_core.training.paag import FEATURE_TABLES, MODEL_FILE, TrainConfig, add_model_args, auroc, model_config, predict, train, training_settings
+from osmf_core.models.paag import load_model
+from osmf_core.world.truth import Truth
 
 
 def _reusable(path: Path, cfg: TrainConfig):

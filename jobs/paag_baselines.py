@@ -31,13 +31,13 @@ import scipy.sparse as sp
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from osmf_core import world
-from osmf_core.config import ConfigError, config_error, default_warehouse
-from osmf_core.reports import write_report
-from osmf_core.store import require_tables
-from osmf_core.training.data import ATTRS, EXAMPLE_FIELDS, FeatureBank, example_batches
+from osmf_core.world import model as world
+from osmf_core.data.config import ConfigError, config_error, default_warehouse
+from osmf_core.data.reports import write_report
+from osmf_core.data.reader import require_tables
+from osmf_core.data.reader import ATTRS, EXAMPLE_FIELDS, FeatureBank, example_batches
 from osmf_core.training.paag import FEATURE_TABLES, TrainConfig, auroc
-from osmf_core.truth import Truth
+from osmf_core.world.truth import Truth
 
 
 def _frame(warehouse: str, split: str) -> pd.DataFrame:

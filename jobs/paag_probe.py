@@ -22,14 +22,15 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from osmf_core import catalog as C
-from osmf_core import world
-from osmf_core.config import ConfigError, config_error, default_warehouse
-from osmf_core.reports import write_report
-from osmf_core.store import require_tables
-from osmf_core.training.data import read_frame
-from osmf_core.training.paag import FEATURE_TABLES, PAAGEmbedder
-from osmf_core.truth import Truth
+from osmf_core.data import catalog as C
+from osmf_core.world import model as world
+from osmf_core.data.config import ConfigError, config_error, default_warehouse
+from osmf_core.data.reports import write_report
+from osmf_core.data.reader import require_tables
+from osmf_core.data.reader import read_frame
+from osmf_core.training.paag import FEATURE_TABLES
+from osmf_core.models.embedder import PAAGEmbedder
+from osmf_core.world.truth import Truth
 
 ATTRS = list(C.USER_ATTRIBUTES)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osmf_core import catalog as C
-from osmf_core.config import config_error
-from osmf_core.models.gmllm import GMLLMConfig
-from osmf_core.store import run_of
+from osmf_core.data import catalog as C
+from osmf_core.data.config import config_error
+from osmf_core.models.gmllm.model import GMLLMConfig
+from osmf_core.data.reader import run_of
 from osmf_core.training.gmllm import MODEL_SUBDIR, PretrainConfig, pretrain
 
 

@@ -9,9 +9,9 @@ import argparse
 import json
 import sys
 
-from osmf_core.config import add_spark_args
-from osmf_core.simulate import add_world_args, run, world_config
-from osmf_core.spark import run_job
+from osmf_core.data.config import add_spark_args
+from osmf_core.world.simulate import add_world_args, run, world_config
+from osmf_core.data.spark import run_job
 
 
 def main(argv=None) -> int:

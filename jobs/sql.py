@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osmf_core import queries
-from osmf_core.config import ConfigError, add_spark_args, spark_settings
-from osmf_core.spark import build_spark
+from osmf_core.data import queries
+from osmf_core.data.config import ConfigError, add_spark_args, spark_settings
+from osmf_core.data.spark import build_spark
 
 
 def main(argv=None) -> int:

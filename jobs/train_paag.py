@@ -12,12 +12,12 @@ import json
 import sys
 from pathlib import Path
 
-from osmf_core.config import ConfigError, config_error
+from osmf_core.data.config import ConfigError, config_error
 from osmf_core.models.paag import RUNGS
-from osmf_core.store import require_tables
-from osmf_core.training.data import FeatureBank
-from osmf_core.training.paag import (FEATURE_TABLES, MODEL_FILE, TrainConfig, add_model_args, auroc, load_model,
-                                     model_config, predict, train)
+from osmf_core.data.reader import require_tables
+from osmf_core.data.reader import FeatureBank
+from osmf_core.training.paag import FEATURE_TABLES, MODEL_FILE, TrainConfig, add_model_args, auroc, model_config, predict, train
+from osmf_core.models.paag import load_model
 
 
 def main(argv=None) -> int:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from osmf_core.config import SparkSettings
+from osmf_core.data.config import SparkSettings
 from osmf_core.models.paag import PAAGConfig
-from osmf_core.simulate import SimulateConfig
-from osmf_core.world import WorldSize
+from osmf_core.world.simulate import SimulateConfig
+from osmf_core.world.model import WorldSize
 
 TINY_MODEL = PAAGConfig(d=32, attr_dim=4, heads=2, text_dim=32, image_dim=16, dropout=0.1)
 TINY = WorldSize(users=1_500, products=42, impressions_per_user=40.0, days=3, image_size=32)
@@ -19,7 +19,7 @@ REGROUP = dict(min_users=60, min_group_size=20, point_users=5, exact_max=400, sa
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from osmf_core.spark import build_spark
+    from osmf_core.data.spark import build_spark
     settings = SparkSettings(master="local[2]", warehouse=str(tmp_path_factory.mktemp("spark_wh")),
                              shuffle_partitions=2, show_progress=False, driver_memory="2g")
     session = build_spark(settings)
@@ -35,7 +35,7 @@ def tiny_cfg() -> SimulateConfig:
 @pytest.fixture(scope="session")
 def tiny_world(spark, tiny_cfg, tmp_path_factory):
     """A tiny world simulated once (with injected broken rows): (warehouse, SimulateResult)."""
-    from osmf_core.simulate import run
+    from osmf_core.world.simulate import run
     warehouse = str(tmp_path_factory.mktemp("tiny_wh"))
     result = run(spark, tiny_cfg, warehouse)
     return warehouse, result
@@ -44,8 +44,8 @@ def tiny_world(spark, tiny_cfg, tmp_path_factory):
 @pytest.fixture(scope="session")
 def paag_wh(spark, tiny_world):
     """The tiny world with encoder features and PAAG examples (tiny encoders)."""
-    from osmf_core.features import FeatureConfig
-    from osmf_core.features import run as make_features
+    from osmf_core.features.encode import FeatureConfig
+    from osmf_core.features.encode import run as make_features
     wh, _ = tiny_world
     make_features(spark, FeatureConfig(image_encoder="tiny", text_encoder="tiny", example_files=3), wh,
                   log=lambda *_: None)
@@ -65,7 +65,7 @@ def paag_model(paag_wh, tmp_path_factory):
 @pytest.fixture(scope="session")
 def gaip_wh(spark, paag_wh, paag_model):
     """The tiny world regrouped once: (warehouse, RegroupConfig, summary)."""
-    from osmf_core.regroup import RegroupConfig, run
+    from osmf_core.grouping.regroup import RegroupConfig, run
     cfg = RegroupConfig(model=paag_model, **REGROUP)
     summary = run(spark, cfg, paag_wh, log=lambda *_: None)
     return paag_wh, cfg, summary
@@ -74,7 +74,7 @@ def gaip_wh(spark, paag_wh, paag_model):
 @pytest.fixture(scope="session")
 def instructions_wh(spark, gaip_wh):
     """feat.instructions and feat.grm_examples built from the tiny world's groups: (warehouse, summary)."""
-    from osmf_core.curation import CurationConfig, run
+    from osmf_core.features.instructions import CurationConfig, run
     wh = gaip_wh[0]
     return wh, run(spark, CurationConfig(window_days=3, test_share=0.3), wh, log=lambda *_: None)
 
@@ -83,7 +83,7 @@ def instructions_wh(spark, gaip_wh):
 def tiny_models(instructions_wh, tmp_path_factory):
     """A tiny G-MLLM pre-trained for a few steps and a GRM trained from it, on the tiny world:
     (warehouse, gmllm dir, grm dir)."""
-    from osmf_core.models.gmllm import GMLLMConfig
+    from osmf_core.models.gmllm.model import GMLLMConfig
     from osmf_core.training.gmllm import MODEL_SUBDIR, PretrainConfig, pretrain
     from osmf_core.training.grm import GRMConfig, train_grm
     wh, _ = instructions_wh
@@ -105,7 +105,7 @@ def fault_log():
     """Faults injected by the tests (killed regroup runs, loads of bad rows) and what they cost; written to
     reports/faults.json when the session ends."""
     yield FAULTS
-    from osmf_core.reports import write_report
+    from osmf_core.data.reports import write_report
     kills, loads = FAULTS["regroup_kills"], FAULTS["loads"]
     if not kills and not loads:
         return

@@ -24,7 +24,7 @@ def rows(instructions_wh, tmp_path_factory):
 
 
 def test_export_samples_the_tables_with_grm_instructions(rows):
-    from osmf_core.instructions import grm_instruction
+    from osmf_core.models.gmllm.grm import grm_instruction
     got, out, _ = rows
     pre, grm = pd.read_parquet(out / bench_gmllm.PRETRAIN_FILE), pd.read_parquet(out / bench_gmllm.GRM_FILE)
     assert (got["pretrain_rows"], got["grm_pairs"]) == (len(pre), len(grm)) == (40, 12)
@@ -96,7 +96,7 @@ def test_missing_rows_stop_in_one_line(tmp_path):
 def test_the_model_and_its_inputs_import_without_the_data_stack():
     """A GPU node runs the G-MLLM without Spark, Delta or petastorm: blocked imports must not be needed."""
     code = ("import sys\nfor m in ('pyspark', 'delta', 'deltalake', 'petastorm'): sys.modules[m] = None\n"
-            "import osmf_core.models.gmllm as g\nassert g.IMAGE_TOKEN == '<image>' and callable(g.encode)\n"
+            "import osmf_core.models.gmllm.model as g\nassert g.IMAGE_TOKEN == '<image>' and callable(g.encode)\n"
             "import bench_gmllm\nprint('ok')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'jobs'}"})
@@ -106,7 +106,9 @@ def test_the_model_and_its_inputs_import_without_the_data_stack():
 def test_a_smollm2_shape_has_the_published_layer_sizes():
     """SmolLM2-135M: 30 layers of attention (q, o 576x576; k, v 576x192 with 3 KV heads), a SwiGLU MLP of
     1536 and two norms: 106,202,880 weights outside the embeddings and the final norm."""
-    from osmf_core.models.gmllm import GMLLMConfig, build_small_shape, train_tokenizer
+    from osmf_core.models.gmllm.builders import build_small_shape
+    from osmf_core.models.gmllm.model import GMLLMConfig
+    from osmf_core.models.gmllm.tokens import train_tokenizer
     tok = train_tokenizer(["a small corpus for a tokenizer"] * 4, vocab_size=300)
     model = build_small_shape(GMLLMConfig(group_dim=8), "smollm2-135m", tok)
     layers = model.llava.model.language_model.layers

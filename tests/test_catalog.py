@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import types as T
 
-from osmf_core import catalog as C
-from osmf_core import ddl
+from osmf_core.data import catalog as C
+from osmf_core.data import ddl
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from osmf_core import catalog as C
+from osmf_core.data import catalog as C
 from osmf_core.training.dpo import GroupWeights, dpo_loss, preference_pairs
 
 
@@ -45,9 +45,12 @@ def test_preference_pairs_take_best_and_worst_distinct_prompts():
 # ------------------------------------------------------------------------------ LoRA policy and reference
 @pytest.fixture(scope="module")
 def policy_and_batch():
-    from osmf_core.instructions import render
-    from osmf_core.models.gmllm import GMLLMConfig, build_tiny, train_tokenizer
-    from osmf_core.training.dpo import DPOConfig, add_lora, core_of, policy_inputs
+    from osmf_core.features.templates import render
+    from osmf_core.models.gmllm.builders import build_tiny
+    from osmf_core.models.gmllm.model import GMLLMConfig
+    from osmf_core.models.gmllm.tokens import train_tokenizer
+    from osmf_core.training.dpo import DPOConfig, add_lora
+    from osmf_core.models.gmllm.policy import core_of, policy_inputs
     cfg = GMLLMConfig(image_size=32, patch_size=16, vision_hidden=16, text_hidden=32, text_heads=2, text_intermediate=64,
                       vocab_size=300, group_dim=4, group_points=10, group_hidden=16)
     texts = [render("prompt_generation", k, "Nova") for k in range(4)] + ["the product, cozy kitchen background"] * 3
@@ -55,7 +58,7 @@ def policy_and_batch():
     base = build_tiny(cfg, train_tokenizer(texts * 4, cfg.vocab_size))
     reference = {k: v.clone() for k, v in base.state_dict().items()}
     policy = add_lora(base, DPOConfig(lora_r=4))
-    from osmf_core.images import to_png
+    from osmf_core.world.images import to_png
     png = to_png(np.full((32, 32, 3), 120, np.uint8))
     ctx = {"instruction": [render("prompt_generation", 0, "Nova")] * 2, "image": [png, png],
            "group_features": [np.ones(44, np.float32), -np.ones(44, np.float32)]}
@@ -65,7 +68,8 @@ def policy_and_batch():
 
 
 def test_lora_trains_only_adapters_and_disabled_adapters_give_the_base_model(policy_and_batch):
-    from osmf_core.training.dpo import core_of, sequence_logprob
+    from osmf_core.training.dpo import sequence_logprob
+    from osmf_core.models.gmllm.policy import core_of
     base, policy, reference, inputs, _ = policy_and_batch
     trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
@@ -90,7 +94,7 @@ def test_lora_trains_only_adapters_and_disabled_adapters_give_the_base_model(pol
 
 
 def test_generate_is_greedy_deterministic_and_samples_n(policy_and_batch):
-    from osmf_core.training.dpo import core_of, generate
+    from osmf_core.models.gmllm.policy import core_of, generate
     _, policy, _, _, ctx = policy_and_batch
     core = core_of(policy)
     g1, g2 = generate(core, ctx, True, greedy=True, max_new_tokens=8), generate(core, ctx, True, greedy=True, max_new_tokens=8)
@@ -101,12 +105,12 @@ def test_generate_is_greedy_deterministic_and_samples_n(policy_and_batch):
 
 # ------------------------------------------------------------------------------ renderer and simulator agree
 def test_procedural_renderer_draws_a_creative_exactly_as_the_simulator_did(instructions_wh):
-    from osmf_core.images import from_png
-    from osmf_core.render import ProceduralRenderer, RenderJob
-    from osmf_core.simulate import read_manifest
-    from osmf_core.training.data import read_frame
-    from osmf_core.truth import Truth
-    from osmf_core.world import parse_style
+    from osmf_core.world.images import from_png
+    from osmf_core.rendering.procedural import ProceduralRenderer, RenderJob
+    from osmf_core.world.truth import read_manifest
+    from osmf_core.data.reader import read_frame
+    from osmf_core.world.truth import Truth
+    from osmf_core.world.model import parse_style
     wh, _ = instructions_wh
     seed, _ = read_manifest(wh)
     truth = Truth.from_warehouse(wh)
@@ -124,7 +128,7 @@ def test_procedural_renderer_draws_a_creative_exactly_as_the_simulator_did(instr
 
 # ------------------------------------------------------------------------------ online A/B scoring (pure)
 def test_online_summary_weighs_groups_by_size_and_takes_each_products_worst_group():
-    from osmf_core.online import summarize, table3
+    from osmf_core.evaluation.online import summarize, table3
     scored = pd.DataFrame({"product_id": [1, 1, 2], "group_id": [0, 1, 0], "size": [100, 300, 100],
                            "sim_ctr": [0.02, 0.04, 0.01]})
     s = summarize(scored)
@@ -134,8 +138,8 @@ def test_online_summary_weighs_groups_by_size_and_takes_each_products_worst_grou
 
 
 def test_oracle_style_is_the_exhaustive_best():
-    from osmf_core.truth import Truth
-    from osmf_core.world import DIM_SIZES, sample_users
+    from osmf_core.world.truth import Truth
+    from osmf_core.world.model import DIM_SIZES, sample_users
     truth, users = Truth(5, 28), pd.DataFrame(sample_users(5, 0, 400))
     for pid in (0, 9):
         style, ctr = truth.oracle_style(pid, users)
@@ -151,9 +155,9 @@ def test_oracle_style_is_the_exhaustive_best():
 
 
 def test_logged_and_one_size_ceilings_are_the_best_of_their_candidates():
-    from osmf_core.online import oracle_prompts, pair_agreement, score_prompts, summarize
-    from osmf_core.truth import Truth
-    from osmf_core.world import parse_style, sample_users
+    from osmf_core.evaluation.online import oracle_prompts, pair_agreement, score_prompts, summarize
+    from osmf_core.world.truth import Truth
+    from osmf_core.world.model import parse_style, sample_users
     truth, users = Truth(5, 28), pd.DataFrame(sample_users(5, 0, 600))
     members = pd.concat([users.assign(product_id=pid, group_id=users["gender"].to_numpy() + 0)  # 2 groups
                          for pid in (0, 9)], ignore_index=True)
@@ -210,8 +214,9 @@ def _dpo_cfg(models, out, **kw):
 
 def test_group_dpo_killed_mid_round_resumes_and_ends_like_an_unbroken_run(tiny_models, tmp_path):
     from peft import PeftModel
-    from osmf_core.training.dpo import ADAPTER_SUBDIR, run_group_dpo
-    from osmf_core.models.gmllm import GroupLlava
+    from osmf_core.training.dpo import run_group_dpo
+    from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR
+    from osmf_core.models.gmllm.model import GroupLlava
     whole = run_group_dpo(_dpo_cfg(tiny_models, tmp_path / "whole"))
     assert len(whole["rounds"]) == 2
     r0 = whole["rounds"][0]
@@ -239,13 +244,14 @@ def test_robust_group_dpo_reports_its_worst_groups(tiny_models, tmp_path):
 
 # ------------------------------------------------------------------------------ generation and gallery
 def test_generate_writes_every_product_group_once_and_a_gallery_listing_them(spark, tiny_models, tmp_path):
-    from osmf_core.generation import GenerateConfig, run
-    from osmf_core.store import read_table
-    from osmf_core.training.dpo import load_contexts
+    from osmf_core.data.store import read_table
+    from osmf_core.evaluation.online import simulated_ctr
+    from osmf_core.generation.pipeline import GenerateConfig, run
+    from osmf_core.features.contexts import load_contexts
     wh, gm, grm = tiny_models
     cfg = GenerateConfig(gmllm=gm, dpo="", grm=grm, images_dir=str(tmp_path / "img"), gallery=str(tmp_path / "g" / "index.html"))
-    first = run(spark, cfg, wh, log=lambda *_: None)
-    again = run(spark, cfg, wh, log=lambda *_: None)  # a rerun replaces, never duplicates
+    first = run(spark, cfg, wh, log=lambda *_: None, simulated_ctr=simulated_ctr(wh))
+    again = run(spark, cfg, wh, log=lambda *_: None, simulated_ctr=simulated_ctr(wh))  # a rerun replaces, never duplicates
     ctx = load_contexts(wh)
     want = set(zip(ctx["product_id"], ctx["group_id"]))
     gen = read_table(spark, C.GENERATED, wh).toPandas()
@@ -260,7 +266,7 @@ def test_generate_writes_every_product_group_once_and_a_gallery_listing_them(spa
 
 
 def test_style_errors_name_the_unknown_word():
-    from osmf_core.world import DIM_SIZES, style_errors, style_prompt
+    from osmf_core.world.model import DIM_SIZES, style_errors, style_prompt
     assert style_errors("the product, cozy city street background, neon palette, golden hour lighting") == []
     assert style_errors("the product, kitchen background") == [] and style_errors("the product") == []
     assert all(not style_errors(style_prompt(list(s))) for s in np.ndindex(*DIM_SIZES))  # every style reads back

@@ -21,10 +21,11 @@ from pyspark.sql import functions as F
 
 from delta.tables import DeltaTable
 
-from osmf_core import catalog as C
-from osmf_core import queries
-from osmf_core.runs import published, read_published
-from osmf_core.store import FAILPOINT, checksum, read_table, table_exists
+from osmf_core.data import catalog as C
+from osmf_core.data import queries
+from osmf_core.data.runs import published
+from osmf_core.data.ledger import published_in, read_published
+from osmf_core.data.store import FAILPOINT, checksum, read_table, table_exists
 from tests.test_regroup import CFG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,18 +191,18 @@ def test_a_run_killed_between_commits_is_invisible_to_every_query(spark, clean):
     product: the ledger has no row for it, so every query of sql/queries and every reader of the latest run
     still answers from the previous run, consistently across tables; the finished rerun then shows."""
     wh, model, _, _, _ = clean
-    before, run = _answers(spark, wh), published(wh, spark=spark)
+    before, run = _answers(spark, wh), published_in(spark, wh)
     proc = _start(wh, model, "--k-range", "3-3", env={FAILPOINT: C.GROUPS.fqn})
     proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL
     latest = checksum(read_table(spark, C.GROUPS, wh))
     assert latest != checksum(read_table(spark, C.GROUPS, wh, version=run.version(C.GROUPS))), \
         "the killed run did not change gaip.groups: the test shows nothing"
-    assert published(wh, spark=spark) == run  # the killed run is not in the ledger
+    assert published_in(spark, wh) == run  # the killed run is not in the ledger
     assert published(wh) == run  # read without Spark, through the Delta log
     assert _answers(spark, wh) == before
     _finish(_start(wh, model, "--k-range", "3-3"))  # the same run to its end: it shows now
-    now = published(wh, spark=spark)
+    now = published_in(spark, wh)
     assert now.run_id != run.run_id and now.previous.run_id == run.run_id
     assert now.version(C.GROUPS) == DeltaTable.forPath(spark, C.GROUPS.path(wh)).history(1).first()["version"]
     after = _answers(spark, wh)
@@ -219,6 +220,6 @@ def test_a_run_killed_between_commits_is_invisible_to_every_query(spark, clean):
     assert proc.returncode == -signal.SIGKILL and checksum(read_table(spark, C.GROUPS, wh)) != latest
     other_day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
     _finish(_start(wh, model, "--run-date", other_day))
-    following = published(wh, spark=spark)
+    following = published_in(spark, wh)
     assert following.last_run_date == other_day and following.previous.run_id == now.run_id
     assert groups_of(following) == complete

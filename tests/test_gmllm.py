@@ -5,11 +5,13 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from osmf_core import catalog as C
-from osmf_core.instructions import (GROUP_TOKEN, IMAGE_TOKEN, TABLE5_ATTRIBUTES, TABLE5_TASKS, TEMPLATES,
+from osmf_core.data import catalog as C
+from osmf_core.features.templates import (GROUP_TOKEN, IMAGE_TOKEN, TABLE5_ATTRIBUTES, TABLE5_TASKS, TEMPLATES,
                                     best_ctr_teacher, most_common_profile, profile_text, render)
-from osmf_core.models.gmllm import GMLLMConfig, GroupLlava, build_tiny, points_kept, train_tokenizer
-from osmf_core.store import checksum, read_table
+from osmf_core.models.gmllm.builders import build_tiny
+from osmf_core.models.gmllm.model import GMLLMConfig, GroupLlava, points_kept
+from osmf_core.models.gmllm.tokens import train_tokenizer
+from osmf_core.data.store import checksum, read_table
 
 TINY = GMLLMConfig(image_size=32, patch_size=16, vision_hidden=16, text_hidden=32, text_heads=2, text_intermediate=64,
                    vocab_size=400, group_dim=8, group_points=10, group_hidden=32)
@@ -63,7 +65,7 @@ def tiny():
 
 
 def _png(seed):
-    from osmf_core.images import to_png
+    from osmf_core.world.images import to_png
     return to_png((np.random.default_rng(seed).random((32, 32, 3)) * 255).astype(np.uint8))
 
 
@@ -161,7 +163,7 @@ def test_instruction_job_writes_every_task_from_the_groups(spark, instructions_w
 
 
 def test_grm_examples_are_the_pairs_with_images_split_by_product(spark, instructions_wh):
-    from osmf_core.curation import CurationConfig, run
+    from osmf_core.features.instructions import CurationConfig, run
     wh, summary = instructions_wh
     ex = read_table(spark, C.GRM_EXAMPLES, wh)
     assert ex.count() == read_table(spark, C.PAIRS, wh).count() == sum(summary["grm_examples"].values())
@@ -204,7 +206,7 @@ def test_pretraining_killed_mid_run_resumes_and_ends_like_an_unbroken_run(instru
 
 
 def _tinted(seed, rgb):
-    from osmf_core.images import to_png
+    from osmf_core.world.images import to_png
     noise = np.random.default_rng(seed).random((32, 32, 3)) * 60
     return to_png(np.clip(noise + np.array(rgb) * 195, 0, 255).astype(np.uint8))
 
@@ -219,7 +221,7 @@ def _pairs(n, seed=0):
 
 @pytest.mark.parametrize("swap,pooling", [(False, "bilinear"), (True, "bilinear"), (True, "last"), (True, "patches")])
 def test_the_bradley_terry_grm_is_symmetric_and_learns_which_image_wins(tiny, swap, pooling):
-    from osmf_core.models.gmllm import GRM
+    from osmf_core.models.gmllm.grm import GRM
     from osmf_core.training.grm import pair_loss, pair_inputs
     torch.manual_seed(0)
     grm = GRM(tiny, pooling=pooling)
@@ -243,8 +245,9 @@ def test_the_bradley_terry_grm_is_symmetric_and_learns_which_image_wins(tiny, sw
 
 
 def test_score_candidates_orders_like_the_pairwise_probabilities(tiny):
-    from osmf_core.models.gmllm import GRM
-    from osmf_core.training.grm import pair_inputs, score_candidates
+    from osmf_core.models.gmllm.grm import GRM
+    from osmf_core.training.grm import pair_inputs
+    from osmf_core.models.gmllm.grm import score_candidates
     torch.manual_seed(1)
     grm = GRM(tiny).eval()
     torch.nn.init.normal_(grm.head.weight, std=1.0)  # heads that prefer some images
@@ -268,8 +271,8 @@ def test_score_candidates_orders_like_the_pairwise_probabilities(tiny):
 
 
 def test_score_candidates_without_a_group(tiny):
-    from osmf_core.models.gmllm import GRM
-    from osmf_core.training.grm import score_candidates
+    from osmf_core.models.gmllm.grm import GRM
+    from osmf_core.models.gmllm.grm import score_candidates
     grm = GRM(tiny, use_group=False)
     r = score_candidates(grm, "Nova", np.zeros(0, np.float32), [_png(i) for i in range(3)])
     assert r.shape == (3,) and np.isfinite(r).all()
@@ -278,8 +281,8 @@ def test_score_candidates_without_a_group(tiny):
 
 @pytest.mark.parametrize("pooling", ["last", "bilinear", "patches"])
 def test_grm_save_load_keeps_its_heads(tiny, tmp_path, pooling):
-    from osmf_core.models.gmllm import GRM
-    from osmf_core.training.grm import score_candidates
+    from osmf_core.models.gmllm.grm import GRM
+    from osmf_core.models.gmllm.grm import score_candidates
     torch.manual_seed(2)
     grm = GRM(tiny, use_group=False, n_points=None, pooling=pooling)
     for p in grm.parameters():
@@ -295,7 +298,7 @@ def test_grm_save_load_keeps_its_heads(tiny, tmp_path, pooling):
 
 
 def test_grm_trains_with_deepspeed_from_the_gmllm_and_scores_held_out_pairs(instructions_wh, tmp_path):
-    from osmf_core.models.gmllm import GRM
+    from osmf_core.models.gmllm.grm import GRM
     from osmf_core.training.gmllm import MODEL_SUBDIR, pretrain
     from osmf_core.training.grm import GRMConfig, pair_metrics, score_pairs, train_grm
     wh, summary = instructions_wh
@@ -317,7 +320,7 @@ def test_pair_metrics_on_a_known_case():
 
 
 def test_grm_training_killed_mid_run_resumes_and_ends_like_an_unbroken_run(tiny_models, tmp_path):
-    from osmf_core.models.gmllm import GRM
+    from osmf_core.models.gmllm.grm import GRM
     from osmf_core.training.gmllm import MODEL_SUBDIR
     from osmf_core.training.grm import GRMConfig, train_grm
     wh, gm, _ = tiny_models
@@ -335,7 +338,7 @@ def test_grm_training_killed_mid_run_resumes_and_ends_like_an_unbroken_run(tiny_
 def test_the_product_level_true_order_weighs_the_groups_by_size(instructions_wh):
     """Over all the product's viewers a creative's expected CTR is the size-weighted mean of its groups'."""
     from jobs.eval_grm import pair_ctrs, read_pairs, true_labels
-    from osmf_core.online import audiences
+    from osmf_core.data.audiences import audiences
     wh, built = instructions_wh
     run_date = built["run_date"]
     pairs = read_pairs(wh, run_date, "train")

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from osmf_core.instructions import GROUP_TOKEN, IMAGE_TOKEN, render
+from osmf_core.features.templates import GROUP_TOKEN, IMAGE_TOKEN, render
 from osmf_core.models.encoders import mobilenet_v2_imagenet
-from osmf_core.models.gmllm import SMALL, GMLLMConfig, GroupLlava, build_small, smollm2
+from osmf_core.models.gmllm.builders import build_small, smollm2
+from osmf_core.models.gmllm.model import SMALL, GMLLMConfig, GroupLlava
 from osmf_core.training.gmllm import encode
 
 CFG = GMLLMConfig(group_dim=32, group_points=10)
@@ -19,7 +20,7 @@ def small():
 
 
 def _batch(model, seed=0):
-    from osmf_core.images import to_png
+    from osmf_core.world.images import to_png
     png = to_png((np.random.default_rng(seed).random((64, 64, 3)) * 255).astype(np.uint8))
     enc = encode(model, [render("prompt_generation", 0, "Nova Pro Phone 7"), render("group_analysis", 1)],
                  ["the product, cozy kitchen background", "member_level: 3"], 240, images=[png, b""])

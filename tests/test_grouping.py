@@ -4,7 +4,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from osmf_core.grouping import (ClusterConfig, cluster_products, group_points, merge_small, silhouette,
+from osmf_core.grouping.kmeans import (ClusterConfig, cluster_products, group_points, merge_small, silhouette,
                                 silhouette_sampled)
 
 
@@ -99,7 +99,7 @@ def test_anchor_silhouette_over_every_user_in_chunks_equals_scikit_learn():
 def test_products_of_very_different_sizes_are_batched_with_little_padding():
     xs = [_blobs(n, 2, seed=n, std=0.5)[0] for n in (12, 13, 14, 40, 41, 200)]
     calls = []
-    import osmf_core.grouping as G
+    import osmf_core.grouping.kmeans as G
     real = G._cluster_padded
     try:
         G._cluster_padded = lambda batch, cfg, gen: calls.append([len(b) for b in batch]) or real(batch, cfg, gen)
@@ -144,7 +144,7 @@ def test_group_points_are_means_of_k_users_at_the_percentile_distances():
 def test_seeding_draws_in_proportion_to_the_weights_and_never_a_zero_weight():
     import torch
 
-    from osmf_core.grouping import _draw
+    from osmf_core.grouping.kmeans import _draw
     w = torch.tensor([[0.0, 1.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0], [1e-12, 0.0, 0.0, 0.0, 0.0]])
     idx = _draw(w.repeat(20_000, 1), torch.Generator().manual_seed(0)).view(20_000, 3)
     assert torch.bincount(idx[:, 0], minlength=5)[[0, 2, 4]].sum() == 0
@@ -155,7 +155,7 @@ def test_seeding_draws_in_proportion_to_the_weights_and_never_a_zero_weight():
 def test_nearest_slot_is_the_first_minimum_even_on_ties():
     import torch
 
-    from osmf_core.grouping import _nearest
+    from osmf_core.grouping.kmeans import _nearest
     score = torch.randn(3, 4, 5, 50)
     score[:, :, 3] = score[:, :, 1]  # slot 3 ties slot 1 everywhere: slot 1 wins
     score[0, 0, :, 0] = 0.0  # all slots tie: slot 0 wins
@@ -167,7 +167,7 @@ def test_nearest_slot_is_the_first_minimum_even_on_ties():
 def test_every_k_is_seeded_with_the_first_k_centres_of_one_k_means_plus_plus_sequence():
     import torch
 
-    from osmf_core.grouping import _kmeanspp, _labelings
+    from osmf_core.grouping.kmeans import _kmeanspp, _labelings
     cfg = ClusterConfig(restarts=3)
     x = torch.from_numpy(_blobs(40, 4, seed=3)[0])[None]
     kvalid = _labelings(cfg)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from osmf_core import catalog as C
-from osmf_core.quality import DateWindow, ingest
-from osmf_core.store import checksum, read_table
+from osmf_core.data import catalog as C
+from osmf_core.data.ingest import DateWindow, ingest
+from osmf_core.data.store import checksum, read_table
 from jobs.ingest import read_input
 
 ROOT = Path(__file__).resolve().parent.parent

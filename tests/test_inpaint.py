@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from osmf_core import images
-from osmf_core.inpaint import (InpaintConfig, InpaintRenderer, control_image, from_local, inpaint_mask, seed_int,
+from osmf_core.world import images
+from osmf_core.rendering.inpaint import (InpaintConfig, InpaintRenderer, control_image, from_local, inpaint_mask, seed_int,
                                tiny_pipeline)
-from osmf_core.render import RenderJob
+from osmf_core.rendering.procedural import RenderJob
 
 N = 32  # image side: a multiple of 8, latents 16x16 with the tiny VAE
 

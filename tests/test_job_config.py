@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from osmf_core import catalog as C
+from osmf_core.data import catalog as C
 
 REPO = Path(__file__).resolve().parents[1]
 

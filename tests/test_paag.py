@@ -7,11 +7,13 @@ import torch
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
-from osmf_core import catalog as C
+from osmf_core.data import catalog as C
 from osmf_core.models.paag import PAAG, RUNGS, _masked_mean
-from osmf_core.store import read_table
-from osmf_core.training.data import EXAMPLE_FIELDS, FeatureBank, example_batches
-from osmf_core.training.paag import MODEL_FILE, PAAGEmbedder, TrainConfig, auroc, load_model, train
+from osmf_core.data.store import read_table
+from osmf_core.data.reader import EXAMPLE_FIELDS, FeatureBank, example_batches
+from osmf_core.training.paag import MODEL_FILE, TrainConfig, auroc, train
+from osmf_core.models.embedder import PAAGEmbedder
+from osmf_core.models.paag import load_model
 
 from conftest import TINY_MODEL
 
@@ -77,7 +79,7 @@ def test_preference_profiles_group_users_by_the_creative_they_prefer():
     """On clicks that depend only on gender x an image style bit, clustering each user's scores over two
     creatives (one per style) finds the genders; the regroup clusters these profiles."""
     from sklearn.metrics import adjusted_rand_score
-    from osmf_core.grouping import ClusterConfig, cluster_products
+    from osmf_core.grouping.kmeans import ClusterConfig, cluster_products
     model = _trained_on_interaction("full")
     (attrs, title, tmask, patch, pmask), _ = _interaction_rows(600, seed=20_000)
     creatives = patch[:2].clone()

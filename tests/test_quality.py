@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from osmf_core import catalog as C
-from osmf_core.quality import ingest
-from osmf_core.store import read_table
+from osmf_core.data import catalog as C
+from osmf_core.data.ingest import ingest
+from osmf_core.data.store import read_table
 
 RUN = dt.date(2026, 11, 7)
 ATTRS = list(C.USER_ATTRIBUTES)

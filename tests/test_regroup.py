@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from osmf_core import catalog as C
-from osmf_core.regroup import run
-from osmf_core.store import checksum, read_table
+from osmf_core.data import catalog as C
+from osmf_core.grouping.regroup import run
+from osmf_core.data.store import checksum, read_table
 
 from conftest import REGROUP as CFG  # noqa: F401  (other tests import CFG from here)
 
@@ -134,7 +134,7 @@ def _rung_model(path, tmp_path) -> str:
 
 def _version(spark, wh, t):
     from delta.tables import DeltaTable
-    from osmf_core.store import table_exists
+    from osmf_core.data.store import table_exists
     return DeltaTable.forPath(spark, t.path(wh)).history(1).first()["version"] if table_exists(spark, t, wh) else None
 
 
@@ -145,7 +145,7 @@ def test_the_clustered_space_is_the_profile_and_group_features_stay_in_e_u_t_spa
     profile is computed on the rows in (product, user) order whatever order they arrive in."""
     import pandas as pd
     from sklearn.metrics import adjusted_rand_score
-    from osmf_core.regroup import RegroupConfig, cluster_frame
+    from osmf_core.grouping.regroup import RegroupConfig, cluster_frame
     rng = np.random.default_rng(0)
     n = 200
     by_eut, by_profile = np.arange(n) // 100, np.arange(n) % 2
@@ -170,7 +170,7 @@ def test_the_clustered_space_is_the_profile_and_group_features_stay_in_e_u_t_spa
 
 
 def test_the_default_regroup_clusters_profiles_and_publishes_e_u_t_centroids(spark, regrouped):
-    from osmf_core.training.paag import PAAGEmbedder
+    from osmf_core.models.embedder import PAAGEmbedder
     wh, cfg, summary = regrouped
     assert cfg.cluster_on == "profile" and summary["config"]["cluster_on"] == "profile"
     ug = read_table(spark, C.USER_GROUPS, wh).join(read_table(spark, C.USERS, wh), "user_id").toPandas()

@@ -5,11 +5,13 @@ import numpy as np
 import pandas as pd
 from deltalake import DeltaTable, QueryBuilder
 
-from osmf_core import catalog as C
-from osmf_core import images, world
-from osmf_core.simulate import SimulateConfig, impressions_df, read_manifest, run, users_df
-from osmf_core.store import checksum, read_table
-from osmf_core.truth import Truth
+from osmf_core.data import catalog as C
+from osmf_core.world import images
+from osmf_core.world import model as world
+from osmf_core.world.simulate import SimulateConfig, impressions_df, run, users_df
+from osmf_core.world.truth import read_manifest
+from osmf_core.data.store import checksum, read_table
+from osmf_core.world.truth import Truth
 
 RAW = (C.USERS, C.PRODUCTS, C.CREATIVES, C.IMPRESSIONS)
 

@@ -11,8 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PROBE = """
 import json, sys
-from osmf_core.config import add_spark_args, spark_settings
-from osmf_core.spark import build_spark
+from osmf_core.data.config import add_spark_args, spark_settings
+from osmf_core.data.spark import build_spark
 import argparse
 parser = argparse.ArgumentParser()
 add_spark_args(parser)

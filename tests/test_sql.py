@@ -5,9 +5,10 @@ import datetime as dt
 
 import pytest
 
-from osmf_core import catalog as C
-from osmf_core import queries, runs
-from osmf_core.store import write_table
+from osmf_core.data import catalog as C
+from osmf_core.data import queries
+from osmf_core.data import ledger, runs
+from osmf_core.data.store import write_table
 
 D6, D7 = dt.date(2026, 11, 6), dt.date(2026, 11, 7)
 UG = "run_date date, product_id long, user_id long, group_id int"
@@ -22,7 +23,7 @@ def _groups(spark, rows):
 
 
 def _publish(spark, wh, day):
-    runs.publish(spark, wh, runs.REGROUP, day, tables=(C.GROUPS, C.GROUP_CTR, C.USER_GROUPS))
+    ledger.publish(spark, wh, runs.REGROUP, day, tables=(C.GROUPS, C.GROUP_CTR, C.USER_GROUPS))
 
 
 @pytest.fixture(scope="module")

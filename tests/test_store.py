@@ -5,8 +5,8 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 from pyspark.sql import Row
 
-from osmf_core import catalog as C
-from osmf_core.store import SchemaMismatch, checksum, read_table, register_tables, write_table
+from osmf_core.data import catalog as C
+from osmf_core.data.store import SchemaMismatch, checksum, read_table, register_tables, write_table
 
 
 def _metrics(spark, day, values):

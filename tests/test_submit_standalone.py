@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from osmf_core import catalog as C
-from osmf_core.regroup import RegroupConfig, run
-from osmf_core.standalone import standalone_cluster
-from osmf_core.store import checksum, read_table
+from osmf_core.data import catalog as C
+from osmf_core.grouping.regroup import RegroupConfig, run
+from osmf_core.data.standalone import standalone_cluster
+from osmf_core.data.store import checksum, read_table
 
 from test_regroup import CFG
 

@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from osmf_core import images, world
-from osmf_core.catalog import USER_ATTRIBUTES
-from osmf_core.truth import Truth
-from osmf_core.world import CATEGORIES, DIMS, STYLE_DIMS, WorldSize, WorldSpec
+from osmf_core.world import images
+from osmf_core.world import model as world
+from osmf_core.data.catalog import USER_ATTRIBUTES
+from osmf_core.world.truth import Truth
+from osmf_core.world.model import CATEGORIES, DIMS, STYLE_DIMS, WorldSize, WorldSpec
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,13 @@ pin down a 1280 x 128 projection, 32 components do.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from osmf_core.catalog import USER_ATTRIBUTES
+from osmf_core.data.catalog import USER_ATTRIBUTES
 
 RUNGS = ("I", "I+U", "I+U+T", "I+U+T+UT", "full")
 FUSIONS = ("gate", "add")
@@ -151,10 +152,10 @@ class PAAG(nn.Module):
         z = (feats - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std")
         return z @ getattr(self, f"{name}_pca") if self.cfg.feature_pca else z
 
-    def _text(self, title):
+    def title_tokens(self, title):
         return self.text_proj(self._reduced("text", title))
 
-    def _image(self, patches):
+    def patch_tokens(self, patches):
         return self.image_proj(self._reduced("image", patches))
 
     def user_embedding(self, attrs: torch.Tensor) -> torch.Tensor:
@@ -163,11 +164,11 @@ class PAAG(nn.Module):
 
     def product_aware(self, attrs, title, title_mask) -> torch.Tensor:
         """e_u|t: the user's preference given the product's title tokens (B,T,text_dim)."""
-        return self.ca_title(self.user_embedding(attrs), self._text(title), title_mask)
+        return self.ca_title(self.user_embedding(attrs), self.title_tokens(title), title_mask)
 
     def creative_scores(self, eut: torch.Tensor, image_tokens: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
         """The user branch of the click logit, h_u|c(CA(e_u|t, creative)), of every user for every creative:
-        eut (n,d), image_tokens (m,N,d) projected patches (`_image`), image_mask (m,N) -> (n,m)."""
+        eut (n,d), image_tokens (m,N,d) projected patches (`patch_tokens`), image_mask (m,N) -> (n,m)."""
         n, m = len(eut), len(image_tokens)
         q = eut[:, None].expand(n, m, -1).reshape(n * m, -1)
         u = self.ca_image(q, image_tokens.repeat(n, 1, 1), image_mask.repeat(n, 1))
@@ -176,9 +177,9 @@ class PAAG(nn.Module):
     def forward(self, attrs, title, title_mask, patches, patch_mask) -> torch.Tensor:
         """Click logits (B,) from attribute codes, title token features and image patch features."""
         cfg = self.cfg
-        v = self._image(patches)
+        v = self.patch_tokens(patches)
         logit = self.h_v(_masked_mean(v, patch_mask))[:, 0]  # I: image-level CTR
-        t = self._text(title) if cfg.uses_title else None
+        t = self.title_tokens(title) if cfg.uses_title else None
         if cfg.uses_title:
             logit = logit + self.h_t(_masked_mean(t, title_mask))[:, 0]
         if cfg.uses_user:
@@ -189,3 +190,14 @@ class PAAG(nn.Module):
                 u = self.ca_image(u, v, patch_mask)  # e_u|c
             logit = logit + self.h_u(u)[:, 0]
         return logit
+
+
+# models saved before CA had a fusion switch were the additive block on unreduced features
+_BEFORE_FUSION = {"fusion": "add", "feature_pca": 0}
+
+
+def load_model(path: str | Path) -> tuple[PAAG, dict]:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = PAAG(PAAGConfig(**{**_BEFORE_FUSION, **blob["model"]}))
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), blob

@@ -20,18 +20,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from osmf_core import catalog as C
-from osmf_core.config import default_warehouse
-from osmf_core.models.gmllm import GRM, GroupLlava
-from osmf_core.render import ProceduralRenderer, RenderJob
-from osmf_core import images
-from osmf_core.store import run_of
-from osmf_core.training.data import read_columns, read_frame
-from osmf_core.training.gmllm import encode
-from osmf_core.training.grm import score_candidates
+from osmf_core.data.config import default_warehouse
+from osmf_core.models.gmllm.grm import GRM
+from osmf_core.models.gmllm.model import GroupLlava
+from osmf_core.rendering.procedural import ProceduralRenderer, RenderJob
+from osmf_core.world import images
+from osmf_core.features.contexts import load_contexts
+from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR, META_FILE, core_of, generate, policy_inputs
+from osmf_core.models.gmllm.grm import score_candidates
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
-ADAPTER_SUBDIR, META_FILE = "adapter", "dpo.json"
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"  # the LM's attention, not the vision tower
 
 
@@ -122,20 +120,6 @@ def add_lora(model: GroupLlava, cfg: DPOConfig):
                                             target_modules=LORA_TARGETS))
 
 
-def core_of(policy) -> GroupLlava:
-    """The GroupLlava inside a peft model (its layers carry the adapters)."""
-    return policy.base_model.model
-
-
-def load_policy(gmllm: str, adapter: str | None = None) -> GroupLlava:
-    """A G-MLLM for inference, with its trained adapters active in its layers when `adapter` is given."""
-    base = GroupLlava.load(gmllm)
-    if not adapter:
-        return base
-    from peft import PeftModel
-    return core_of(PeftModel.from_pretrained(base, adapter)).eval()
-
-
 def sequence_logprob(model, inputs: dict) -> torch.Tensor:
     """Sum of log p(token) over each row's response tokens (labels != -100)."""
     labels = inputs["labels"][:, 1:]
@@ -147,62 +131,7 @@ def sequence_logprob(model, inputs: dict) -> torch.Tensor:
     return (logp * (labels != -100)).sum(dim=1)
 
 
-def policy_inputs(core: GroupLlava, ctx, responses, use_group: bool, max_len: int, device) -> dict:
-    """Model inputs of context rows (a dict of columns or DataFrame rows with instruction, image and
-    group_features) and, for log-probabilities, their responses."""
-    return encode(core, list(ctx["instruction"]), responses, max_len, use_group, list(ctx["image"]),
-                  list(ctx["group_features"]), device)
-
-
-@torch.no_grad()
-def generate(core: GroupLlava, ctx: dict, use_group: bool, n: int = 1, temperature: float = 1.0,
-             greedy: bool = False, max_new_tokens: int = 32, max_len: int = 384, seed: int = 0) -> list[list[str]]:
-    """`n` prompts per context row (greedy: one, the most likely), decoded without special tokens."""
-    device = next(core.parameters()).device
-    enc = policy_inputs(core, ctx, None, use_group, max_len, device)
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    lengths = mask.sum(dim=1)
-    left_ids, left_mask = torch.full_like(ids, core.tokenizer.pad_token_id), torch.zeros_like(mask)
-    for i, m in enumerate(lengths.tolist()):  # generation continues on the right: pad on the left
-        left_ids[i, ids.shape[1] - m:], left_mask[i, ids.shape[1] - m:] = ids[i, :m], 1
-    emb = core.embed(left_ids, enc["pixel_values"], enc["group_features"] if use_group else None)
-    torch.manual_seed(seed)
-    out = core.llava.generate(inputs_embeds=emb.repeat_interleave(1 if greedy else n, dim=0),
-                              attention_mask=left_mask.repeat_interleave(1 if greedy else n, dim=0),
-                              max_new_tokens=max_new_tokens, do_sample=not greedy,
-                              temperature=None if greedy else temperature, top_k=None, top_p=None,
-                              pad_token_id=core.tokenizer.pad_token_id, eos_token_id=core.tokenizer.eos_token_id)
-    texts = [t.strip() for t in core.tokenizer.batch_decode(out, skip_special_tokens=True)]
-    k = 1 if greedy else n
-    return [texts[i * k:(i + 1) * k] for i in range(len(lengths))]
-
-
-def greedy_prompts(core: GroupLlava, ctx: pd.DataFrame, use_group: bool, batch_size: int = 32) -> list[str]:
-    """The most likely prompt of every context row, in batches."""
-    core.eval()
-    return [p[0] for lo in tqdm(range(0, len(ctx), batch_size), desc="prompts", unit="batch", disable=len(ctx) <= batch_size)
-            for p in generate(core, ctx.iloc[lo:lo + batch_size], use_group, greedy=True)]
-
-
 # ---------------------------------------------------------------------------------- contexts and ranking
-CONTEXT_TABLES = (C.PRODUCTS, C.GRM_EXAMPLES)  # read with feat.instructions by load_contexts
-
-
-def load_contexts(warehouse: str, run_date: str = "", split: str | None = None) -> pd.DataFrame:
-    """One prompt-generation context per (product, group): the instruction, the teacher's response, the
-    product image and mask, the title and the group features. `split` 'train'/'test' keeps the GRM's train or held-out products."""
-    run_date = run_of(C.INSTRUCTIONS, warehouse, run_date, needs=CONTEXT_TABLES)
-    fields = ["task", "example", "product_id", "group_id", "instruction", "response", "image", "group_features"]
-    rows = read_frame(C.INSTRUCTIONS, warehouse, fields, {"run_date": run_date})
-    rows = rows[(rows["task"] == "prompt_generation") & (rows["example"] == 0)].drop(columns=["task", "example"])
-    prods = read_frame(C.PRODUCTS, warehouse, ["product_id", "title", "mask"])
-    rows = rows.merge(prods, on="product_id")
-    if split is not None:
-        held = set()
-        for g in read_columns(C.GRM_EXAMPLES, warehouse, ["product_id"], {"run_date": run_date, "split": "test"}):
-            held.update(g["product_id"].tolist())
-        rows = rows[rows["product_id"].isin(held) == (split == "test")]
-    return rows.sort_values(["product_id", "group_id"]).reset_index(drop=True)
 
 
 def render_prompts(renderer, ctx: pd.DataFrame, prompts: list[list[str]], seed) -> list[list[bytes]]:
@@ -218,12 +147,6 @@ def render_prompts(renderer, ctx: pd.DataFrame, prompts: list[list[str]], seed) 
         out.append(pngs[at:at + n])
         at += n
     return out
-
-
-def win_probability(grm: GRM, title: str, group_features, image: bytes, others: list[bytes]) -> float:
-    """Mean P(`image` beats each of `others`) in the group, by the GRM (Bradley-Terry: sigmoid(r_i - r_j))."""
-    r = score_candidates(grm, title, group_features if grm.use_group else [], [image, *others])
-    return float(np.mean(1 / (1 + np.exp(-(r[0] - r[1:]))))) if len(others) else float("nan")
 
 
 def preference_pairs(ctx: pd.DataFrame, prompts: list[list[str]], scores: list[np.ndarray], min_margin: float) -> pd.DataFrame:
@@ -294,17 +217,6 @@ def grm_scorer(grm: GRM):
                                                        pngs)
 
 
-def truth_scorer(warehouse: str, run_date: str, ctx: pd.DataFrame):
-    """Scores by the simulator's true expected CTR among the group's users: what a perfect reward model
-    would say (a diagnostic that separates the reward model's errors from what DPO can learn)."""
-    from osmf_core.online import audiences
-    from osmf_core.truth import Truth
-    truth = Truth.from_warehouse(warehouse)
-    groups = {k: g for k, g in audiences(warehouse, run_date, ctx["product_id"].unique()).groupby(["product_id", "group_id"])}
-    return lambda row, prompts, pngs: np.array(
-        [truth.expected_ctr(p, int(row["product_id"]), groups[(row["product_id"], row["group_id"])]) for p in prompts])
-
-
 def sample_round(policy, score, renderer, ctx: pd.DataFrame, cfg: DPOConfig, round_no: int,
                  batch_size: int = 16) -> pd.DataFrame:
     """Steps 1-3 of a round: sample, render, rank (`score(row, prompts, pngs)`) -> (winner, loser) pairs."""
@@ -327,8 +239,10 @@ def engine_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None) -> dict:
-    """All rounds of sample-rank-train (resuming a killed run); the adapters end in <out_dir>/adapter."""
+def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None, scorer=None) -> dict:
+    """All rounds of sample-rank-train (resuming a killed run); the adapters end in <out_dir>/adapter.
+    Candidates are ranked by the frozen GRM, or with reward 'truth' by `scorer(contexts)`, a function
+    (row, prompts, pngs) -> scores the caller builds (the evaluation's simulator-truth ceiling)."""
     import deepspeed
     rank, world = init_distributed()
     out = Path(cfg.out_dir)
@@ -342,8 +256,11 @@ def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None) -> dict:
         for p in grm.parameters():
             p.requires_grad_(False)
         score = grm_scorer(grm)
+    elif scorer is None:
+        raise ValueError("reward 'truth' ranks by the simulator's CTR: the caller passes that scorer "
+                         "(osmf_core.evaluation.online.truth_scorer); training never reads the simulator")
     else:
-        score = truth_scorer(cfg.warehouse, run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date), ctx)
+        score = scorer(ctx)
     steps = cfg.rounds * cfg.epochs * max(1, len(ctx) // (cfg.batch_size * world))
     engine, _, _, _ = deepspeed.initialize(model=policy, model_parameters=[p for p in policy.parameters() if p.requires_grad],
                                            config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr, steps))

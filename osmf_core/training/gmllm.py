@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from osmf_core import catalog as C
-from osmf_core.config import default_warehouse
-from osmf_core.instructions import grm_instruction
-from osmf_core.models.gmllm import SMALL, GMLLMConfig, GroupLlava, build_small, build_tiny, encode, from_local, train_tokenizer
-from osmf_core.store import run_of
-from osmf_core.training.data import read_columns, row_batches
+from osmf_core.data import catalog as C
+from osmf_core.data.config import default_warehouse
+from osmf_core.models.gmllm.grm import grm_instruction
+from osmf_core.models.gmllm.builders import build_small, build_tiny, from_local
+from osmf_core.models.gmllm.model import SMALL, GMLLMConfig, GroupLlava, encode
+from osmf_core.models.gmllm.tokens import train_tokenizer
+from osmf_core.data.reader import run_of
+from osmf_core.data.reader import read_columns, row_batches
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
 FIELDS = ["task", "instruction", "response", "image", "group_features"]

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from osmf_core import catalog as C
-from osmf_core.config import default_warehouse
-from osmf_core.instructions import grm_instruction
-from osmf_core.models.gmllm import GRM, GroupLlava
-from osmf_core.store import run_of
-from osmf_core.training.data import row_batches
-from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows, encode
+from osmf_core.data import catalog as C
+from osmf_core.data.config import default_warehouse
+from osmf_core.models.gmllm.grm import GRM
+from osmf_core.models.gmllm.model import GroupLlava
+from osmf_core.models.gmllm.grm import reward_inputs
+from osmf_core.data.reader import run_of
+from osmf_core.data.reader import row_batches
+from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
 FIELDS = ["product_id", "group_id", "creative_a", "creative_b", "title", "image_a", "image_b", "group_features",
@@ -64,12 +65,6 @@ class GRMConfig:
             raise ValueError("epochs, batch_size, save_every must be >= 1, lr > 0 and head_lr >= 0")
         if self.n_points < -1:
             raise ValueError("n_points must be -1 (all) or >= 0")
-
-
-def reward_inputs(grm: GRM, titles, images, group_features, max_len: int, device) -> dict:
-    """Model inputs of one-image rows: row i shows images[i] (PNG bytes) of titles[i] to group_features[i]."""
-    return encode(grm.base, [grm_instruction(t) for t in titles], None, max_len, grm.use_group, list(images),
-                  group_features, device)
 
 
 def pair_inputs(grm: GRM, batch: dict, max_len: int, device, swap: np.ndarray | None = None) -> dict:
@@ -183,14 +178,3 @@ def pair_metrics(p_ab: np.ndarray, p_ba: np.ndarray, label: np.ndarray, groups: 
             "pairs": int(len(hit))}
 
 
-@torch.no_grad()
-def score_candidates(grm: GRM, title: str, group_features: np.ndarray, images: list[bytes], batch_size: int = 64,
-                     max_len: int = 128) -> np.ndarray:
-    """One reward per candidate image (PNG bytes) of `title` for a group (flat G_{s,k}; empty: no group):
-    higher = more clicks expected in the group. P(i beats j) = sigmoid(r_i - r_j)."""
-    grm.eval()
-    device = next(grm.parameters()).device
-    feats = np.asarray(group_features, dtype=np.float32).ravel()
-    out = [grm.reward(**reward_inputs(grm, [title] * len(chunk), chunk, [feats] * len(chunk), max_len, device))
-           for chunk in (list(images[i:i + batch_size]) for i in range(0, len(images), batch_size))]
-    return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)

@@ -1,0 +1,72 @@
+"""The one SparkSession builder: Delta's extension and catalog, jars from Maven Central (cached by ivy)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable
+
+from delta import configure_spark_with_delta_pip
+from pyspark.sql import SparkSession
+
+from osmf_core.data.config import LOCAL_SHUFFLE_PARTITIONS, ConfigError, SparkSettings, config_error, spark_settings
+
+
+def build_spark(settings: SparkSettings | None = None) -> SparkSession:
+    """A SparkSession with Delta. Under spark-submit the master and jars it was given win."""
+    s = settings or SparkSettings()
+    # local mode: python workers run the same interpreter as the driver
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(s.app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.warehouse.dir", f"{s.warehouse.rstrip('/')}/_spark_sql")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.ansi.enabled", "true")  # a narrowing cast that overflows fails, never wraps
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", str(s.show_progress).lower())
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+    )
+    partitions = s.shuffle_partitions
+    if not _under_spark_submit():
+        builder = builder.master(s.master).config("spark.driver.memory", s.driver_memory)
+        partitions = partitions or LOCAL_SHUFFLE_PARTITIONS
+    if partitions is not None:  # else spark-submit's own value (properties file, --conf) stands
+        builder = (builder.config("spark.sql.shuffle.partitions", str(partitions))
+                   # Delta rebuilds table state with this many tasks (default 50): too many for small tables
+                   .config("spark.databricks.delta.snapshotPartitions", str(partitions)))
+    for key, value in s.conf.items():
+        builder = builder.config(key, str(value))
+    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel(s.log_level)
+    spark.conf.set("warehouse", s.warehouse)  # ${warehouse} in sql/ files
+    return spark
+
+
+def _under_spark_submit() -> bool:
+    """True when spark-submit launched this python: its JVM is up and already has master and jars."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def run_job(name: str, args: argparse.Namespace, make_config: Callable, run: Callable) -> int:
+    """The shell of a Spark job: its config and Spark settings from `args`, then `run(spark, cfg, warehouse)`.
+    A configuration that cannot work stops in one `name: ...` line, exit code 2, before any table is touched;
+    the run's summary goes to `args.summary_json` when one is given."""
+    try:
+        try:
+            cfg = make_config(args)
+        except ValueError as e:  # a config class's own checks
+            raise ConfigError(str(e)) from None
+        settings = spark_settings(args)
+        spark = build_spark(settings)
+        summary = run(spark, cfg, settings.warehouse)
+    except ConfigError as e:
+        return config_error(name, e)
+    if getattr(args, "summary_json", None):
+        with open(args.summary_json, "w") as fh:
+            json.dump(summary, fh, indent=2)
+    spark.stop()
+    return 0

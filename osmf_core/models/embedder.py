@@ -1,0 +1,75 @@
+"""PAAG as a service to the regroup: e_u|t of (user, product) rows, and each user's preference profile over
+a product's creatives, from a trained model file and the warehouse's encoder features."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from osmf_core.data import catalog as C
+from osmf_core.data.reader import FeatureBank, read_frame
+from osmf_core.models.paag import load_model
+
+class PAAGEmbedder:
+    """e_u|t for (user, product) rows in batches, from a trained model and the title features; with
+    `profiles`, also each user's preference profile over the product's creatives (see `profile`).
+
+    Built once per process (per executor in Spark) and called on batches of attribute codes."""
+
+    def __init__(self, model_path: str | Path, warehouse: str, profiles: bool = False):
+        self.model, blob = load_model(model_path)
+        self.bank = FeatureBank.load(warehouse, blob["text_encoder"], blob["image_encoder"] if profiles else None)
+        with torch.no_grad():  # the title tokens of every product, projected once (not once per row)
+            self.tokens = self.model.title_tokens(torch.from_numpy(self.bank.title))
+        self.mask = torch.from_numpy(self.bank.title_mask)
+        self.creatives: dict[int, np.ndarray] = {}
+        self.width = 0
+        if profiles:
+            if self.model.cfg.rung != "full":
+                raise ValueError(f"preference profiles need the full PAAG (e_u|c); {model_path} is rung "
+                                 f"{self.model.cfg.rung!r}")
+            cr = read_frame(C.CREATIVES, warehouse, ["creative_id", "product_id"])
+            cr = cr[np.isin(cr["creative_id"].to_numpy(), self.bank.creative_ids)].sort_values("creative_id")
+            for pid, ids in cr.groupby("product_id")["creative_id"]:
+                self.creatives[int(pid)] = np.searchsorted(self.bank.creative_ids, ids.to_numpy())
+            self.width = max((len(v) for v in self.creatives.values()), default=0)
+            with torch.no_grad():
+                self.patches = self.model.patch_tokens(torch.from_numpy(self.bank.patches))
+            self.patch_mask = torch.from_numpy(self.bank.patch_mask)
+
+    @torch.no_grad()
+    def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """attrs (B, 20) integer codes in catalog order, product_ids (B,) -> e_u|t (B, d) float32."""
+        out = []
+        rows_all = torch.from_numpy(self.bank.title_rows(product_ids))
+        for lo in range(0, len(product_ids), batch_size):
+            a = torch.from_numpy(np.asarray(attrs[lo:lo + batch_size], dtype=np.int64))
+            rows = rows_all[lo:lo + batch_size]
+            u = self.model.user_embedding(a)
+            out.append(self.model.ca_title(u, self.tokens[rows], self.mask[rows]).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.cfg.d), np.float32)
+
+    @torch.no_grad()
+    def profile(self, eut: np.ndarray, product_ids: np.ndarray, pairs_per_call: int = 4096) -> np.ndarray:
+        """The preference profile of each (user, product) row: the user branch of the click logit,
+        h_u|c(e_u|c), for every creative of the product (in creative id order), minus its mean over those
+        creatives, so it says which of the product's creatives the user prefers and not how much the user
+        clicks overall. Zero-padded to `width` (the most creatives of any product): (B, width) float32.
+        eut: the rows' e_u|t (from __call__)."""
+        if not self.creatives:
+            raise ValueError("built without profiles=True")
+        product_ids = np.asarray(product_ids)
+        out = np.zeros((len(product_ids), self.width), np.float32)
+        for pid in np.unique(product_ids):
+            idx = np.flatnonzero(product_ids == pid)
+            crs = self.creatives.get(int(pid))
+            if crs is None:
+                raise KeyError(f"product {pid} has no creative with image features: run the features job")
+            m = len(crs)
+            v, vm = self.patches[crs], self.patch_mask[crs]  # (m, N, d)
+            step = max(1, pairs_per_call // m)
+            for lo in range(0, len(idx), step):
+                s = self.model.creative_scores(torch.from_numpy(eut[idx[lo:lo + step]]), v, vm)
+                out[idx[lo:lo + step], :m] = (s - s.mean(1, keepdim=True)).numpy()
+        return out

@@ -1,0 +1,271 @@
+"""G-MLLM: a LLaVA model from transformers with a group token, and its input encoding.
+
+The group token (eq. 7): an MLP maps G_{s,k} -- the group centroid and its percentile points, each of
+PAAG's d dimensions -- to one embedding e_G of the language model's width, placed first in the input:
+[e_G; X_V; X_T]. X_V are LLaVA's projected vision-tower patches, X_T the instruction's text tokens.
+The profiles that build one are in `builders`, the reward model in `grm`, inference in `policy`.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from osmf_core.models.encoders import MobileNetV2Features, mobilenet_v2_imagenet
+from osmf_core.models.gmllm.tokens import GROUP_TOKEN, GROUP_WORD, IMAGE_TOKEN
+
+MODEL_DIR, GROUP_FILE, META_FILE = "llava", "group_mlp.pt", "gmllm.json"
+SMALL, SMALL_WEIGHTS = "smollm2", "small.safetensors"  # the --base value of the small real profile
+
+
+@dataclass
+class GMLLMConfig:
+    # vision tower (CLIP ViT) of the tiny profile
+    image_size: int = 64  # pixels the tower sees (images are resized)
+    patch_size: int = 16  # (64/16)^2 = 16 image tokens per image
+    vision_hidden: int = 32
+    vision_layers: int = 2
+    vision_heads: int = 2
+    # language model (Llama) of the tiny profile
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_intermediate: int = 128
+    max_positions: int = 1024
+    vocab_size: int = 2000  # BPE vocabulary trained on the instruction corpus
+    # group token
+    group_dim: int = 128  # size of one group vector (PAAG's d)
+    group_points: int = 10  # percentile points in G_{s,k} (15th x2, 55th x3, 95th x5)
+    group_hidden: int = 256  # hidden width of the group MLP
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+        if self.text_hidden % self.text_heads or self.vision_hidden % self.vision_heads:
+            raise ValueError("hidden sizes must be multiples of the head counts")
+        if self.group_points < 0 or self.group_dim < 1:
+            raise ValueError("group_points must be >= 0 and group_dim >= 1")
+
+
+def points_kept(n_points: int, total: int) -> list[int]:
+    """Which of the `total` percentile points a model that uses `n_points` of them reads: evenly spread
+    over the percentile set (1 -> the first 15th, 5 -> 15th, 55th x2, 95th x2, 10 -> all)."""
+    if not 0 <= n_points <= total:
+        raise ValueError(f"n_points must be in [0, {total}], got {n_points}")
+    return sorted({int(round(i)) for i in np.linspace(0, total - 1, n_points)}) if n_points else []
+
+
+class GroupTokenMLP(nn.Module):
+    """G_{s,k} (centroid + points, each group_dim) -> e_G (text width). Points a model does not use are
+    zeroed, so the same MLP serves the 0/1/5/10-point variants of Figure 3."""
+
+    def __init__(self, group_dim: int, group_points: int, hidden: int, out: int):
+        super().__init__()
+        self.group_dim, self.group_points = group_dim, group_points
+        self.net = nn.Sequential(nn.LayerNorm((1 + group_points) * group_dim),
+                                 nn.Linear((1 + group_points) * group_dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+
+    def forward(self, g: torch.Tensor, n_points: int | None = None) -> torch.Tensor:
+        """g (B, (1 + group_points) * group_dim) -> (B, out)."""
+        g = g.view(len(g), 1 + self.group_points, self.group_dim)
+        if n_points is not None and n_points < self.group_points:
+            keep = torch.zeros(1 + self.group_points, dtype=torch.bool, device=g.device)
+            keep[0] = True
+            keep[[1 + i for i in points_kept(n_points, self.group_points)]] = True
+            g = g * keep.view(1, -1, 1)
+        return self.net(g.flatten(1))
+
+
+class GroupLlava(nn.Module):
+    """LLaVA + group token. `embed` builds [e_G; X_V; X_T]; `forward` is the causal LM on it."""
+
+    def __init__(self, llava, tokenizer, group_dim: int, group_points: int, group_hidden: int,
+                 image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
+        super().__init__()
+        self.llava, self.tokenizer = llava, tokenizer
+        hidden = llava.config.text_config.hidden_size
+        self.group_mlp = GroupTokenMLP(group_dim, group_points, group_hidden, hidden)
+        vc = llava.config.vision_config
+        self.image_size, self.patch_size = vc.image_size, vc.patch_size
+        self.n_image_tokens = (vc.image_size // vc.patch_size) ** 2
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.group_token_id = tokenizer.convert_tokens_to_ids(GROUP_TOKEN)
+        self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+        self.meta = {"group_dim": group_dim, "group_points": group_points, "group_hidden": group_hidden,
+                     "image_mean": list(image_mean), "image_std": list(image_std)}
+
+    @property
+    def hidden_size(self) -> int:
+        return self.llava.config.text_config.hidden_size
+
+    # ------------------------------------------------------------------ inputs
+    def pixels(self, pngs) -> torch.Tensor:
+        """PNG bytes -> normalised (N, 3, S, S) pixel values for the vision tower."""
+        arr = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((self.image_size,) * 2,
+                                                                                   Image.BILINEAR))
+                        for b in pngs]).astype(np.float32) / 255.0
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).to(self.image_mean.device)
+        return (x - self.image_mean) / self.image_std
+
+    def prefix(self, instruction: str, use_group: bool = True) -> tuple[str, str]:
+        """(special-token prefix, text) of an instruction: eq. 7 puts e_G first, then every image's patches;
+        the text keeps a plain word where the placeholders stood."""
+        has_group, n_images = use_group and GROUP_TOKEN in instruction, instruction.count(IMAGE_TOKEN)
+        text = " ".join(instruction.replace(IMAGE_TOKEN, " ").replace(
+            GROUP_TOKEN, GROUP_WORD if use_group else "").split())
+        return (GROUP_TOKEN if has_group else "") + IMAGE_TOKEN * (self.n_image_tokens * n_images), text
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, group_features: torch.Tensor | None,
+              n_points: int | None = None) -> torch.Tensor:
+        """Token embeddings with the image patches and e_G scattered into their placeholder positions.
+        pixel_values: every image of the batch in reading order (row by row); group_features: (B, G) rows,
+        read for the rows that have a group token."""
+        emb = self.llava.get_input_embeddings()(input_ids)
+        img = input_ids == self.image_token_id
+        if img.any():
+            out = self.llava.model.get_image_features(pixel_values=pixel_values.to(emb.dtype))
+            feats = torch.cat(list(out.pooler_output), dim=0).to(emb.dtype)
+            if feats.shape[0] != int(img.sum()):
+                raise ValueError(f"{int(img.sum())} image tokens but {feats.shape[0]} image features")
+            emb = emb.masked_scatter(img.unsqueeze(-1), feats)
+        grp = input_ids == self.group_token_id
+        if grp.any():
+            rows = grp.any(dim=1)
+            if (grp.sum(dim=1) > 1).any():
+                raise ValueError("at most one group token per row")
+            e_g = self.group_mlp(group_features[rows].to(emb.dtype), n_points).to(emb.dtype)
+            emb = emb.masked_scatter(grp.unsqueeze(-1), e_g)
+        return emb
+
+    def forward(self, input_ids, attention_mask, pixel_values=None, group_features=None, labels=None,
+                n_points: int | None = None):
+        emb = self.embed(input_ids, pixel_values, group_features, n_points)
+        return self.llava(inputs_embeds=emb, attention_mask=attention_mask, labels=labels)
+
+    def hidden(self, input_ids, attention_mask, pixel_values=None, group_features=None, n_points=None):
+        """Last-layer hidden states (B, L, H) of the language model."""
+        emb = self.embed(input_ids, pixel_values, group_features, n_points)
+        return self.llava.model(inputs_embeds=emb, attention_mask=attention_mask).last_hidden_state
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        if self.meta.get("profile") == SMALL:  # not a stock LLaVA: its own weights file, keys as in the module
+            from safetensors.torch import save_file
+            self.llava.config.save_pretrained(path / MODEL_DIR)
+            # copies: DeepSpeed leaves parameters as views of its flat buffers, which safetensors refuses
+            save_file({k: v.detach().clone().contiguous() for k, v in self.llava.state_dict().items()},
+                      str(path / MODEL_DIR / SMALL_WEIGHTS))
+        else:
+            self.llava.save_pretrained(path / MODEL_DIR)
+        self.tokenizer.save_pretrained(path / MODEL_DIR)
+        torch.save(self.group_mlp.state_dict(), path / GROUP_FILE)
+        (path / META_FILE).write_text(json.dumps(self.meta, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GroupLlava":
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+        path = Path(path)
+        if not (path / META_FILE).is_file():
+            raise FileNotFoundError(f"{path} holds no G-MLLM ({META_FILE} missing): run make pretrain-gmllm")
+        meta = json.loads((path / META_FILE).read_text())
+        if meta.get("profile") == SMALL:
+            llava = _small_llava(LlavaConfig.from_pretrained(path / MODEL_DIR), pretrained=False)
+            llava.load_state_dict(load_file(str(path / MODEL_DIR / SMALL_WEIGHTS)))
+        else:
+            llava = LlavaForConditionalGeneration.from_pretrained(path / MODEL_DIR)
+        tok = AutoTokenizer.from_pretrained(path / MODEL_DIR)
+        model = cls(llava, tok, meta["group_dim"], meta["group_points"], meta["group_hidden"],
+                    meta["image_mean"], meta["image_std"])
+        model.meta["profile"] = meta.get("profile", "")
+        model.group_mlp.load_state_dict(torch.load(path / GROUP_FILE, map_location="cpu"))
+        return model.eval()
+
+
+# ------------------------------------------------------------------------------ inputs
+def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, use_group: bool = True,
+           images=None, group_features=None, device=None) -> dict:
+    """Token ids, attention mask and (with responses) labels of a batch, right-padded; pixel values of the
+    images of the rows whose instruction shows one, in row order. Labels are -100 except on the response.
+    With `group_features` (one flat G_{s,k} per row, empty for none), also the (B, width) tensor the group
+    MLP reads; with `device`, every tensor moved there."""
+    tok = model.tokenizer
+    rows, labels, pngs = [], [], []
+    for i, instruction in enumerate(instructions):
+        prefix, text = model.prefix(str(instruction), use_group)
+        prompt = [tok.bos_token_id] + tok(prefix + "USER: " + text + " ASSISTANT:", add_special_tokens=False).input_ids
+        answer = [] if responses is None else tok(" " + str(responses[i]), add_special_tokens=False).input_ids + [tok.eos_token_id]
+        ids = (prompt + answer)[:max_len]
+        rows.append(ids)
+        labels.append(([-100] * len(prompt) + answer)[:max_len])
+        if IMAGE_TOKEN in str(instruction):
+            n = str(instruction).count(IMAGE_TOKEN)
+            if images is None:
+                raise ValueError("an instruction shows an image but no images were given")
+            pngs.extend(images[i] if n > 1 else [images[i]])
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    lab = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, y) in enumerate(zip(rows, labels)):
+        ids[i, :len(r)], lab[i, :len(y)], mask[i, :len(r)] = torch.tensor(r), torch.tensor(y), 1
+    out = {"input_ids": ids, "attention_mask": mask, "pixel_values": model.pixels(pngs) if pngs else None}
+    if responses is not None:
+        out["labels"] = lab
+    if group_features is not None:
+        out["group_features"] = group_tensor(group_features, (1 + model.meta["group_points"]) * model.meta["group_dim"])
+    if device is not None:
+        out = {k: (v.to(device) if v is not None else None) for k, v in out.items()}
+    return out
+
+
+def group_tensor(features, width: int) -> torch.Tensor:
+    """(B, width) float32 group features; rows without a group (empty arrays) are zeros."""
+    out = np.zeros((len(features), width), dtype=np.float32)
+    for i, f in enumerate(features):
+        if len(f):
+            if len(f) != width:
+                raise ValueError(f"group features of {len(f)} values, the model reads {width}")
+            out[i] = f
+    return torch.from_numpy(out)
+
+
+
+
+class MobileNetTower(nn.Module):
+    """MobileNetV2's ImageNet trunk as a LLaVA vision tower: pixels (B,3,S,S) -> one hidden state, the
+    (B, (S/32)^2, 1280) patch map, which LLaVA's projector maps to the language model's width. Frozen, with
+    batch norm always on its running statistics (small batches would corrupt them)."""
+
+    def __init__(self, pretrained: bool = True):
+        super().__init__()
+        self.net = mobilenet_v2_imagenet() if pretrained else MobileNetV2Features()
+        self.net.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def forward(self, pixel_values, **kwargs):
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        tokens = self.net(pixel_values).flatten(2).transpose(1, 2)
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=tokens.mean(1),
+                                          hidden_states=(tokens,))
+
+
+def _small_llava(config, pretrained: bool):
+    """A LlavaForConditionalGeneration whose vision tower is MobileNetTower (its config's CLIP entry only
+    describes the tower's shape: 1280 wide, patches of 32 px)."""
+    from transformers import LlavaForConditionalGeneration
+    llava = LlavaForConditionalGeneration(config)
+    llava.model.vision_tower = MobileNetTower(pretrained)
+    return llava
