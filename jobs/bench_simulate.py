@@ -1,53 +1,29 @@
 """Benchmark the simulator: rows generated and loaded per second at two world sizes, 10x apart.
 
+    python jobs/bench_simulate.py                       # 4,000 and 40,000 users (make bench-simulate)
+    python jobs/bench_simulate.py --users 2000 --impressions-per-user 20
+
 Both sizes run in one Spark session, after a warm-up, into a scratch warehouse; the rows counted are
 all rows loaded (users + products + creatives + impressions). Prints the ratio of the two throughputs
 (near 1 or above = the simulator scales linearly) and writes reports/bench_simulate.json.
+The logic: osmf_core.evaluation.benchmarks.simulate.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
-import time
 
-from osmf_core.data.config import SparkSettings
-from osmf_core.data.reports import write_report
-from osmf_core.world.simulate import SimulateConfig, run
-from osmf_core.data.spark import build_spark
-from osmf_core.world.model import WorldSize
+from osmf_core.data.config import ConfigError, config_error
+from osmf_core.data.flags import add_config_args, config_from_args, job_parser
+from osmf_core.evaluation.benchmarks.simulate import BenchConfig, bench
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--users", type=int, default=4_000, help="users of the small world (the large has 10x)")
-    ap.add_argument("--impressions-per-user", type=float, default=50.0)
-    ap.add_argument("--report", default="reports/bench_simulate.json")
-    args = ap.parse_args(argv)
-    scratch = tempfile.mkdtemp(prefix="osmf-bench-")
-    spark = build_spark(SparkSettings(warehouse=scratch, show_progress=False))
-    quiet = lambda *_: None  # noqa: E731
-
-    def once(users: int, tag: str) -> dict:
-        size = WorldSize(users=users, products=max(14, users // 70),
-                         impressions_per_user=args.impressions_per_user)
-        t0 = time.perf_counter()
-        result = run(spark, SimulateConfig(seed=1, size=size), f"{scratch}/{tag}", log=quiet)
-        secs = time.perf_counter() - t0
-        rows = result.rows_generated()
-        return {"users": users, "products": size.products, "rows": rows, "seconds": round(secs, 2),
-                "rows_per_s": round(rows / secs, 1)}
-
-    once(500, "warmup")
-    sizes = [once(args.users, "small"), once(args.users * 10, "large")]
-    spark.stop()
-    small, large = sizes
-    print(f"{'users':>10} {'rows':>12} {'seconds':>9} {'rows/s':>12}")
-    for s in sizes:
-        print(f"{s['users']:>10,} {s['rows']:>12,} {s['seconds']:>9.1f} {s['rows_per_s']:>12,.0f}")
-    print(f"throughput ratio large/small: {large['rows_per_s'] / small['rows_per_s']:.2f}x "
-          f"(rows {large['rows'] / small['rows']:.1f}x, time {large['seconds'] / small['seconds']:.1f}x)")
-    write_report(args.report, {"sizes": sizes})
+    ap = job_parser(__doc__)
+    add_config_args(ap, BenchConfig)
+    try:
+        bench(config_from_args(BenchConfig, ap.parse_args(argv)))
+    except ConfigError as e:
+        return config_error("bench_simulate", e)
     return 0
 
 

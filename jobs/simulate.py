@@ -5,28 +5,21 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from osmf_core.data.config import add_spark_args
-from osmf_core.world.simulate import add_world_args, run, world_config
-from osmf_core.data.spark import run_job
+from osmf_core.data.spark import spark_job
+from osmf_core.world.simulate import SimulateConfig, simulate_world
+
+
+def simulate(spark, cfg: SimulateConfig, warehouse: str) -> dict:
+    summary = simulate_world(spark, cfg, warehouse).summary
+    print(json.dumps(summary, indent=2))
+    return summary
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_world_args(ap)
-    ap.add_argument("--summary-json", help="also write the summary to this file")
-    add_spark_args(ap)
-    args = ap.parse_args(argv)
-    return run_job("simulate", args, world_config, simulate)
-
-
-def simulate(spark, cfg, warehouse: str) -> dict:
-    summary = run(spark, cfg, warehouse).summary
-    print(json.dumps(summary, indent=2))
-    return summary
+    return spark_job("simulate", __doc__, SimulateConfig, simulate, argv)
 
 
 if __name__ == "__main__":

@@ -6,39 +6,38 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from osmf_core.data import queries
 from osmf_core.data.config import ConfigError, add_spark_args, spark_settings
+from osmf_core.data.flags import add_config_args, config_from_args, job_parser
 from osmf_core.data.spark import build_spark
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("query", nargs="?", help="query name (file name without .sql)")
+    ap = job_parser(__doc__)
+    ap.add_argument("name", nargs="?", help="query name (file name without .sql)")
     ap.add_argument("--list", action="store_true", help="list the queries with their first header line")
-    ap.add_argument("--run-date", default=None, help="regroup run (default: the latest)")
-    ap.add_argument("--top-n", type=int, default=20)
-    ap.add_argument("--rows", type=int, default=50, help="rows to print")
+    add_config_args(ap, queries.QueryConfig, skip=("query",))
     add_spark_args(ap)
     args = ap.parse_args(argv)
-    if args.list or not args.query:
+    cfg = config_from_args(queries.QueryConfig, args, query=args.name or "")
+    if args.list or not cfg.query:
         for name in queries.names():
             print(f"{name:<32} {queries.text(name).splitlines()[0].split(':', 1)[-1].strip()}")
         return 0
     try:  # an unknown query, bad Spark flags or a parameter without a value: one line
-        queries.text(args.query)  # before Spark starts
+        queries.text(cfg.query)  # before Spark starts
         settings = spark_settings(args)
         spark = build_spark(settings)
-        df = queries.run(spark, args.query, settings.warehouse, args.run_date, args.top_n)
+        df = queries.run_query(spark, cfg.query, settings.warehouse, cfg.run_date or None, cfg.top_n)
     except (KeyError, ConfigError) as e:
         print(f"sql: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    rows = df.limit(args.rows + 1).toPandas()
-    print(rows.head(args.rows).to_string(index=False))
-    if len(rows) > args.rows:
-        print(f"... (more than {args.rows} rows; --rows N shows more)")
+    rows = df.limit(cfg.rows + 1).toPandas()
+    print(rows.head(cfg.rows).to_string(index=False))
+    if len(rows) > cfg.rows:
+        print(f"... (more than {cfg.rows} rows; --rows N shows more)")
     spark.stop()
     return 0
 

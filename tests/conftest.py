@@ -35,9 +35,9 @@ def tiny_cfg() -> SimulateConfig:
 @pytest.fixture(scope="session")
 def tiny_world(spark, tiny_cfg, tmp_path_factory):
     """A tiny world simulated once (with injected broken rows): (warehouse, SimulateResult)."""
-    from osmf_core.world.simulate import run
+    from osmf_core.world.simulate import simulate_world
     warehouse = str(tmp_path_factory.mktemp("tiny_wh"))
-    result = run(spark, tiny_cfg, warehouse)
+    result = simulate_world(spark, tiny_cfg, warehouse)
     return warehouse, result
 
 
@@ -45,7 +45,7 @@ def tiny_world(spark, tiny_cfg, tmp_path_factory):
 def paag_wh(spark, tiny_world):
     """The tiny world with encoder features and PAAG examples (tiny encoders)."""
     from osmf_core.features.encode import FeatureConfig
-    from osmf_core.features.encode import run as make_features
+    from osmf_core.features.encode import build_features as make_features
     wh, _ = tiny_world
     make_features(spark, FeatureConfig(image_encoder="tiny", text_encoder="tiny", example_files=3), wh,
                   log=lambda *_: None)
@@ -65,18 +65,18 @@ def paag_model(paag_wh, tmp_path_factory):
 @pytest.fixture(scope="session")
 def gaip_wh(spark, paag_wh, paag_model):
     """The tiny world regrouped once: (warehouse, RegroupConfig, summary)."""
-    from osmf_core.grouping.regroup import RegroupConfig, run
+    from osmf_core.grouping.regroup import RegroupConfig, regroup
     cfg = RegroupConfig(model=paag_model, **REGROUP)
-    summary = run(spark, cfg, paag_wh, log=lambda *_: None)
+    summary = regroup(spark, cfg, paag_wh, log=lambda *_: None)
     return paag_wh, cfg, summary
 
 
 @pytest.fixture(scope="session")
 def instructions_wh(spark, gaip_wh):
     """feat.instructions and feat.grm_examples built from the tiny world's groups: (warehouse, summary)."""
-    from osmf_core.features.instructions import CurationConfig, run
+    from osmf_core.features.instructions import CurationConfig, build_instructions
     wh = gaip_wh[0]
-    return wh, run(spark, CurationConfig(window_days=3, test_share=0.3), wh, log=lambda *_: None)
+    return wh, build_instructions(spark, CurationConfig(window_days=3, test_share=0.3), wh, log=lambda *_: None)
 
 
 @pytest.fixture(scope="session")

@@ -11,22 +11,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from osmf_core.evaluation.benchmarks import gmllm
+from osmf_core.evaluation.benchmarks.gmllm import ExportConfig
+from osmf_core.evaluation.benchmarks.gmllm_export import export
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "jobs"))
-import bench_gmllm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def rows(instructions_wh, tmp_path_factory):
     wh, summary = instructions_wh
     out = tmp_path_factory.mktemp("bench_rows")
-    return bench_gmllm.export(wh, str(out), rows=40, pairs=12, seed=0), out, summary
+    return export(ExportConfig(warehouse=wh, out=str(out), rows=40, pairs=12, seed=0)), out, summary
 
 
 def test_export_samples_the_tables_with_grm_instructions(rows):
     from osmf_core.models.gmllm.grm import grm_instruction
     got, out, _ = rows
-    pre, grm = pd.read_parquet(out / bench_gmllm.PRETRAIN_FILE), pd.read_parquet(out / bench_gmllm.GRM_FILE)
+    pre, grm = pd.read_parquet(out / gmllm.PRETRAIN_FILE), pd.read_parquet(out / gmllm.GRM_FILE)
     assert (got["pretrain_rows"], got["grm_pairs"]) == (len(pre), len(grm)) == (40, 12)
     assert list(grm["instruction"]) == [grm_instruction(t) for t in grm["title"]]
     assert set(pre["task"]) <= {"group_analysis", "behavioral_prediction", "product_understanding",
@@ -46,10 +48,10 @@ def _args(out, phase, **kw):
 def test_a_timed_run_counts_tokens_flops_and_mfu(rows, phase):
     _, out, _ = rows
     args = _args(out, phase)
-    r = bench_gmllm.run_one(args)
+    r = gmllm.run_one(args)
     # tokens: the non-padding positions of the batches the timed steps cycled over (steps 1..3 of 0..3)
-    base = bench_gmllm.build("tiny", out, "", 0)
-    batches = bench_gmllm.encoded_batches(base, phase, out, 4, bench_gmllm.MAX_LEN[phase], 2, 0)
+    base = gmllm.build("tiny", out, "", 0)
+    batches = gmllm.encoded_batches(base, phase, out, 4, gmllm.MAX_LEN[phase], 2, 0)
     timed = [batches[i % 2] for i in range(1, 4)]
     tokens = sum(int(b["attention_mask"].sum()) for b in timed)
     assert r["tokens_per_s"] * r["step_s"] * r["steps"] == pytest.approx(tokens, rel=1e-9)
@@ -79,9 +81,12 @@ def test_the_cli_prints_the_table_and_writes_the_report(rows, tmp_path):
     assert got["baseline"] == "fp32" and [r["phase"] for r in got["results"]] == ["grm"]
 
 
-def test_export_from_a_warehouse_without_the_tables_stops_in_one_line(tmp_path, capsys):
-    assert bench_gmllm.main(["export", "--warehouse", str(tmp_path), "--out", str(tmp_path / "rows")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+def test_export_from_a_warehouse_without_the_tables_stops_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "bench_gmllm.py"), "export", "--warehouse", str(tmp_path),
+                           "--out", str(tmp_path / "rows")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bench_gmllm: feat.instructions: no Delta table at")
     assert not (tmp_path / "rows").exists()  # nothing half-written
 

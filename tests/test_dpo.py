@@ -110,7 +110,7 @@ def test_procedural_renderer_draws_a_creative_exactly_as_the_simulator_did(instr
     from osmf_core.world.truth import read_manifest
     from osmf_core.data.reader import read_frame
     from osmf_core.world.truth import Truth
-    from osmf_core.world.model import parse_style
+    from osmf_core.world.styles import parse_style
     wh, _ = instructions_wh
     seed, _ = read_manifest(wh)
     truth = Truth.from_warehouse(wh)
@@ -139,7 +139,8 @@ def test_online_summary_weighs_groups_by_size_and_takes_each_products_worst_grou
 
 def test_oracle_style_is_the_exhaustive_best():
     from osmf_core.world.truth import Truth
-    from osmf_core.world.model import DIM_SIZES, sample_users
+    from osmf_core.world.model import sample_users
+    from osmf_core.world.styles import DIM_SIZES
     truth, users = Truth(5, 28), pd.DataFrame(sample_users(5, 0, 400))
     for pid in (0, 9):
         style, ctr = truth.oracle_style(pid, users)
@@ -157,7 +158,8 @@ def test_oracle_style_is_the_exhaustive_best():
 def test_logged_and_one_size_ceilings_are_the_best_of_their_candidates():
     from osmf_core.evaluation.online import oracle_prompts, pair_agreement, score_prompts, summarize
     from osmf_core.world.truth import Truth
-    from osmf_core.world.model import parse_style, sample_users
+    from osmf_core.world.model import sample_users
+    from osmf_core.world.styles import parse_style
     truth, users = Truth(5, 28), pd.DataFrame(sample_users(5, 0, 600))
     members = pd.concat([users.assign(product_id=pid, group_id=users["gender"].to_numpy() + 0)  # 2 groups
                          for pid in (0, 9)], ignore_index=True)
@@ -246,12 +248,12 @@ def test_robust_group_dpo_reports_its_worst_groups(tiny_models, tmp_path):
 def test_generate_writes_every_product_group_once_and_a_gallery_listing_them(spark, tiny_models, tmp_path):
     from osmf_core.data.store import read_table
     from osmf_core.evaluation.online import simulated_ctr
-    from osmf_core.generation.pipeline import GenerateConfig, run
+    from osmf_core.generation.pipeline import GenerateConfig, generate_creatives
     from osmf_core.features.contexts import load_contexts
     wh, gm, grm = tiny_models
     cfg = GenerateConfig(gmllm=gm, dpo="", grm=grm, images_dir=str(tmp_path / "img"), gallery=str(tmp_path / "g" / "index.html"))
-    first = run(spark, cfg, wh, log=lambda *_: None, simulated_ctr=simulated_ctr(wh))
-    again = run(spark, cfg, wh, log=lambda *_: None, simulated_ctr=simulated_ctr(wh))  # a rerun replaces, never duplicates
+    first = generate_creatives(spark, cfg, wh, log=lambda *_: None, simulated_ctr=simulated_ctr(wh))
+    again = generate_creatives(spark, cfg, wh, log=lambda *_: None, simulated_ctr=simulated_ctr(wh))  # a rerun replaces, never duplicates
     ctx = load_contexts(wh)
     want = set(zip(ctx["product_id"], ctx["group_id"]))
     gen = read_table(spark, C.GENERATED, wh).toPandas()
@@ -266,7 +268,7 @@ def test_generate_writes_every_product_group_once_and_a_gallery_listing_them(spa
 
 
 def test_style_errors_name_the_unknown_word():
-    from osmf_core.world.model import DIM_SIZES, style_errors, style_prompt
+    from osmf_core.world.styles import DIM_SIZES, style_errors, style_prompt
     assert style_errors("the product, cozy city street background, neon palette, golden hour lighting") == []
     assert style_errors("the product, kitchen background") == [] and style_errors("the product") == []
     assert all(not style_errors(style_prompt(list(s))) for s in np.ndindex(*DIM_SIZES))  # every style reads back

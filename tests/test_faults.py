@@ -183,7 +183,7 @@ def test_a_reader_during_a_write_sees_the_old_or_the_new_version(spark, clean):
 
 
 def _answers(spark, wh: str) -> dict:
-    return {name: sorted(tuple(r) for r in queries.run(spark, name, wh).collect()) for name in queries.names()}
+    return {name: sorted(tuple(r) for r in queries.run_query(spark, name, wh).collect()) for name in queries.names()}
 
 
 def test_a_run_killed_between_commits_is_invisible_to_every_query(spark, clean):

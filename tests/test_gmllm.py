@@ -163,14 +163,14 @@ def test_instruction_job_writes_every_task_from_the_groups(spark, instructions_w
 
 
 def test_grm_examples_are_the_pairs_with_images_split_by_product(spark, instructions_wh):
-    from osmf_core.features.instructions import CurationConfig, run
+    from osmf_core.features.instructions import CurationConfig, build_instructions
     wh, summary = instructions_wh
     ex = read_table(spark, C.GRM_EXAMPLES, wh)
     assert ex.count() == read_table(spark, C.PAIRS, wh).count() == sum(summary["grm_examples"].values())
     per_product = ex.groupBy("product_id").agg(F.countDistinct("split").alias("n")).toPandas()
     assert (per_product["n"] == 1).all() and set(summary["grm_examples"]) == {"train", "test"}
     before = [checksum(read_table(spark, t, wh)) for t in (C.INSTRUCTIONS, C.GRM_EXAMPLES)]
-    run(spark, CurationConfig(window_days=3, test_share=0.3), wh, log=lambda *_: None)  # a rerun replaces
+    build_instructions(spark, CurationConfig(window_days=3, test_share=0.3), wh, log=lambda *_: None)  # a rerun replaces
     assert [checksum(read_table(spark, t, wh)) for t in (C.INSTRUCTIONS, C.GRM_EXAMPLES)] == before
 
 
@@ -337,7 +337,7 @@ def test_grm_training_killed_mid_run_resumes_and_ends_like_an_unbroken_run(tiny_
 
 def test_the_product_level_true_order_weighs_the_groups_by_size(instructions_wh):
     """Over all the product's viewers a creative's expected CTR is the size-weighted mean of its groups'."""
-    from jobs.eval_grm import pair_ctrs, read_pairs, true_labels
+    from osmf_core.evaluation.figure3 import pair_ctrs, read_pairs, true_labels
     from osmf_core.data.audiences import audiences
     wh, built = instructions_wh
     run_date = built["run_date"]

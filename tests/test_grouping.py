@@ -4,8 +4,9 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from osmf_core.grouping.kmeans import (ClusterConfig, cluster_products, group_points, merge_small, silhouette,
-                                silhouette_sampled)
+from osmf_core.grouping.kmeans import ClusterConfig, cluster_products
+from osmf_core.grouping.group_features import group_points, merge_small
+from osmf_core.grouping.silhouette import silhouette, silhouette_sampled
 
 
 def _blobs(n, k, seed, d=8, std=1.0):

@@ -6,7 +6,6 @@ The tiny world's raw tables (3 days, 2026-11-01..03) are copied and loaded into;
 the way a landing zone holds them (JSON lines, CSV) and read through the ingest job's own reader."""
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import random
@@ -21,7 +20,7 @@ from pyspark.sql import functions as F
 from osmf_core.data import catalog as C
 from osmf_core.data.ingest import DateWindow, ingest
 from osmf_core.data.store import checksum, read_table
-from jobs.ingest import read_input
+from osmf_core.data.landing import IngestConfig, read_input
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = dt.date(2026, 11, 3)  # the tiny world's last day
@@ -50,7 +49,7 @@ def _write(path: Path, rows: list, fmt: str = "json") -> Path:
 
 
 def _load(spark, wh: str, table: str, path: Path, fmt: str = "json", run_date: dt.date = RUN, fault_log=None):
-    args = argparse.Namespace(table=table, input=str(path), format=fmt)
+    args = IngestConfig(table=table, input=str(path), format=fmt)
     report = ingest(read_input(spark, args), table, wh, run_date, DateWindow(run_date), load_id=path.name)
     if fault_log is not None:
         fault_log["loads"].append({"table": table, "rows_in": report.rows_in, "accepted": report.accepted,

@@ -254,7 +254,7 @@ def test_auroc_equals_scikit_learn_with_ties():
 
 
 def test_a_corrupt_checkpoint_is_skipped_with_a_message(paag_wh, tmp_path, capsys):
-    from osmf_core.training.paag import CHECKPOINTS
+    from osmf_core.training.loop import CHECKPOINTS
     out = tmp_path / "run"
     train(_cfg(paag_wh, out, max_steps=8), stop_after=7)  # checkpoints at steps 3 and 6, then killed
     ckpt = out / CHECKPOINTS
@@ -271,7 +271,7 @@ def test_a_corrupt_checkpoint_is_skipped_with_a_message(paag_wh, tmp_path, capsy
 
 
 def test_the_ablation_reuses_a_model_only_when_it_was_trained_as_asked(tmp_path):
-    from jobs.paag_ablation import _reusable
+    from osmf_core.evaluation.paag import reusable_model as _reusable
     from osmf_core.training.paag import save_model
     cfg = TrainConfig(model=TINY_MODEL, out_dir=str(tmp_path), seed=3)
     path = tmp_path / MODEL_FILE

@@ -4,7 +4,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from osmf_core.data import catalog as C
-from osmf_core.grouping.regroup import run
+from osmf_core.grouping.regroup import regroup
 from osmf_core.data.store import checksum, read_table
 
 from conftest import REGROUP as CFG  # noqa: F401  (other tests import CFG from here)
@@ -90,7 +90,7 @@ def test_a_rerun_of_the_same_date_replaces_its_rows(spark, regrouped):
     wh, cfg, summary = regrouped
     tables = (C.GROUPS, C.USER_GROUPS, C.GROUP_CTR, C.PAIRS)
     before = [checksum(read_table(spark, t, wh)) for t in tables]
-    run(spark, cfg, wh, log=lambda *_: None)
+    regroup(spark, cfg, wh, log=lambda *_: None)
     assert [checksum(read_table(spark, t, wh)) for t in tables] == before
     metrics = read_table(spark, C.METRICS, wh).where(F.col("stage") == "regroup")
     assert metrics.count() == metrics.select("name").distinct().count()

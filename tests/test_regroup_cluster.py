@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from osmf_core.data import catalog as C
-from osmf_core.grouping.regroup import RegroupConfig, run
+from osmf_core.grouping.regroup import RegroupConfig, regroup
 from osmf_core.data.standalone import standalone_cluster
 from osmf_core.data.store import checksum, read_table
 
@@ -23,7 +23,7 @@ def test_standalone_cluster_writes_the_same_tables_as_local_mode(spark, paag_wh,
     local_wh, cluster_wh = tmp_path / "local", tmp_path / "cluster"
     for wh in (local_wh, cluster_wh):
         shutil.copytree(paag_wh, wh, ignore=shutil.ignore_patterns("gaip"))
-    run(spark, RegroupConfig(model=paag_model, **CFG), str(local_wh), log=lambda *_: None)
+    regroup(spark, RegroupConfig(model=paag_model, **CFG), str(local_wh), log=lambda *_: None)
     args = [f"--{k.replace('_', '-')}={v}" for k, v in CFG.items()]
     with standalone_cluster(workers=2, cores=1, memory="1g", work_dir=str(tmp_path / "standalone")) as master:
         subprocess.run([sys.executable, str(REPO / "jobs" / "regroup.py"), "--model", paag_model, *args,

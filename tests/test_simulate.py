@@ -8,7 +8,8 @@ from deltalake import DeltaTable, QueryBuilder
 from osmf_core.data import catalog as C
 from osmf_core.world import images
 from osmf_core.world import model as world
-from osmf_core.world.simulate import SimulateConfig, impressions_df, run, users_df
+from osmf_core.world import styles
+from osmf_core.world.simulate import SimulateConfig, impressions_df, simulate_world, users_df
 from osmf_core.world.truth import read_manifest
 from osmf_core.data.store import checksum, read_table
 from osmf_core.world.truth import Truth
@@ -58,7 +59,7 @@ def test_rerun_with_the_same_seed_gives_the_same_tables_without_duplicates(spark
     wh, _ = tiny_world
     tables = (*RAW, C.REJECTS)
     before = {t.fqn: checksum(read_table(spark, t, wh)) for t in tables}
-    run(spark, dataclasses.replace(tiny_cfg, partitions=1), wh, log=lambda *_: None)
+    simulate_world(spark, dataclasses.replace(tiny_cfg, partitions=1), wh, log=lambda *_: None)
     after = {t.fqn: checksum(read_table(spark, t, wh)) for t in tables}
     assert after == before
 
@@ -82,7 +83,7 @@ def test_images_show_the_product_and_prompts_name_the_style(spark, tiny_world, t
     truth = Truth(tiny_cfg.seed, tiny_cfg.size.products)
     creatives = read_table(spark, C.CREATIVES, wh).select("creative_id", "prompt").limit(50).collect()
     for c in creatives:
-        np.testing.assert_array_equal(world.parse_style(c.prompt), truth.creative_style(c.creative_id))
+        np.testing.assert_array_equal(styles.parse_style(c.prompt), truth.creative_style(c.creative_id))
 
 
 def test_observed_segment_ctr_agrees_with_the_hidden_truth(spark, tiny_world, tiny_cfg):

@@ -59,7 +59,7 @@ def sql_wh(spark, tmp_path_factory):
 
 
 def _rows(spark, name, wh, **kw):
-    return [tuple(r) for r in queries.run(spark, name, wh, **kw).collect()]
+    return [tuple(r) for r in queries.run_query(spark, name, wh, **kw).collect()]
 
 
 EXPECTED = {
@@ -97,7 +97,7 @@ def test_every_query_has_a_known_answer():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_query_answers(spark, sql_wh, name):
     kw, columns, want = EXPECTED[name]
-    df = queries.run(spark, name, sql_wh, **kw)
+    df = queries.run_query(spark, name, sql_wh, **kw)
     assert df.columns == columns
     got = [tuple(r) for r in df.collect()]
     assert len(got) == len(want)

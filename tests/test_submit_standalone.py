@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from osmf_core.data import catalog as C
-from osmf_core.grouping.regroup import RegroupConfig, run
+from osmf_core.grouping.regroup import RegroupConfig, regroup
 from osmf_core.data.standalone import standalone_cluster
 from osmf_core.data.store import checksum, read_table
 
@@ -26,7 +26,7 @@ def test_submit_sh_regroup_on_standalone_cluster_writes_the_same_tables_as_local
     local_wh, cluster_wh = tmp_path / "local", tmp_path / "cluster"
     for wh in (local_wh, cluster_wh):
         shutil.copytree(paag_wh, wh, ignore=shutil.ignore_patterns("gaip"))
-    run_date = run(spark, RegroupConfig(model=paag_model, **CFG), str(local_wh), log=lambda *_: None)["run_date"]
+    run_date = regroup(spark, RegroupConfig(model=paag_model, **CFG), str(local_wh), log=lambda *_: None)["run_date"]
     args = [f"--{k.replace('_', '-')}={v}" for k, v in CFG.items()]
     # as from a shell with the pinned environment active: its spark-submit and python first on PATH; the
     # executors' Python workers run this interpreter, osmf_core reaches them as the zip submit.sh builds

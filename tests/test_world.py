@@ -4,9 +4,11 @@ import pytest
 
 from osmf_core.world import images
 from osmf_core.world import model as world
+from osmf_core.world import styles
 from osmf_core.data.catalog import USER_ATTRIBUTES
 from osmf_core.world.truth import Truth
-from osmf_core.world.model import CATEGORIES, DIMS, STYLE_DIMS, WorldSize, WorldSpec
+from osmf_core.world.model import CATEGORIES, WorldSize, WorldSpec
+from osmf_core.world.styles import DIMS, STYLE_DIMS
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +87,8 @@ def test_prompts_and_styles_round_trip():
     rng = np.random.default_rng(0)
     for _ in range(200):
         style = np.array([rng.integers(0, len(STYLE_DIMS[d])) for d in DIMS])
-        np.testing.assert_array_equal(world.parse_style(world.style_prompt(style, "Nova Pro Watch 3")), style)
-    np.testing.assert_array_equal(world.parse_style("a watch on a Beach at golden hour"),
+        np.testing.assert_array_equal(styles.parse_style(styles.style_prompt(style, "Nova Pro Watch 3")), style)
+    np.testing.assert_array_equal(styles.parse_style("a watch on a Beach at golden hour"),
                                   [STYLE_DIMS["scene"].index("beach"), -1, STYLE_DIMS["lighting"].index("golden hour"), -1])
 
 
@@ -107,8 +109,8 @@ def test_expected_ctr_of_a_prompt_follows_the_segment():
     pid = world.CATEGORY_NAMES.index("smartphone")  # product 0..13 has category == product id
     women = {k: v[users["gender"] == 0] for k, v in users.items()}
     men = {k: v[users["gender"] == 1] for k, v in users.items()}
-    for_women = world.style_prompt(truth.best_style(pid, 0))
-    for_men = world.style_prompt(truth.best_style(pid, 1))
+    for_women = styles.style_prompt(truth.best_style(pid, 0))
+    for_men = styles.style_prompt(truth.best_style(pid, 1))
     assert truth.expected_ctr(for_women, pid, women) > 1.5 * truth.expected_ctr(for_men, pid, women)
     assert truth.expected_ctr(for_men, pid, men) > 1.5 * truth.expected_ctr(for_women, pid, men)
     vague = truth.expected_ctr("the product", pid, women)  # no style named: the segment's average taste

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from osmf_core.data.catalog import TABLES, Table
-
+from osmf_core.data.catalog import TABLES
+from osmf_core.data.schema import Table
 
 
 def _quote(text: str) -> str:

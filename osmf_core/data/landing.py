@@ -2,7 +2,8 @@
 the table's columns. A file that fails stops the load with one line naming the file and the problem
 (LandingError, exit 2); single bad lines inside a good file are left to the loader, which rejects them as
 `unparsable`. Also the load's id: a digest of the table and the files' bytes, so a rerun of one load
-replaces its rejects instead of adding them again.
+replaces its rejects instead of adding them again. `IngestConfig`, `prepare` and `load_batch` are the
+ingest job's: its flags, its checks before Spark starts, its load.
 
 Local files are checked whole for emptiness and binary content and by their first SAMPLE_BYTES for the
 format and the columns; files behind a URI (hdfs://, s3a://) are left to Spark.
@@ -10,21 +11,92 @@ format and the columns; files behind a URI (hdfs://, s3a://) are left to Spark.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from osmf_core.data.catalog import Table
+from pyspark.errors import AnalysisException
+
+from osmf_core.data import catalog as C
 from osmf_core.data.config import ConfigError
+from osmf_core.data.ingest import CORRUPT, MODE_OF, DateWindow, ingest
+from osmf_core.data.reader import require_tables
+from osmf_core.data.schema import Table
 
 FORMATS = ("parquet", "json", "csv")
 SAMPLE_BYTES = 1 << 20
 _SKIP = ("_", ".")  # _SUCCESS, _delta_log, .crc files: not data
 
 
+NEEDS = {C.IMPRESSIONS.fqn: (C.USERS, C.CREATIVES), C.CREATIVES.fqn: (C.PRODUCTS,)}  # read by the rules
+
+
 class LandingError(ConfigError):
     """An input file cannot be loaded at all."""
+
+
+@dataclass
+class IngestConfig:
+    table: str = field(metadata={"choices": tuple(sorted(MODE_OF))})  # the raw table to load into
+    input: str  # file or folder of log files
+    format: str = field(default="parquet", metadata={"choices": FORMATS})  # how the files are written
+    run_date: str = ""  # YYYY-MM-DD, the load's date (default: today)
+    horizon_days: int = 90  # oldest event date accepted, in days before the run date
+    future_days: int = 1  # latest event date accepted, in days after the run date
+
+    def __post_init__(self):
+        try:
+            self.day = dt.date.fromisoformat(self.run_date) if self.run_date else dt.date.today()
+        except ValueError:
+            raise ValueError(f"--run-date must be a date YYYY-MM-DD, got {self.run_date!r}") from None
+        self.window = DateWindow(self.day, self.horizon_days, self.future_days)
+        self.load_id = ""
+
+
+def prepare(cfg: IngestConfig, warehouse: str) -> IngestConfig:
+    """Everything that needs no Spark: the input files (and the load's id), the warehouse, the tables the
+    rules read. ConfigError (one line) on the first that fails."""
+    if "://" not in cfg.input and not Path(cfg.input).exists():
+        raise ConfigError(f"--input {cfg.input} does not exist")
+    t = C.table(cfg.table)
+    files = check_input(cfg.input, cfg.format, t)
+    cfg.load_id = load_id(t, cfg.input, files)
+    if "://" not in warehouse and not Path(warehouse).is_dir():
+        raise ConfigError(f"--warehouse {warehouse} does not exist (make simulate, or create the folder for a "
+                          "first load of users and products)")
+    require_tables(NEEDS.get(cfg.table, ()), warehouse)
+    return cfg
+
+
+def read_input(spark, cfg: IngestConfig):
+    """The input with every declared column as text (the loader types it); JSON lines that do not parse
+    keep their text in CORRUPT."""
+    t = C.table(cfg.table)
+    if cfg.format == "json":
+        schema = ", ".join(f"`{c}` string" for c in t.column_names) + f", `{CORRUPT}` string"
+        reader = spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
+        return reader.json(cfg.input)
+    reader = spark.read.format(cfg.format)
+    if cfg.format == "csv":
+        reader = reader.option("header", "true")  # every column read as text; the loader types it
+    return reader.load(cfg.input)
+
+
+def load_batch(spark, cfg: IngestConfig, warehouse: str) -> dict:
+    """Read, label and load one batch; prints its line (rows in = accepted + rejected) and returns its report."""
+    try:
+        frame = read_input(spark, cfg)
+    except AnalysisException as e:  # no such path, or nothing readable there
+        raise ConfigError(f"--input {cfg.input}: {str(e).splitlines()[0]}") from None
+    try:
+        report = ingest(frame, cfg.table, warehouse, cfg.day, cfg.window, cfg.load_id)
+    except ValueError as e:  # a column missing from a file behind a URI (local files are checked before)
+        raise ConfigError(f"--input {cfg.input}: {e}") from None
+    print(report.line())
+    return asdict(report)
 
 
 def data_files(path: str) -> list[Path]:

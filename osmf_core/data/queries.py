@@ -15,18 +15,27 @@ written ${name}:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
 from osmf_core.data import catalog as C
 from osmf_core.data.config import ConfigError
-from osmf_core.data.runs import REGROUP_TABLES
 from osmf_core.data.ledger import published_in
+from osmf_core.data.runs import REGROUP_TABLES
 from osmf_core.data.store import register_tables
 
-QUERY_DIR = Path(__file__).resolve().parent.parent / "sql" / "queries"
+QUERY_DIR = Path(__file__).resolve().parents[2] / "sql" / "queries"
 _PARAM = re.compile(r"\$\{(\w+)\}")
+
+
+@dataclass
+class QueryConfig:
+    query: str = ""  # query name (file name without .sql); empty: list the queries
+    run_date: str = ""  # regroup run (default: the latest complete one)
+    top_n: int = 20  # row limit of the "largest ..." queries
+    rows: int = 50  # rows to print
 
 
 def names(folder: Path = QUERY_DIR) -> list[str]:
@@ -67,7 +76,7 @@ def render(sql: str, params: dict) -> str:
     return _PARAM.sub(lambda m: params[m.group(1)], sql)
 
 
-def run(spark: SparkSession, name: str, warehouse: str, run_date: str | None = None, top_n: int = 20,
+def run_query(spark: SparkSession, name: str, warehouse: str, run_date: str | None = None, top_n: int = 20,
         folder: Path = QUERY_DIR) -> DataFrame:
     """The query's result as a DataFrame, with the warehouse's tables registered by name."""
     sql = text(name, folder)

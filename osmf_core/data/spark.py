@@ -10,7 +10,15 @@ from typing import Callable
 from delta import configure_spark_with_delta_pip
 from pyspark.sql import SparkSession
 
-from osmf_core.data.config import LOCAL_SHUFFLE_PARTITIONS, ConfigError, SparkSettings, config_error, spark_settings
+from osmf_core.data.config import (
+    LOCAL_SHUFFLE_PARTITIONS,
+    ConfigError,
+    SparkSettings,
+    add_spark_args,
+    config_error,
+    spark_settings,
+)
+from osmf_core.data.flags import add_config_args, config_from_args, job_parser
 
 
 def build_spark(settings: SparkSettings | None = None) -> SparkSession:
@@ -70,3 +78,16 @@ def run_job(name: str, args: argparse.Namespace, make_config: Callable, run: Cal
             json.dump(summary, fh, indent=2)
     spark.stop()
     return 0
+
+
+def spark_job(name: str, doc: str | None, config_cls, run: Callable, argv=None, prepare: Callable | None = None) -> int:
+    """A whole Spark job's main: flags from `config_cls` (osmf_core.data.flags), --summary-json and the Spark
+    flags; then `run(spark, cfg, warehouse)` through `run_job`. `prepare(cfg, warehouse) -> cfg` checks what
+    can be checked before Spark starts."""
+    ap = job_parser(doc)
+    add_config_args(ap, config_cls)
+    ap.add_argument("--summary-json", help="also write the run's summary to this file")
+    add_spark_args(ap)
+    args = ap.parse_args(argv)
+    prepare = prepare or (lambda cfg, warehouse: cfg)
+    return run_job(name, args, lambda a: prepare(config_from_args(config_cls, a), spark_settings(a).warehouse), run)

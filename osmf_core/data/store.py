@@ -10,8 +10,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from osmf_core.data.catalog import Table
 from osmf_core.data.config import ConfigError
+from osmf_core.data.schema import Table
 
 
 class SchemaMismatch(ValueError):

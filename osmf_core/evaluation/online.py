@@ -15,7 +15,7 @@ import pandas as pd
 
 from osmf_core.data.audiences import audiences
 from osmf_core.world.truth import MANIFEST, Truth
-from osmf_core.world.model import style_prompt
+from osmf_core.world.styles import style_prompt
 
 
 def score_prompts(truth: Truth, members: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:

@@ -85,7 +85,7 @@ def paag_examples(impressions: DataFrame, users: DataFrame, creatives: DataFrame
 NEEDED = (C.PRODUCTS, C.CREATIVES, C.IMPRESSIONS, C.USERS)
 
 
-def run(spark: SparkSession, cfg: FeatureConfig, warehouse: str, log=print) -> dict:
+def build_features(spark: SparkSession, cfg: FeatureConfig, warehouse: str, log=print) -> dict:
     """Write feat.title_tokens, feat.image_patches and feat.paag_examples; return row counts."""
     require_tables(NEEDED, warehouse, exists_in(spark, warehouse))
     products = read_table(spark, C.PRODUCTS, warehouse)

@@ -20,14 +20,22 @@ from pyspark.sql import types as T
 
 from osmf_core.data import catalog as C
 from osmf_core.data.config import ConfigError
-from osmf_core.features.templates import (TABLE5_ATTRIBUTES, Teacher, background_words, behavioral_prompt_users,
-                                    behavioral_response, best_ctr_teacher, group_analysis_response, render,
-                                    template_index)
-from osmf_core.world.model import CREATIVE_STRIDE
-from osmf_core.data.runs import PUBLISHED, Run
 from osmf_core.data.ledger import published_in, read_published
 from osmf_core.data.reader import require_tables
-from osmf_core.data.store import read_table, write_table, exists_in
+from osmf_core.data.runs import PUBLISHED, Run
+from osmf_core.data.store import exists_in, read_table, write_table
+from osmf_core.features.templates import (
+    TABLE5_ATTRIBUTES,
+    Teacher,
+    background_words,
+    behavioral_prompt_users,
+    behavioral_response,
+    best_ctr_teacher,
+    group_analysis_response,
+    render,
+    template_index,
+)
+from osmf_core.world.model import CREATIVE_STRIDE
 
 
 @dataclass
@@ -177,7 +185,7 @@ def creative_captioning(creatives: DataFrame, cfg: CurationConfig) -> DataFrame:
 
 
 # ---------------------------------------------------------------------------------- the job
-def run(spark: SparkSession, cfg: CurationConfig, warehouse: str, teacher: Teacher = best_ctr_teacher,
+def build_instructions(spark: SparkSession, cfg: CurationConfig, warehouse: str, teacher: Teacher = best_ctr_teacher,
         log=print) -> dict:
     """Write feat.instructions and feat.grm_examples for one run date; return row counts per task/split."""
     run = validate(spark, cfg, warehouse)

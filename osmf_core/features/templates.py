@@ -21,7 +21,7 @@ import pandas as pd
 
 from osmf_core.data.catalog import USER_ATTRIBUTES
 from osmf_core.models.gmllm.tokens import GROUP_TOKEN, IMAGE_TOKEN
-from osmf_core.world.model import parse_style, style_prompt
+from osmf_core.world.styles import parse_style, style_prompt
 
 # The attribute list exactly as Table 5 writes it (the order differs from Table 4; the names do not).
 TABLE5_ATTRIBUTES = (

@@ -19,21 +19,18 @@ from pyspark.sql import SparkSession
 from tqdm import tqdm
 
 from osmf_core.data import catalog as C
-from osmf_core.world import images
-from osmf_core.data.config import ConfigError
-from osmf_core.generation.gallery import write_gallery
-from osmf_core.models.gmllm.grm import GRM
 from osmf_core.data.audiences import AUDIENCE_TABLES, audiences
-from osmf_core.generation.gallery import group_descriptions
+from osmf_core.data.config import ConfigError
+from osmf_core.data.reader import read_columns, run_of
+from osmf_core.data.store import write_table
+from osmf_core.features.contexts import CONTEXT_TABLES, load_contexts
+from osmf_core.generation.gallery import group_descriptions, write_gallery
+from osmf_core.models.gmllm.grm import GRM, win_probability
+from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR, META_FILE, greedy_prompts, load_policy
 from osmf_core.rendering.inpaint import InpaintConfig, InpaintRenderer, from_local, tiny_pipeline
 from osmf_core.rendering.procedural import ProceduralRenderer, RenderJob
-from osmf_core.data.reader import run_of
-from osmf_core.data.store import write_table
-from osmf_core.data.reader import read_columns
-from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR, META_FILE, greedy_prompts, load_policy
-from osmf_core.features.contexts import CONTEXT_TABLES, load_contexts
-from osmf_core.models.gmllm.grm import win_probability
-from osmf_core.world.model import style_errors
+from osmf_core.world import images
+from osmf_core.world.styles import style_errors
 
 
 @dataclass
@@ -111,7 +108,7 @@ def policy_prompts(cfg: GenerateConfig, ctx) -> list[str]:
     return greedy_prompts(policy, ctx, use_group)
 
 
-def run(spark: SparkSession, cfg: GenerateConfig, warehouse: str, log=print, simulated_ctr=None) -> dict:
+def generate_creatives(spark: SparkSession, cfg: GenerateConfig, warehouse: str, log=print, simulated_ctr=None) -> dict:
     """Prompts, images, gen tables and the gallery of one regroup run. `simulated_ctr(members, ctx)`, when
     given (on a simulated world, by the evaluation), fills each image's simulated CTR in its group."""
     run_date = run_of(C.INSTRUCTIONS, warehouse, cfg.run_date, needs=(*CONTEXT_TABLES, *AUDIENCE_TABLES, C.CREATIVES))

@@ -5,9 +5,7 @@ every K of the range and every restart run together as L = (#K x restarts) label
 the centroids of a labeling beyond its K masked out. k-means++ seeding and Lloyd iterations are tensor
 operations over (P, L, N, K_max); the best restart per K (least inertia) is scored by the silhouette.
 
-Silhouette (Rousseeuw 1987, as scikit-learn's silhouette_score): for a point i in cluster A,
-a(i) = mean distance to the other points of A, b(i) = least mean distance to the points of another
-cluster, s(i) = (b - a) / max(a, b), and s(i) = 0 in a cluster of one. The score is the mean of s(i).
+The silhouette (osmf_core.grouping.silhouette) of each K's best restart picks K:
   exact    up to `exact_max` users: all pairwise distances, in float64.
   sampled  above: the exact silhouette of `sample_size` random users among themselves, as scikit-learn's
            silhouette_score(sample_size=) does (the error against the exact value is measured by `make
@@ -30,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from osmf_core.grouping.silhouette import silhouette_exact, silhouette_one
 
 PERCENTILES = (15, 15, 55, 55, 55, 95, 95, 95, 95, 95)  # paper 5.1: denser in the outer region
 
@@ -161,93 +161,6 @@ def _lloyd(x, mask, cents, kvalid, max_iter: int, tol: float):
     return labels, cents, inertia
 
 
-def _silhouette_from_sums(sums, counts, own, valid) -> torch.Tensor:
-    """Mean silhouette from per-point distance sums to each cluster.
-
-    sums (..., M, K) sum of distances from each scored point to the members of each cluster (itself
-    included, at distance 0), counts (..., K) cluster sizes, own (..., M) the point's cluster,
-    valid (..., M) which scored points exist. -> (...,) mean silhouette, -1 with < 2 non-empty clusters."""
-    cnt = counts[..., None, :].expand_as(sums)
-    own_cnt = torch.gather(cnt, -1, own[..., None])[..., 0]
-    a = torch.gather(sums, -1, own[..., None])[..., 0] / (own_cnt - 1).clamp_min(1)
-    other = torch.where((cnt > 0) & (torch.arange(sums.shape[-1]) != own[..., None]), sums / cnt.clamp_min(1),
-                        torch.tensor(float("inf"), dtype=sums.dtype))
-    b = other.min(-1).values
-    s = torch.where(own_cnt > 1, (b - a) / torch.maximum(a, b).clamp_min(1e-300), torch.zeros_like(a))
-    s = torch.where(torch.isfinite(b), s, torch.zeros_like(s))
-    v = valid.to(s.dtype)
-    score = (s * v).sum(-1) / v.sum(-1).clamp_min(1)
-    enough = (counts > 0).sum(-1) >= 2
-    return torch.where(enough, score, torch.full_like(score, -1.0))
-
-
-def _dist64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances (..., M, N), returned in float64 for the sums that follow. The matrix product
-    runs in the data's own precision (float32 embeddings stay float32, as in scikit-learn), after
-    centring both sets on b's mean, which keeps the cancellation error of |a|^2 + |b|^2 - 2ab small."""
-    mu = b.mean(-2, keepdim=True)
-    a, b = a - mu, b - mu
-    d2 = torch.matmul(a, b.transpose(-1, -2)).mul_(-2.0)  # in place from here: one (..., M, N) buffer
-    d2.add_((a * a).sum(-1)[..., :, None]).add_((b * b).sum(-1)[..., None, :])
-    return d2.clamp_min_(0.0).sqrt_().to(torch.float64)
-
-
-def _onehot(labels, k, mask, dtype):
-    return torch.nn.functional.one_hot(labels, k).to(dtype) * mask[..., None].to(dtype)
-
-
-def silhouette_exact(x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Exact mean silhouette of Q labelings per product. x (P,N,d), mask (P,N), labels (P,Q,N) -> (P,Q)."""
-    m = mask[..., None].to(x.dtype)
-    xd = x * m
-    xd = xd - (xd.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1)) * m  # centre on valid points
-    dist = _dist64(xd, xd)  # (P, N, N)
-    dist.diagonal(dim1=-2, dim2=-1).zero_()
-    oh = _onehot(labels, k, mask[:, None, :], torch.float64)  # (P, Q, N, K)
-    sums = torch.einsum("pij,pqjk->pqik", dist, oh)
-    return _silhouette_from_sums(sums, oh.sum(2), labels, mask[:, None, :].expand_as(labels))
-
-
-def _silhouette_one(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Exact mean silhouette of Q labelings of one product, no padding. x (N,d), labels (Q,N) -> (Q,)."""
-    return silhouette_exact(x[None], torch.ones(1, len(x), dtype=torch.bool), labels[None], k)[0]
-
-
-def silhouette_sampled(x: torch.Tensor, labels: torch.Tensor, k: int, anchors: torch.Tensor,
-                       chunk: int = 8192) -> torch.Tensor:
-    """Silhouette of one product's Q labelings, exact for the anchor points, averaged. x (N,d), labels (Q,N).
-
-    Distances from the anchors to the users are computed `chunk` users at a time, in the data's own
-    precision, and their per-cluster sums accumulate in float64: memory is M x chunk whatever N is."""
-    mu = x.mean(0, keepdim=True)
-    a = x[anchors] - mu
-    a2 = (a * a).sum(-1)[:, None]
-    rows = torch.arange(len(anchors))
-    sums = torch.zeros(labels.shape[0], len(anchors), k, dtype=torch.float64)
-    counts = torch.zeros(labels.shape[0], k, dtype=torch.float64)
-    for lo in range(0, len(x), chunk):
-        b = x[lo:lo + chunk] - mu
-        dist = (a2 + (b * b).sum(-1)[None, :] - 2.0 * a @ b.T).clamp_min_(0.0).sqrt_()  # (M, c)
-        inside = (anchors >= lo) & (anchors < lo + len(b))
-        dist[rows[inside], anchors[inside] - lo] = 0.0  # an anchor's distance to itself
-        oh = torch.nn.functional.one_hot(labels[:, lo:lo + chunk], k).to(dist.dtype)  # (Q, c, K)
-        sums += torch.einsum("mj,qjk->qmk", dist, oh).to(torch.float64)
-        counts += oh.sum(1).to(torch.float64)
-    own = labels[:, anchors]
-    return _silhouette_from_sums(sums, counts, own, torch.ones_like(own, dtype=torch.bool))
-
-
-def silhouette(x: np.ndarray, labels: np.ndarray, sample_size: int | None = None, seed: int = 0) -> float:
-    """Mean silhouette of one labeling: exact, or that of `sample_size` users drawn with `seed`, among
-    themselves (the estimate the clustering uses above exact_max)."""
-    xt, lt = torch.from_numpy(np.asarray(x, dtype=np.float64)), torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    k = int(lt.max()) + 1
-    if sample_size is not None and sample_size < len(xt):
-        sample = torch.from_numpy(np.random.default_rng(seed).choice(len(xt), sample_size, replace=False))
-        xt, lt = xt[sample], lt[sample]
-    return float(_silhouette_one(xt, lt[None], k)[0])
-
-
 # ------------------------------------------------------------------------------------- driver
 def _labelings(cfg: ClusterConfig) -> torch.Tensor:
     """(L, K_max) which centroid slots each labeling uses: K-major, restarts inner."""
@@ -320,7 +233,7 @@ def _cluster_large(a: np.ndarray, cfg: ClusterConfig, gen: torch.Generator, rng:
         d2 = _sqdist(x[None, lo:lo + 65_536], cen[None])[0]  # (nK, n, K)
         labels[:, lo:lo + 65_536] = torch.where(kvalid[::cfg.restarts][:, None, :], d2, inf).argmin(-1)
     sample = torch.from_numpy(rng.choice(len(x), cfg.sample_size, replace=False))
-    sil = _silhouette_one(x[sample], labels[:, sample], cfg.k_max)
+    sil = silhouette_one(x[sample], labels[:, sample], cfg.k_max)
     return _finish(cfg.ks, sil, labels, cen, len(x), sampled=True, fit_on=len(fit))
 
 
@@ -358,44 +271,3 @@ def cluster_products(embeddings: list[np.ndarray], cfg: ClusterConfig = ClusterC
         if len(e) > cfg.exact_max:
             out[i] = _cluster_large(e, cfg, gen, rng)
     return out  # type: ignore[return-value]
-
-
-# ------------------------------------------------------------------------------------- features
-def merge_small(x: np.ndarray, labels: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Merge groups smaller than min_size into the nearest other group (smallest first), renumber.
-    -> (labels, centroids, merges). A product whose users all fit one group keeps one group."""
-    labels = labels.copy()
-    merges = 0
-    while True:
-        ids, sizes = np.unique(labels, return_counts=True)
-        if len(ids) < 2 or sizes.min() >= min_size:
-            break
-        cents = np.stack([x[labels == g].mean(0) for g in ids])
-        j = int(np.argmin(sizes))
-        others = np.delete(np.arange(len(ids)), j)
-        members = labels == ids[j]
-        d = ((x[members][:, None, :] - cents[others][None]) ** 2).sum(-1)
-        labels[members] = ids[others][d.argmin(1)]
-        merges += 1
-    ids = np.unique(labels)
-    labels = np.searchsorted(ids, labels)
-    cents = np.stack([x[labels == g].mean(0) for g in range(len(ids))])
-    return labels, cents.astype(np.float32), merges
-
-
-def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, point_users: int = 10) -> np.ndarray:
-    """One point per entry of the percentile set: the mean of `point_users` members whose distance to
-    the centroid is nearest that percentile of the members' distances; the j-th repeat of a percentile
-    uses the j-th block of them (overlapping only when the group is too small for disjoint blocks)."""
-    n = len(x)
-    if n < point_users:
-        raise ValueError(f"a group of {n} users cannot publish points of {point_users} users")
-    dist = np.linalg.norm(x - centroid, axis=1)
-    out, seen = [], {}
-    for p in percentiles:
-        j = seen.get(p, 0)
-        seen[p] = j + 1
-        order = np.argsort(np.abs(dist - np.percentile(dist, p)), kind="stable")
-        lo = min(j * point_users, n - point_users)
-        out.append(x[order[lo:lo + point_users]].mean(0))
-    return np.stack(out).astype(np.float32)

@@ -30,10 +30,9 @@ What K-Means clusters (cluster_on):
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +43,14 @@ from pyspark.sql import types as T
 
 from osmf_core.data import catalog as C
 from osmf_core.data.config import ConfigError
-from osmf_core.grouping.kmeans import PERCENTILES, ClusterConfig, cluster_products, group_points, merge_small, silhouette
-from osmf_core.models.embedder import PAAGEmbedder
-from osmf_core.models.paag import load_model
 from osmf_core.data.ledger import publish, roll_back_unpublished
 from osmf_core.data.reader import require_tables
-from osmf_core.data.store import read_table, write_table, exists_in
+from osmf_core.data.store import exists_in, read_table, write_table
+from osmf_core.grouping.group_features import group_ctr, group_points, merge_small, pairs
+from osmf_core.grouping.kmeans import PERCENTILES, ClusterConfig, cluster_products
+from osmf_core.grouping.silhouette import silhouette
+from osmf_core.models.embedder import PAAGEmbedder
+from osmf_core.models.paag import load_model
 
 STAGE = "regroup"
 CLUSTER_SPACES = ("profile", "eut")
@@ -57,27 +58,39 @@ CLUSTER_SPACES = ("profile", "eut")
 
 @dataclass
 class RegroupConfig:
-    model: str = "runs/paag/model.pt"  # trained PAAG (make train-paag)
-    cluster_on: str = "profile"  # profile or eut (see the module docstring)
-    run_date: str = ""  # last day of the log window (default: the last day in raw.impressions)
+    # the run
+    model: str = "runs/paag/model.pt"  # trained PAAG model.pt (make train-paag)
+    # what K-Means clusters: the preference profile over the product's creatives, or e_u|t
+    cluster_on: str = field(default="profile", metadata={"choices": CLUSTER_SPACES})
+    run_date: str = ""  # YYYY-MM-DD, last day of the log window (default: the last day in raw.impressions)
     window_days: int = 7  # days of impressions that define each product's viewers
-    k_min: int = 2
-    k_max: int = 5
-    percentiles: tuple[int, ...] = PERCENTILES
+    # clustering
+    k_range: str = "2-5"  # K_min-K_max: the K values the silhouette chooses among
+    percentiles: tuple[int, ...] = PERCENTILES  # percentile points published per group
     min_users: int = 100  # products with fewer viewers are not grouped
     min_group_size: int = 30  # smaller groups are merged into the nearest one
     point_users: int = 10  # users averaged into each published percentile point (>= k anonymity)
     restarts: int = 32  # k-means++ seedings per K (see ClusterConfig)
     exact_max: int = 3000  # exact silhouette up to this many viewers, sampled above
-    sample_size: int = 3000
+    sample_size: int = 3000  # users in the sampled silhouette
     rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInPandas call
+    # group features
     min_exposure: int = 30  # group_ctr keeps (creative, group) rows with at least this many impressions
     pair_min_exposure: int = 100  # pairs: both creatives at least this many impressions in the group
     pair_ctr_ratio: float = 1.25  # pairs: the higher CTR at least this many times the lower
-    seed: int = 0
+    seed: int = 0  # k-means++ seedings and silhouette samples
 
     def __post_init__(self):
         self.percentiles = tuple(int(p) for p in self.percentiles)
+        try:
+            self.k_min, self.k_max = (int(v) for v in str(self.k_range).split("-"))
+        except ValueError:
+            raise ValueError(f"--k-range takes K_min-K_max such as 2-5, got {self.k_range!r}") from None
+        if self.run_date:
+            try:
+                dt.date.fromisoformat(self.run_date)
+            except ValueError:
+                raise ValueError(f"--run-date must be a date YYYY-MM-DD, got {self.run_date!r}") from None
         if self.cluster_on not in CLUSTER_SPACES:
             raise ValueError(f"cluster_on must be one of {CLUSTER_SPACES}, got {self.cluster_on!r}")
         if not self.percentiles or not all(0 <= p <= 100 for p in self.percentiles):
@@ -86,11 +99,14 @@ class RegroupConfig:
             raise ValueError("window_days must be >= 1")
         if self.point_users < 1 or self.min_group_size < self.point_users:
             raise ValueError("need 1 <= point_users <= min_group_size")
+        try:
+            self.cluster  # validates the K range and the silhouette sizes
+        except ValueError as e:
+            raise ValueError(f"K range {self.k_range}: {e}") from None
         if self.min_users < max(2 * self.min_group_size, self.k_max + 1):
             raise ValueError("min_users must be at least 2 x min_group_size and more than k_max")
         if self.pair_ctr_ratio < 1 or self.min_exposure < 1 or self.pair_min_exposure < self.min_exposure:
             raise ValueError("need pair_ctr_ratio >= 1 and 1 <= min_exposure <= pair_min_exposure")
-        self.cluster  # validates the K range and the silhouette sizes
 
     @property
     def cluster(self) -> ClusterConfig:
@@ -98,57 +114,14 @@ class RegroupConfig:
                              exact_max=self.exact_max, sample_size=self.sample_size, seed=self.seed)
 
 
-def add_regroup_args(ap: argparse.ArgumentParser) -> None:
-    d = RegroupConfig()
-    g = ap.add_argument_group("regroup")
-    g.add_argument("--model", default=d.model, help="trained PAAG model.pt")
-    g.add_argument("--cluster-on", choices=CLUSTER_SPACES, default=d.cluster_on,
-                   help="what K-Means clusters: the preference profile over the product's creatives, or e_u|t")
-    g.add_argument("--run-date", default="", help="YYYY-MM-DD, last day of the window (default: last log day)")
-    g.add_argument("--window-days", type=int, default=d.window_days)
-    g.add_argument("--k-range", default=f"{d.k_min}-{d.k_max}", help="K_min-K_max")
-    g.add_argument("--percentiles", default=",".join(map(str, d.percentiles)))
-    for name in ("min_users", "min_group_size", "point_users", "restarts", "exact_max", "sample_size",
-                 "rows_per_call", "min_exposure", "pair_min_exposure", "seed"):
-        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    g.add_argument("--pair-ctr-ratio", type=float, default=d.pair_ctr_ratio)
-
-
-def regroup_config(args: argparse.Namespace) -> RegroupConfig:
-    """The RegroupConfig of the command line; any inconsistency is a ConfigError."""
-    try:
-        k_min, k_max = (int(v) for v in args.k_range.split("-"))
-    except ValueError:
-        raise ConfigError(f"--k-range takes K_min-K_max such as 2-5, got {args.k_range!r}") from None
-    try:
-        percentiles = tuple(int(p) for p in args.percentiles.split(","))
-    except ValueError:
-        raise ConfigError(f"--percentiles takes integers such as 15,55,95, got {args.percentiles!r}") from None
-    if args.run_date:
-        try:
-            dt.date.fromisoformat(args.run_date)
-        except ValueError:
-            raise ConfigError(f"--run-date must be a date YYYY-MM-DD, got {args.run_date!r}") from None
-    names = ("model", "cluster_on", "run_date", "window_days", "min_users", "min_group_size", "point_users", "restarts",
-             "exact_max", "sample_size", "rows_per_call", "min_exposure", "pair_min_exposure", "seed",
-             "pair_ctr_ratio")
-    try:
-        cfg = RegroupConfig(k_min=k_min, k_max=k_max, percentiles=percentiles,
-                            **{n: getattr(args, n) for n in names})
-    except ValueError as e:
-        raise ConfigError(f"K range {args.k_range}: {e}" if "k_min" in str(e) else str(e)) from None
-    check_model(cfg)  # before Spark starts
-    return cfg
-
-
 NEEDED = (C.IMPRESSIONS, C.CREATIVES, C.USERS, C.TITLE_TOKENS)
 
 
-def check_model(cfg: RegroupConfig) -> None:
-    """ConfigError (one line) unless cfg.model is a PAAG model file that can cluster as asked (local paths;
-    a remote model is checked where it loads)."""
+def check_model(cfg: RegroupConfig) -> RegroupConfig:
+    """`cfg`, or ConfigError (one line) unless cfg.model is a PAAG model file that can cluster as asked (local
+    paths; a remote model is checked where it loads). The job calls it before Spark starts."""
     if "://" in cfg.model:
-        return
+        return cfg
     if not Path(cfg.model).is_file():
         raise ConfigError(f"--model {cfg.model} does not exist: train PAAG first (make train-paag)")
     try:
@@ -159,6 +132,7 @@ def check_model(cfg: RegroupConfig) -> None:
     if cfg.cluster_on == "profile" and model.cfg.rung != "full":
         raise ConfigError(f"--model {cfg.model} is the PAAG rung {model.cfg.rung!r}: --cluster-on profile needs "
                           "the full model (e_u|c); train the full rung or pass --cluster-on eut")
+    return cfg
 
 
 def validate(spark: SparkSession, cfg: RegroupConfig, warehouse: str) -> tuple[dt.date, dt.date]:
@@ -294,27 +268,9 @@ def cluster(embedded: DataFrame, cfg: RegroupConfig, total_rows: int, warehouse:
 
 
 # ---------------------------------------------------------------------------------- step 4
-def group_ctr(imps: DataFrame, user_groups: DataFrame, min_exposure: int) -> tuple[DataFrame, DataFrame]:
-    """(kept rows, all rows) of impressions, clicks and CTR per (product, creative, group)."""
-    allrows = (imps.join(user_groups.select("product_id", "user_id", "group_id"), ["product_id", "user_id"])
-               .groupBy("product_id", "creative_id", "group_id")
-               .agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks"))
-               .withColumn("ctr", F.col("clicks") / F.col("impressions")))
-    return allrows.where(F.col("impressions") >= min_exposure), allrows
 
 
-def pairs(ctr: DataFrame, min_exposure: int, ratio: float) -> DataFrame:
-    """Same product and group, creative_a < creative_b, both exposed enough, CTRs apart by the ratio."""
-    g = ctr.where(F.col("impressions") >= min_exposure).select("product_id", "group_id", "creative_id", "ctr")
-    a = g.select("product_id", "group_id", F.col("creative_id").alias("creative_a"), F.col("ctr").alias("ctr_a"))
-    b = g.select("product_id", "group_id", F.col("creative_id").alias("creative_b"), F.col("ctr").alias("ctr_b"))
-    hi, lo = F.greatest("ctr_a", "ctr_b"), F.least("ctr_a", "ctr_b")
-    return (a.join(b, ["product_id", "group_id"]).where(F.col("creative_a") < F.col("creative_b"))
-            .where((hi > lo) & (hi >= F.lit(ratio) * lo))
-            .withColumn("label", (F.col("ctr_a") > F.col("ctr_b")).cast("int")))
-
-
-def run(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> dict:
+def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> dict:
     """Write the GAIP tables of one run date; return the metrics."""
     t0 = time.perf_counter()
     start, end = validate(spark, cfg, warehouse)

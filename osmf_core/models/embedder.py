@@ -11,6 +11,7 @@ from osmf_core.data import catalog as C
 from osmf_core.data.reader import FeatureBank, read_frame
 from osmf_core.models.paag import load_model
 
+
 class PAAGEmbedder:
     """e_u|t for (user, product) rows in batches, from a trained model and the title features; with
     `profiles`, also each user's preference profile over the product's creatives (see `profile`).

@@ -21,8 +21,8 @@ pin down a 1280 x 128 projection, 32 components do.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -35,14 +35,15 @@ FUSIONS = ("gate", "add")
 
 @dataclass
 class PAAGConfig:
-    rung: str = "full"  # I, I+U, I+U+T, I+U+T+UT or full (Table 2)
+    rung: str = field(default="full", metadata={"choices": RUNGS})  # I, I+U, I+U+T, I+U+T+UT or full (Table 2)
     d: int = 128  # embedding size of e_u, e_t, e_v
     attr_dim: int = 16  # embedding size of each user attribute
     heads: int = 4  # attention heads of CA
     text_dim: int = 384  # size of the title token features (MiniLM: 384)
     image_dim: int = 1280  # size of the image patch features (MobileNetV2: 1280)
     dropout: float = 0.0
-    fusion: str = "gate"  # gate or add (see the module docstring)
+    # how CA fuses the attended tokens with its query: gate (multiplicative) or add (see the module docstring)
+    fusion: str = field(default="gate", metadata={"choices": FUSIONS})
     feature_pca: int = 32  # whitened PCA components of the frozen token features (0 = all dimensions)
 
     def __post_init__(self):

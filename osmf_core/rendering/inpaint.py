@@ -17,7 +17,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from osmf_core.rendering.procedural import RenderJob, keep_product
-from osmf_core.world.model import STYLE_DIMS
+from osmf_core.world.styles import STYLE_DIMS
 
 SQUARE = ndimage.generate_binary_structure(2, 2)  # 3x3 ones: dilation by d px covers Chebyshev distance <= d
 
@@ -80,8 +80,13 @@ def tiny_pipeline(seed: int = 0, size: int = 64):
     2-block VAE (scale factor 2, matched by the ControlNet's 2-stage condition embedding), a 2-layer CLIP
     text encoder of width 32, DDIM. `size` is the UNet's nominal sample size in pixels."""
     import torch
-    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionControlNetInpaintPipeline,
-                           UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        StableDiffusionControlNetInpaintPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
     blocks, groups, width = (32, 64), 8, 32
     down, up = ("DownBlock2D", "CrossAttnDownBlock2D"), ("CrossAttnUpBlock2D", "UpBlock2D")

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from osmf_core.world import images
-from osmf_core.world.model import DIM_SIZES, parse_style
+from osmf_core.world.styles import DIM_SIZES, parse_style
 
 
 @dataclass

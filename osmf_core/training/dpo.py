@@ -20,15 +20,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from osmf_core.data import catalog as C
 from osmf_core.data.config import default_warehouse
-from osmf_core.models.gmllm.grm import GRM
+from osmf_core.data.reader import run_of
+from osmf_core.features.contexts import CONTEXT_TABLES, load_contexts
+from osmf_core.models.gmllm.grm import GRM, score_candidates
 from osmf_core.models.gmllm.model import GroupLlava
-from osmf_core.rendering.procedural import ProceduralRenderer, RenderJob
-from osmf_core.world import images
-from osmf_core.features.contexts import load_contexts
 from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR, META_FILE, core_of, generate, policy_inputs
-from osmf_core.models.gmllm.grm import score_candidates
+from osmf_core.rendering.procedural import ProceduralRenderer, RenderJob
 from osmf_core.training.loop import ds_config, fit, init_distributed
+from osmf_core.world import images
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"  # the LM's attention, not the vision tower
 
@@ -42,8 +43,10 @@ class DPOConfig:
     # models
     gmllm: str = "runs/gmllm/model"  # the pre-trained G-MLLM (policy init and reference)
     grm: str = "runs/grm/model"  # the frozen reward model that ranks the samples
-    reward: str = "grm"  # grm; or truth: rank by the simulator's true CTR in the group (a diagnostic ceiling)
-    use_group: bool = True  # False: the policy reads no group token (one prompt per product)
+    # grm; or truth: rank by the simulator's true CTR in the group (a diagnostic ceiling the evaluation runs)
+    reward: str = field(default="grm", metadata={"choices": ("grm", "truth")})
+    # the policy reads the group token (--no-group: one prompt per product)
+    use_group: bool = field(default=True, metadata={"flag": "group"})
     lora_r: int = 8
     lora_alpha: int = 16
     # sample-rank-train
@@ -55,7 +58,7 @@ class DPOConfig:
     max_contexts: int = 0  # use only the first N (product, group) contexts (0 = all; for smoke runs)
     # optimisation
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"
-    beta: float = 0.5  # eq. 9; 0.5 keeps the policy nearer the reference than 0.1 (README: Group-DPO)
+    beta: float = 0.5  # eq. 9's KL weight; 0.5 keeps the policy nearer the reference than 0.1 (docs/group_dpo.md)
     epochs: int = 2  # passes over each round's pairs
     batch_size: int = 8  # pairs per step
     lr: float = 5e-4
@@ -320,3 +323,15 @@ def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None, scorer=None) ->
                 "rounds": [{k: v for k, v in h.items() if k != "per_group_after"} for h in history]}
         (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return {"stopped": False, "rounds": history, "adapter": str(out / ADAPTER_SUBDIR)}
+
+
+def resolve_run(cfg: DPOConfig) -> DPOConfig:
+    """`cfg` with its run of feat.instructions (the latest when not given); ConfigError when a table is missing."""
+    cfg.run_date = run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date, needs=CONTEXT_TABLES)
+    return cfg
+
+
+def train_and_report(cfg: DPOConfig) -> dict:
+    out = run_group_dpo(cfg)
+    print(f"Group-DPO: {len(out['rounds'])} rounds -> {out['adapter']}")
+    return out

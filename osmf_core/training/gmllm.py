@@ -16,12 +16,11 @@ import torch
 
 from osmf_core.data import catalog as C
 from osmf_core.data.config import default_warehouse
-from osmf_core.models.gmllm.grm import grm_instruction
+from osmf_core.data.reader import read_columns, row_batches, run_of
 from osmf_core.models.gmllm.builders import build_small, build_tiny, from_local
+from osmf_core.models.gmllm.grm import grm_instruction
 from osmf_core.models.gmllm.model import SMALL, GMLLMConfig, GroupLlava, encode
 from osmf_core.models.gmllm.tokens import train_tokenizer
-from osmf_core.data.reader import run_of
-from osmf_core.data.reader import read_columns, row_batches
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
 FIELDS = ["task", "instruction", "response", "image", "group_features"]
@@ -166,3 +165,19 @@ def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int =
     # None: every response of that task was cut off by max_len (nothing to score)
     return {t: round(s / n, 4) if n else None for t, (s, n) in sorted(total.items())}
 
+
+def resolve_run(cfg: PretrainConfig) -> PretrainConfig:
+    """`cfg` with its run of feat.instructions (the latest when not given); ConfigError when there is none."""
+    cfg.run_date = run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date)
+    return cfg
+
+
+def pretrain_and_report(cfg: PretrainConfig) -> dict:
+    """Pre-train, then one line with the response loss per task."""
+    s = pretrain(cfg)
+    if "task_loss" in s:
+        losses = ", ".join(f"{t} {v:.3f}" if v is not None else f"{t} n/a (responses cut by --max-len)"
+                           for t, v in s["task_loss"].items())
+        print(f"G-MLLM: {s['step']} steps on {s['rows']:,} instruction rows of {s['run_date']}; response loss "
+              f"per task: {losses} -> {cfg.out_dir}/{MODEL_SUBDIR}")
+    return s

@@ -18,11 +18,9 @@ import torch
 
 from osmf_core.data import catalog as C
 from osmf_core.data.config import default_warehouse
-from osmf_core.models.gmllm.grm import GRM
+from osmf_core.data.reader import row_batches, run_of
+from osmf_core.models.gmllm.grm import GRM, reward_inputs
 from osmf_core.models.gmllm.model import GroupLlava
-from osmf_core.models.gmllm.grm import reward_inputs
-from osmf_core.data.reader import run_of
-from osmf_core.data.reader import row_batches
 from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
@@ -38,10 +36,12 @@ class GRMConfig:
     run_date: str = ""  # which run (default: the latest)
     # model
     gmllm: str = "runs/gmllm/model"  # pre-trained G-MLLM (make pretrain-gmllm)
-    use_group: bool = True  # False: the group-agnostic reward model (no group token)
-    n_points: int = -1  # percentile points the group token reads (-1: all of them)
-    pooling: str = "bilinear"  # GRM head: "last" (linear on the last token), "bilinear" (mean image style x last
-    # token) or "patches" (the image tokens side by side x last token); see models.gmllm.GRM
+    # the reward model reads the group token (--no-group: the group-agnostic, CAIG-like reward model)
+    use_group: bool = field(default=True, metadata={"flag": "group"})
+    n_points: int = field(default=-1, metadata={"flag": "points"})  # percentile points the group token reads (-1: all)
+    # GRM head: "last" (linear on the last token), "bilinear" (mean image style x last token) or "patches" (the
+    # image tokens side by side x last token); see osmf_core.models.gmllm.grm.GRM
+    pooling: str = field(default="bilinear", metadata={"choices": GRM.POOLINGS})
     max_len: int = 128  # tokens per row
     # optimisation
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"
@@ -49,7 +49,7 @@ class GRMConfig:
     batch_size: int = 32
     lr: float = 2e-4  # the G-MLLM's parameters
     head_lr: float = 2e-3  # the reward heads (0: lr)
-    train_vision: bool = False  # True: fine-tune the vision tower too (measured: no better, see eval_grm)
+    train_vision: bool = False  # fine-tune the vision tower too (off: it stays the frozen ImageNet trunk)
     train_lm: bool = True  # False: the language model and group MLP stay as pre-trained too (heads only)
     swap: bool = True  # position-swap augmentation
     max_steps: int = 0
@@ -178,3 +178,19 @@ def pair_metrics(p_ab: np.ndarray, p_ba: np.ndarray, label: np.ndarray, groups: 
             "pairs": int(len(hit))}
 
 
+def resolve_run(cfg: GRMConfig) -> GRMConfig:
+    """`cfg` with its run of feat.grm_examples (the latest when not given); ConfigError when there is none."""
+    cfg.run_date = run_of(C.GRM_EXAMPLES, cfg.warehouse, cfg.run_date)
+    return cfg
+
+
+def train_and_score(cfg: GRMConfig) -> dict:
+    """Train, then (rank 0) one line with the Pair Accuracy on the held-out products' pairs."""
+    s = train_grm(cfg)
+    if torch.distributed.get_rank() == 0:
+        scores = score_pairs(GRM.load(f"{cfg.out_dir}/{MODEL_SUBDIR}"), cfg.warehouse, s["run_date"], max_len=cfg.max_len)
+        m = pair_metrics(scores["p_ab"], scores["p_ba"], scores["label"], scores["product_id"] * 1000 + scores["group_id"])
+        print(f"GRM{'' if cfg.use_group else ' (no group token)'}: {s['step']} steps; held-out Pair Accuracy "
+              f"{m['pair_accuracy']:.4f} on {m['pairs']:,} pairs, symmetry error {m['symmetry_error']:.4f} "
+              f"-> {cfg.out_dir}/{MODEL_SUBDIR}")
+    return s

@@ -17,6 +17,9 @@ from typing import Callable, Iterable
 import torch
 from tqdm import tqdm
 
+from osmf_core.data.config import config_error
+from osmf_core.data.flags import add_config_args, config_from_args, job_parser
+
 CHECKPOINTS = "checkpoints"
 
 
@@ -123,3 +126,21 @@ def fit(engine, batches: Callable[[int], Iterable], loss_of: Callable, *, epochs
             epoch, skip = epoch + 1, 0
     bar.close()
     return {"step": step, "resumed_from": start, "stopped": False, "loss": smooth, "losses": losses}
+
+
+def training_job(name: str, doc: str | None, config_cls, train: Callable, argv=None,
+                 prepare: Callable | None = None) -> int:
+    """A whole training job's main: flags from `config_cls` (osmf_core.data.flags) and the launcher's
+    --local_rank; `prepare(cfg) -> cfg` checks the inputs (a ValueError is the job's one-line error, exit 2,
+    before any work); then `train(cfg)`."""
+    ap = job_parser(doc)
+    add_config_args(ap, config_cls)
+    ap.add_argument("--local_rank", type=int, default=0, help="set by the DeepSpeed launcher")
+    args = ap.parse_args(argv)
+    try:
+        cfg = config_from_args(config_cls, args)
+        cfg = prepare(cfg) if prepare is not None else cfg
+    except ValueError as e:
+        return config_error(name, e)
+    train(cfg)
+    return 0

@@ -1,4 +1,4 @@
-"""Train and evaluate PAAG with DeepSpeed, fed by petastorm; serve e_u|t to other jobs.
+"""Train PAAG with DeepSpeed, fed by petastorm, and score it on the held-out days (AUROC).
 
 One process with gloo on CPU by default; under the DeepSpeed launcher on a GPU node, one process per
 GPU (each reads its own shard of the table's files). Checkpoints every `save_every` steps hold the
@@ -6,6 +6,7 @@ engine, the optimizer, the data position and the RNG state, so a killed run resu
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,10 +15,9 @@ import torch
 
 from osmf_core.data import catalog as C
 from osmf_core.data.config import default_warehouse
-from osmf_core.models.paag import FUSIONS, PAAG, PAAGConfig
-from osmf_core.data.reader import ATTRS, FeatureBank, example_batches, read_columns
-from osmf_core.training.loop import CHECKPOINTS, ds_config, fit, init_distributed, usable_checkpoint  # noqa: F401
-# (CHECKPOINTS and usable_checkpoint are part of this module's interface: tests and jobs import them here)
+from osmf_core.data.reader import ATTRS, FeatureBank, example_batches, read_columns, require_tables
+from osmf_core.models.paag import PAAG, PAAGConfig, load_model
+from osmf_core.training.loop import ds_config, fit, init_distributed
 
 MODEL_FILE = "model.pt"
 FEATURE_TABLES = (C.TITLE_TOKENS, C.IMAGE_PATCHES, C.PAAG_EXAMPLES)  # what training and prediction read
@@ -101,18 +101,6 @@ def train(cfg: TrainConfig, stop_after: int | None = None) -> dict:
     return {"step": out["step"], "resumed_from": out["resumed_from"], "stopped": False, "loss": out["loss"]}
 
 
-def add_model_args(ap) -> None:
-    """The PAAGConfig choices that the training jobs expose (train_paag, paag_ablation)."""
-    ap.add_argument("--fusion", default=PAAGConfig.fusion, choices=FUSIONS,
-                    help="how CA fuses the attended tokens with its query (gate: multiplicative; add: the old block)")
-    ap.add_argument("--feature-pca", type=int, default=PAAGConfig.feature_pca,
-                    help="whitened PCA components of the frozen token features (0 = all dimensions)")
-
-
-def model_config(args, rung: str) -> PAAGConfig:
-    return PAAGConfig(rung=rung, fusion=args.fusion, feature_pca=args.feature_pca)
-
-
 def click_rate(warehouse: str) -> float:
     """Share of clicked training rows (one pass over the label column only)."""
     n = k = 0
@@ -166,3 +154,22 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((rank_of[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def require_features(cfg: TrainConfig) -> TrainConfig:
+    """`cfg`, or ConfigError naming the missing feature table (before any work)."""
+    require_tables(FEATURE_TABLES, cfg.warehouse)
+    return cfg
+
+
+def train_and_test(cfg: TrainConfig) -> dict:
+    """Train, then (rank 0) the test AUROC on the held-out days, into <out_dir>/metrics.json and one line."""
+    summary = train(cfg)
+    if torch.distributed.get_rank() == 0:
+        model, _ = load_model(Path(cfg.out_dir) / MODEL_FILE)
+        bank = FeatureBank.load(cfg.warehouse, cfg.text_encoder, cfg.image_encoder)
+        scores, labels, _ = predict(model, bank, cfg.warehouse, "test")
+        summary["test_auroc"] = auroc(scores, labels)
+        summary["test_rows"] = int(len(labels))
+        Path(cfg.out_dir, "metrics.json").write_text(json.dumps(summary, indent=2))
+        print(f"PAAG {cfg.model.rung}: {summary['step']} steps, test AUROC {summary['test_auroc']:.4f} "
+              f"on {summary['test_rows']:,} held-out impressions -> {cfg.out_dir}/{MODEL_FILE}")
+    return summary

@@ -10,7 +10,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from osmf_core.world.model import CATEGORY_NAMES, STYLE_DIMS
+from osmf_core.world.model import CATEGORY_NAMES
+from osmf_core.world.styles import STYLE_DIMS
 
 PRODUCT_COLORS = np.array([
     [220, 40, 40], [240, 140, 30], [240, 220, 40], [60, 170, 70], [40, 170, 170], [50, 90, 210],

@@ -5,11 +5,10 @@ sizes only, never on the number of partitions or executors.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from osmf_core.data import catalog as C
-from osmf_core.world import images
-from osmf_core.data import ingest as quality
-from osmf_core.world import model as world
+from osmf_core.data import ingest
 from osmf_core.data.store import read_table
+from osmf_core.world import images, styles
+from osmf_core.world import model as world
 from osmf_core.world.model import WorldSize, WorldSpec
 from osmf_core.world.truth import MANIFEST
 
@@ -46,22 +45,6 @@ class SimulateConfig:
     def run_date(self) -> dt.date:
         """The load's run date: the last day of the log window."""
         return dt.date.fromisoformat(self.size.start_date) + dt.timedelta(days=self.size.days - 1)
-
-
-def add_world_args(ap: argparse.ArgumentParser) -> None:
-    """The flags that size and seed the simulated world (one per SimulateConfig / WorldSize field)."""
-    g = ap.add_argument_group("world")
-    g.add_argument("--seed", type=int, default=SimulateConfig.seed, help="same seed, same tables")
-    for f in fields(WorldSize):
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    g.add_argument("--partitions", type=int, default=0, help="generation partitions (0 = auto)")
-    g.add_argument("--corrupt-fraction", type=float, default=0.0, help="inject broken rows (quarantine demo)")
-
-
-def world_config(args: argparse.Namespace) -> SimulateConfig:
-    size = WorldSize(**{f.name: getattr(args, f.name) for f in fields(WorldSize)})
-    return SimulateConfig(seed=args.seed, size=size, partitions=args.partitions,
-                          corrupt_fraction=args.corrupt_fraction)
 
 
 def _parts(spark: SparkSession, blocks: int, wanted: int) -> int:
@@ -99,7 +82,7 @@ def _product_rows(seed: int, block: int, size: WorldSize):
             cid = int(pid) * world.CREATIVE_STRIDE + j
             style = p["styles"][i, j]
             bg = images.background(style, n_px, np.random.default_rng([seed, 5, cid]))
-            crea.append((cid, int(pid), world.style_prompt(style, title),
+            crea.append((cid, int(pid), styles.style_prompt(style, title),
                          images.to_png(images.composite(bg, rgb, mask))))
     return (pd.DataFrame(prod, columns=C.PRODUCTS.column_names),
             pd.DataFrame(crea, columns=C.CREATIVES.column_names))
@@ -187,7 +170,7 @@ class SimulateResult:
         return sum(r.rows_in for r in self.reports)
 
 
-def run(spark: SparkSession, cfg: SimulateConfig, warehouse: str, log=print) -> SimulateResult:
+def simulate_world(spark: SparkSession, cfg: SimulateConfig, warehouse: str, log=print) -> SimulateResult:
     """Simulate the world and load it into the raw tables (rejects to gaip.rejects)."""
     seconds, reports = {}, []
     write_manifest(warehouse, cfg)
@@ -196,7 +179,7 @@ def run(spark: SparkSession, cfg: SimulateConfig, warehouse: str, log=print) -> 
         t0 = time.perf_counter()
         out = fn()
         seconds[name] = round(time.perf_counter() - t0, 3)
-        if isinstance(out, quality.LoadReport):
+        if isinstance(out, ingest.LoadReport):
             reports.append(out)
             log(f"[simulate] {out.line()} in {seconds[name]:.1f}s")
         return out
@@ -205,13 +188,13 @@ def run(spark: SparkSession, cfg: SimulateConfig, warehouse: str, log=print) -> 
     raw_users = users_df(spark, cfg)
     if cfg.corrupt_fraction:
         raw_users = raw_users.unionByName(corrupt_users(raw_users, cfg.corrupt_fraction, cfg.seed))
-    step("users", lambda: quality.load(raw_users, quality.label_users(raw_users), C.USERS, warehouse, run_date))
+    step("users", lambda: ingest.load(raw_users, ingest.label_users(raw_users), C.USERS, warehouse, run_date))
 
     raw_products, raw_creatives = products_df(spark, cfg)
-    step("products", lambda: quality.load(raw_products, quality.label_rows(raw_products, C.PRODUCTS),
+    step("products", lambda: ingest.load(raw_products, ingest.label_rows(raw_products, C.PRODUCTS),
                                           C.PRODUCTS, warehouse, run_date))
     products = read_table(spark, C.PRODUCTS, warehouse)
-    step("creatives", lambda: quality.load(raw_creatives, quality.label_creatives(raw_creatives, products),
+    step("creatives", lambda: ingest.load(raw_creatives, ingest.label_creatives(raw_creatives, products),
                                            C.CREATIVES, warehouse, run_date))
 
     raw_imps = impressions_df(spark, cfg)
@@ -219,9 +202,9 @@ def run(spark: SparkSession, cfg: SimulateConfig, warehouse: str, log=print) -> 
         raw_imps = raw_imps.unionByName(corrupt_impressions(raw_imps, cfg.corrupt_fraction, cfg.seed))
     users = read_table(spark, C.USERS, warehouse)
     creatives = read_table(spark, C.CREATIVES, warehouse)
-    window = quality.DateWindow(run_date, horizon_days=cfg.size.days - 1, future_days=0)
-    step("impressions", lambda: quality.load(
-        raw_imps, quality.label_impressions(raw_imps, users, creatives, window), C.IMPRESSIONS, warehouse, run_date))
+    window = ingest.DateWindow(run_date, horizon_days=cfg.size.days - 1, future_days=0)
+    step("impressions", lambda: ingest.load(
+        raw_imps, ingest.label_impressions(raw_imps, users, creatives, window), C.IMPRESSIONS, warehouse, run_date))
 
     summary = step("summary", lambda: summarize(spark, warehouse))
     return SimulateResult(reports, seconds, summary)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from osmf_core.world import model as world
-from osmf_core.world.model import CATEGORY_NAMES, DIMS, STYLE_DIMS, ProductTable, WorldSize, WorldSpec
-
+from osmf_core.world.model import CATEGORY_NAMES, ProductTable, WorldSize, WorldSpec
+from osmf_core.world.styles import DIM_SIZES, DIMS, STYLE_DIMS, parse_style
 
 MANIFEST = "_truth/world.json"  # under the warehouse; read by osmf_core.world.truth only, never by models
 
@@ -130,7 +130,7 @@ class Truth:
 
         Style dimensions a prompt does not name count as the segment's average taste.
         """
-        style = world.parse_style(style_or_prompt) if isinstance(style_or_prompt, str) \
+        style = parse_style(style_or_prompt) if isinstance(style_or_prompt, str) \
             else np.asarray(style_or_prompt)
         u = _arrays(users)
         n = len(u["user_id"])
@@ -154,7 +154,7 @@ class Truth:
         keys, count = np.unique(np.stack([seg, base]), axis=1, return_counts=True)
         seg_k, base_k = keys[0].astype(np.int64), keys[1]
         if styles is None:
-            grids = np.meshgrid(*[np.arange(n) for n in world.DIM_SIZES], indexing="ij")
+            grids = np.meshgrid(*[np.arange(n) for n in DIM_SIZES], indexing="ij")
             styles = np.stack([g.ravel() for g in grids], axis=1)  # (n_styles, n_dims)
         styles = np.asarray(styles, dtype=np.int64)
         if styles.ndim != 2 or not len(styles) or (styles < 0).any():

@@ -1,4 +1,4 @@
--- feat.image_patches: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- feat.image_patches: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per (creative, image encoder)
 -- key: creative_id, encoder
 create schema if not exists feat;

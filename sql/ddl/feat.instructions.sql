@@ -1,4 +1,4 @@
--- feat.instructions: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- feat.instructions: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per (run date, task, product, group, example)
 -- key: run_date, task, product_id, group_id, example
 create schema if not exists feat;

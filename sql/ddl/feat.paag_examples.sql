@@ -1,4 +1,4 @@
--- feat.paag_examples: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- feat.paag_examples: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per impression of the log window, with the viewer's attributes
 -- key: impression_id
 create schema if not exists feat;

@@ -1,4 +1,4 @@
--- feat.title_tokens: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- feat.title_tokens: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per (product, text encoder)
 -- key: product_id, encoder
 create schema if not exists feat;

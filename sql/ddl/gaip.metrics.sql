@@ -1,4 +1,4 @@
--- gaip.metrics: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- gaip.metrics: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per (run date, stage, metric)
 -- key: run_date, stage, name
 create schema if not exists gaip;

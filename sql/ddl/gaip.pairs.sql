@@ -1,4 +1,4 @@
--- gaip.pairs: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- gaip.pairs: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per (run date, product, group, creative pair)
 -- key: run_date, product_id, group_id, creative_a, creative_b
 create schema if not exists gaip;

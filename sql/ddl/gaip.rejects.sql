@@ -1,4 +1,4 @@
--- gaip.rejects: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- gaip.rejects: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per rejected input row
 -- key: run_date, source, load_id, row_json
 create schema if not exists gaip;

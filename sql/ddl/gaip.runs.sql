@@ -1,4 +1,4 @@
--- gaip.runs: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- gaip.runs: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per published run
 -- key: run_id
 create schema if not exists gaip;

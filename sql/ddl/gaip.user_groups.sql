@@ -1,4 +1,4 @@
--- gaip.user_groups: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- gaip.user_groups: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per (run date, product, user)
 -- key: run_date, product_id, user_id
 create schema if not exists gaip;

@@ -1,4 +1,4 @@
--- gen.creatives: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- gen.creatives: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per (run date, product, group, model version)
 -- key: run_date, product_id, group_id, model_version
 create schema if not exists gen;

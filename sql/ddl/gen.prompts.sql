@@ -1,4 +1,4 @@
--- gen.prompts: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- gen.prompts: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per (run date, product, group, model version, prompt index)
 -- key: run_date, product_id, group_id, model_version, prompt_idx
 create schema if not exists gen;

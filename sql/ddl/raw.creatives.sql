@@ -1,4 +1,4 @@
--- raw.creatives: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- raw.creatives: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per creative
 -- key: creative_id
 create schema if not exists raw;

@@ -1,4 +1,4 @@
--- raw.impressions: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- raw.impressions: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per ad impression
 -- key: impression_id
 create schema if not exists raw;

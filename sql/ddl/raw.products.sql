@@ -1,4 +1,4 @@
--- raw.products: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- raw.products: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per product
 -- key: product_id
 create schema if not exists raw;

@@ -1,4 +1,4 @@
--- raw.users: generated from osmf_core/catalog.py by `make ddl`; do not edit by hand.
+-- raw.users: generated from osmf_core/data/catalog.py by `make ddl`; do not edit by hand.
 -- grain: one row per user
 -- key: user_id
 create schema if not exists raw;

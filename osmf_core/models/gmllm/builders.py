@@ -22,6 +22,7 @@ from osmf_core.models.encoders import IMAGENET_MEAN, IMAGENET_STD
 from osmf_core.models.gmllm.model import SMALL, GMLLMConfig, GroupLlava, _small_llava
 from osmf_core.models.gmllm.tokens import GROUP_TOKEN, IMAGE_TOKEN
 
+
 def build_tiny(cfg: GMLLMConfig, tokenizer) -> GroupLlava:
     """A randomly initialised tiny LLaVA (CLIP ViT + Llama) with the group token."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration

@@ -13,6 +13,7 @@ from torch import nn
 from osmf_core.models.gmllm.model import GroupLlava, encode
 from osmf_core.models.gmllm.tokens import GROUP_TOKEN, IMAGE_TOKEN
 
+
 class GRM(nn.Module):
     """Group-aware reward model (eq. 8) in Bradley-Terry form: r(image, G, title) is a scalar head on the
     last real token of a ONE-image instruction. A pair's 2-way logits are [r(b), r(a)], so

@@ -1,0 +1,71 @@
+"""What a regroup publishes per group (section 3.2, eq. 6): groups below the minimum size merged into the
+nearest, the centroid and the percentile points (pure numpy), and from the window's impressions the
+groups' CTR per creative and the preference pairs between creatives (Spark).
+"""
+from __future__ import annotations
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from osmf_core.grouping.kmeans import PERCENTILES
+
+
+def merge_small(x: np.ndarray, labels: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Merge groups smaller than min_size into the nearest other group (smallest first), renumber.
+    -> (labels, centroids, merges). A product whose users all fit one group keeps one group."""
+    labels = labels.copy()
+    merges = 0
+    while True:
+        ids, sizes = np.unique(labels, return_counts=True)
+        if len(ids) < 2 or sizes.min() >= min_size:
+            break
+        cents = np.stack([x[labels == g].mean(0) for g in ids])
+        j = int(np.argmin(sizes))
+        others = np.delete(np.arange(len(ids)), j)
+        members = labels == ids[j]
+        d = ((x[members][:, None, :] - cents[others][None]) ** 2).sum(-1)
+        labels[members] = ids[others][d.argmin(1)]
+        merges += 1
+    ids = np.unique(labels)
+    labels = np.searchsorted(ids, labels)
+    cents = np.stack([x[labels == g].mean(0) for g in range(len(ids))])
+    return labels, cents.astype(np.float32), merges
+
+
+def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, point_users: int = 10) -> np.ndarray:
+    """One point per entry of the percentile set: the mean of `point_users` members whose distance to
+    the centroid is nearest that percentile of the members' distances; the j-th repeat of a percentile
+    uses the j-th block of them (overlapping only when the group is too small for disjoint blocks)."""
+    n = len(x)
+    if n < point_users:
+        raise ValueError(f"a group of {n} users cannot publish points of {point_users} users")
+    dist = np.linalg.norm(x - centroid, axis=1)
+    out, seen = [], {}
+    for p in percentiles:
+        j = seen.get(p, 0)
+        seen[p] = j + 1
+        order = np.argsort(np.abs(dist - np.percentile(dist, p)), kind="stable")
+        lo = min(j * point_users, n - point_users)
+        out.append(x[order[lo:lo + point_users]].mean(0))
+    return np.stack(out).astype(np.float32)
+
+
+def group_ctr(imps: DataFrame, user_groups: DataFrame, min_exposure: int) -> tuple[DataFrame, DataFrame]:
+    """(kept rows, all rows) of impressions, clicks and CTR per (product, creative, group)."""
+    allrows = (imps.join(user_groups.select("product_id", "user_id", "group_id"), ["product_id", "user_id"])
+               .groupBy("product_id", "creative_id", "group_id")
+               .agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks"))
+               .withColumn("ctr", F.col("clicks") / F.col("impressions")))
+    return allrows.where(F.col("impressions") >= min_exposure), allrows
+
+
+def pairs(ctr: DataFrame, min_exposure: int, ratio: float) -> DataFrame:
+    """Same product and group, creative_a < creative_b, both exposed enough, CTRs apart by the ratio."""
+    g = ctr.where(F.col("impressions") >= min_exposure).select("product_id", "group_id", "creative_id", "ctr")
+    a = g.select("product_id", "group_id", F.col("creative_id").alias("creative_a"), F.col("ctr").alias("ctr_a"))
+    b = g.select("product_id", "group_id", F.col("creative_id").alias("creative_b"), F.col("ctr").alias("ctr_b"))
+    hi, lo = F.greatest("ctr_a", "ctr_b"), F.least("ctr_a", "ctr_b")
+    return (a.join(b, ["product_id", "group_id"]).where(F.col("creative_a") < F.col("creative_b"))
+            .where((hi > lo) & (hi >= F.lit(ratio) * lo))
+            .withColumn("label", (F.col("ctr_a") > F.col("ctr_b")).cast("int")))
