@@ -1,4 +1,4 @@
-"""The simulated online A/B test (Table 3 analog) and the group descriptions of the gallery, as pure pandas.
+"""The simulated online A/B test (Table 3 analog) as pure pandas: the true CTR of prompts in their groups.
 
 Every (product, group) of the held-out products is an arm's audience: the group's users from
 gaip.user_groups. A method gives each audience one background prompt (a one-size method gives every group
