@@ -273,10 +273,11 @@ INSTRUCTIONS = Table(
      _c("response", _STR, "target text"),
      _c("image", _BIN, "PNG shown at <image>, empty when the instruction has none"),
      _c("group_features", _VEC, "centroid and percentile points of the group, flattened; empty for none"),
-     _c("group_dim", _INT, "size of one group vector (0 when none)")),
+     _c("group_dim", _INT, "size of one group vector (0 when none)"),
+     _c("split", _STR, "train, or test: a held-out product, read by no training stream (features.split)")),
     grain="one row per (run date, task, product, group, example)",
     key=("run_date", "task", "product_id", "group_id", "example"),
-    partition_by=("run_date",),
+    partition_by=("run_date", "split"),
     comment="instruction data of the four G-MLLM pre-training tasks (paper Table 5)",
 )
 

@@ -17,6 +17,7 @@ from osmf_core.data import catalog as C
 from osmf_core.data.config import ConfigError
 from osmf_core.data.reader import require_tables
 from osmf_core.data.store import exists_in, read_table, write_table
+from osmf_core.features.split import held_out_from
 from osmf_core.models.encoders import ImageEncoder, TextEncoder
 from osmf_core.world.images import from_png
 
@@ -98,7 +99,7 @@ def build_features(spark: SparkSession, cfg: FeatureConfig, warehouse: str, log=
     first, last = impressions.agg(F.min("event_date"), F.max("event_date")).first()
     if last is None:
         raise ConfigError("raw.impressions is empty: simulate or ingest logs first")
-    test_from = last - dt.timedelta(days=cfg.test_days - 1)
+    test_from = held_out_from(last, cfg.test_days)
     if first >= test_from:
         raise ConfigError(f"the log window {first}..{last} leaves no training day when the last "
                          f"{cfg.test_days} are held out: simulate more days or lower test_days")

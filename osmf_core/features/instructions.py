@@ -24,6 +24,7 @@ from osmf_core.data.ledger import published_in, read_published
 from osmf_core.data.reader import require_tables
 from osmf_core.data.runs import PUBLISHED, Run
 from osmf_core.data.store import exists_in, read_table, write_table
+from osmf_core.features.split import split_of
 from osmf_core.features.templates import (
     TABLE5_ATTRIBUTES,
     Teacher,
@@ -45,7 +46,7 @@ class CurationConfig:
     context_clickers: int = 2  # behavioral prediction: clickers shown in the instruction
     behavior_examples: int = 2  # behavioral prediction: rows per (product, group), one creative each
     product_examples: int = 2  # product understanding: rows per product (different templates)
-    test_share: float = 0.2  # share of products whose pairs are held out for GRM evaluation
+    test_share: float = 0.2  # share of products held out of every training stream (features.split)
     seed: int = 0  # template choice, clicker choice, train/test split
 
     def __post_init__(self):
@@ -217,18 +218,18 @@ def build_instructions(spark: SparkSession, cfg: CurationConfig, warehouse: str,
                     .select(F.lit(day).alias("run_date"), *TEXT_COLUMNS,
                             "image",
                             F.coalesce("group_features", empty_vec).alias("group_features"),
-                            F.coalesce("group_dim", F.lit(0)).alias("group_dim")))
+                            F.coalesce("group_dim", F.lit(0)).alias("group_dim"),
+                            split_of(F.col("product_id"), cfg.test_share, cfg.seed).alias("split")))
     where = f"run_date = '{day.isoformat()}'"
     log(f"[instructions] run {day}: writing {C.INSTRUCTIONS.fqn}")
     write_table(instructions, C.INSTRUCTIONS, warehouse, replace_where=where)
 
-    held_out = F.pmod(F.xxhash64("product_id", F.lit(cfg.seed)), F.lit(1000)) < F.lit(int(cfg.test_share * 1000))
     img = creatives.select("creative_id", "image")
     pairs = (rd(C.PAIRS).where(on_day)
              .join(groups, ["product_id", "group_id"]).join(titles, "product_id")
              .join(img.withColumnRenamed("creative_id", "creative_a").withColumnRenamed("image", "image_a"), "creative_a")
              .join(img.withColumnRenamed("creative_id", "creative_b").withColumnRenamed("image", "image_b"), "creative_b")
-             .withColumn("split", F.when(held_out, "test").otherwise("train"))
+             .withColumn("split", split_of(F.col("product_id"), cfg.test_share, cfg.seed))
              .select(*C.GRM_EXAMPLES.column_names))
     log(f"[instructions] run {day}: writing {C.GRM_EXAMPLES.fqn}")
     write_table(pairs, C.GRM_EXAMPLES, warehouse, replace_where=where)

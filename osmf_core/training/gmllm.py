@@ -17,13 +17,14 @@ import torch
 from osmf_core.data import catalog as C
 from osmf_core.data.config import default_warehouse
 from osmf_core.data.reader import read_columns, row_batches, run_of
+from osmf_core.features.split import training_partition
 from osmf_core.models.gmllm.builders import build_small, build_tiny, from_local
 from osmf_core.models.gmllm.grm import grm_instruction
 from osmf_core.models.gmllm.model import SMALL, GMLLMConfig, GroupLlava, encode
 from osmf_core.models.gmllm.tokens import train_tokenizer
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
-FIELDS = ["task", "instruction", "response", "image", "group_features"]
+FIELDS = ["task", "product_id", "instruction", "response", "image", "group_features"]  # product_id: the split is checkable
 MODEL_SUBDIR, TOKENIZER_SUBDIR = "model", "tokenizer"
 
 
@@ -68,7 +69,7 @@ def batch_inputs(model: GroupLlava, batch: dict, max_len: int, device) -> dict:
 def corpus(warehouse: str, run_date: str) -> list[str]:
     """The texts the tiny profile's tokenizer is trained on: instructions, responses, GRM instructions."""
     texts, titles = [], set()
-    for g in read_columns(C.INSTRUCTIONS, warehouse, ["instruction", "response", "task"], {"run_date": run_date}):
+    for g in read_columns(C.INSTRUCTIONS, warehouse, ["instruction", "response", "task"], training_partition(run_date)):
         texts.extend(str(t) for t in g["instruction"])
         texts.extend(str(t) for t in g["response"])
         titles.update(str(r) for r, t in zip(g["response"], g["task"]) if t == "product_understanding")
@@ -95,6 +96,14 @@ def build_model(cfg: PretrainConfig, run_date: str) -> GroupLlava:
     return build_tiny(cfg.model, tok)
 
 
+def training_rows(warehouse: str, run_date: str, batch_size: int, seed: int | None, shard: int = 0, shards: int = 1,
+                  buffer_rows: int = 4096):
+    """The pre-training stream: shuffled batches of the run's instruction rows of the products training may
+    see (never a held-out product's, features.split)."""
+    return row_batches(C.INSTRUCTIONS, warehouse, FIELDS, training_partition(run_date), batch_size, seed=seed,
+                       shard=shard, shards=shards, buffer_rows=buffer_rows, drop_last=True)
+
+
 def count_rows(t: C.Table, warehouse: str, partition: dict) -> int:
     return sum(len(g["product_id"]) for g in read_columns(t, warehouse, ["product_id"], partition))
 
@@ -105,7 +114,7 @@ def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
     import deepspeed
     rank, world = init_distributed()
     run_date = run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date)
-    part = {"run_date": run_date}
+    part = training_partition(run_date)  # never a held-out product's row
     model = build_model(cfg, run_date)
     n_rows = count_rows(C.INSTRUCTIONS, cfg.warehouse, part)
     steps = cfg.epochs * max(1, n_rows // (cfg.batch_size * world))
@@ -115,8 +124,8 @@ def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
                                            config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr, steps))
 
     def batches(epoch: int):
-        return row_batches(C.INSTRUCTIONS, cfg.warehouse, FIELDS, part, cfg.batch_size, seed=cfg.seed * 1000 + epoch,
-                           shard=rank, shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True)
+        return training_rows(cfg.warehouse, run_date, cfg.batch_size, seed=cfg.seed * 1000 + epoch, shard=rank,
+                             shards=world, buffer_rows=cfg.shuffle_buffer)
 
     def loss_of(batch):
         return engine(**batch_inputs(engine.module, batch, cfg.max_len, engine.device)).loss
@@ -144,7 +153,7 @@ def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int =
     device = next(model.parameters()).device
     total: dict[str, list[float]] = {}
     seen: dict[str, int] = {}
-    for batch in row_batches(C.INSTRUCTIONS, warehouse, FIELDS, {"run_date": run_date}, batch_size, seed=None):
+    for batch in row_batches(C.INSTRUCTIONS, warehouse, FIELDS, training_partition(run_date), batch_size, seed=None):
         for task in np.unique(batch["task"]):
             rows = np.flatnonzero(batch["task"] == task)
             if max_rows:

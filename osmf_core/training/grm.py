@@ -19,6 +19,7 @@ import torch
 from osmf_core.data import catalog as C
 from osmf_core.data.config import default_warehouse
 from osmf_core.data.reader import row_batches, run_of
+from osmf_core.features.split import training_partition
 from osmf_core.models.gmllm.grm import GRM, reward_inputs
 from osmf_core.models.gmllm.model import GroupLlava
 from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows
@@ -87,6 +88,14 @@ def pair_loss(model, grm: GRM, batch: dict, max_len: int, device, swap: np.ndarr
     return torch.nn.functional.cross_entropy(logits, torch.from_numpy(label).to(device))
 
 
+def training_pairs(warehouse: str, run_date: str, batch_size: int, seed: int | None, shard: int = 0, shards: int = 1,
+                   buffer_rows: int = 8192):
+    """The GRM's training stream: shuffled batches of the run's pairs of the products training may see (never a
+    held-out product's, features.split)."""
+    return row_batches(C.GRM_EXAMPLES, warehouse, FIELDS, training_partition(run_date), batch_size, seed=seed,
+                       shard=shard, shards=shards, buffer_rows=buffer_rows, drop_last=True)
+
+
 def load_grm(cfg: GRMConfig) -> GRM:
     base = GroupLlava.load(cfg.gmllm)
     return GRM(base, cfg.use_group, None if cfg.n_points < 0 else cfg.n_points, cfg.pooling)
@@ -108,7 +117,7 @@ def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
     import deepspeed
     rank, world = init_distributed()
     run_date = run_of(C.GRM_EXAMPLES, cfg.warehouse, cfg.run_date)
-    part = {"run_date": run_date, "split": "train"}
+    part = training_partition(run_date)  # never a held-out product's pair
     torch.manual_seed(cfg.seed)
     grm = load_grm(cfg)
     n_rows = count_rows(C.GRM_EXAMPLES, cfg.warehouse, part)
@@ -117,8 +126,8 @@ def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
                                            config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr,
                                                             min(steps, cfg.max_steps) if cfg.max_steps else steps))
     def batches(epoch: int):
-        return row_batches(C.GRM_EXAMPLES, cfg.warehouse, FIELDS, part, cfg.batch_size, seed=cfg.seed * 1000 + epoch,
-                           shard=rank, shards=world, buffer_rows=cfg.shuffle_buffer, drop_last=True)
+        return training_pairs(cfg.warehouse, run_date, cfg.batch_size, seed=cfg.seed * 1000 + epoch, shard=rank,
+                              shards=world, buffer_rows=cfg.shuffle_buffer)
 
     def loss_of(batch):
         rng = np.random.default_rng([cfg.seed, int(batch["creative_a"][0]), int(batch["creative_b"][0])])

@@ -13,9 +13,10 @@ create table if not exists feat.instructions (
   response       string not null comment 'target text',
   image          binary not null comment 'PNG shown at <image>, empty when the instruction has none',
   group_features array<float> not null comment 'centroid and percentile points of the group, flattened; empty for none',
-  group_dim      int not null comment 'size of one group vector (0 when none)'
+  group_dim      int not null comment 'size of one group vector (0 when none)',
+  split          string not null comment 'train, or test: a held-out product, read by no training stream (features.split)'
 )
 using delta
-partitioned by (run_date)
+partitioned by (run_date, split)
 location '${warehouse}/feat/instructions'
 comment 'instruction data of the four G-MLLM pre-training tasks (paper Table 5)';

@@ -14,6 +14,7 @@ import pandas as pd
 from osmf_core.data import catalog as C
 from osmf_core.data.reader import row_batches, run_of
 from osmf_core.evaluation.benchmarks.gmllm import GRM_FILE, PRETRAIN_FILE, ExportConfig
+from osmf_core.features.split import training_partition
 from osmf_core.models.gmllm.grm import grm_instruction
 from osmf_core.training.gmllm import FIELDS as PRETRAIN_FIELDS
 from osmf_core.training.grm import FIELDS as GRM_FIELDS
@@ -29,8 +30,8 @@ def export(cfg: ExportConfig) -> dict:
 
     # both runs before any work: a missing table stops the export before it writes anything
     pre_run, grm_run = run_of(C.INSTRUCTIONS, cfg.warehouse), run_of(C.GRM_EXAMPLES, cfg.warehouse)
-    pre = sample(C.INSTRUCTIONS, PRETRAIN_FIELDS, {"run_date": pre_run}, cfg.rows)
-    grm = sample(C.GRM_EXAMPLES, GRM_FIELDS, {"run_date": grm_run, "split": "train"}, cfg.pairs)
+    pre = sample(C.INSTRUCTIONS, PRETRAIN_FIELDS, training_partition(pre_run), cfg.rows)
+    grm = sample(C.GRM_EXAMPLES, GRM_FIELDS, training_partition(grm_run), cfg.pairs)
     grm["instruction"] = [grm_instruction(t) for t in grm["title"]]
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     for frame, name in ((pre, PRETRAIN_FILE), (grm, GRM_FILE)):
