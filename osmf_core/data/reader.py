@@ -32,10 +32,10 @@ def require_tables(tables, warehouse: str, exists=None) -> None:
         path = t.path(warehouse)
         found = exists(t) if exists is not None else DeltaTable.is_deltatable(path)
         if not found:
-            raise ConfigError(f"{t.fqn}: no Delta table at {path} ({_made_by(t)})")
+            raise ConfigError(f"{t.fqn}: no Delta table at {path} ({made_by(t)})")
 
 
-def _made_by(t: C.Table) -> str:
+def made_by(t: C.Table) -> str:
     return _MADE_BY.get(t.fqn) or _MADE_BY[t.layer]
 
 
@@ -48,7 +48,7 @@ def run_of(t: C.Table, warehouse: str, run_date: str = "", needs=(), column: str
     runs = {str(p[column]) for p in DeltaTable(t.path(warehouse)).partitions() if p.get(column) is not None}
     runs = sorted(runs)
     if not runs:
-        raise ConfigError(f"{t.fqn} at {t.path(warehouse)} is empty: it has no {column} partition ({_made_by(t)})")
+        raise ConfigError(f"{t.fqn} at {t.path(warehouse)} is empty: it has no {column} partition ({made_by(t)})")
     if not run_date:
         return runs[-1]
     if str(run_date) not in runs:

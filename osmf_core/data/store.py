@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from osmf_core.data.config import ConfigError
+from osmf_core.data.reader import made_by
 from osmf_core.data.schema import Table
 
 
@@ -71,7 +72,8 @@ def _add_new_columns(spark: SparkSession, t: Table, warehouse: str) -> None:
     strict = [c.name for c in new if not c.nullable]
     if strict:
         raise ConfigError(f"{t.fqn} at {t.path(warehouse)} lacks the columns {strict} of this release, which "
-                          "cannot be added to old rows: rebuild the table")
+                          f"cannot be added to old rows: rebuild the table (remove {t.path(warehouse)} and rerun "
+                          f"{made_by(t)})")
     cols = ", ".join(f"`{c.name}` {c.dtype.simpleString()}" + (f" comment '{c.comment}'" if c.comment else "")
                      for c in new)
     spark.sql(f"alter table delta.`{t.path(warehouse)}` add columns ({cols})")
