@@ -49,7 +49,7 @@ help:
 	@echo "make eval-groups     the Table 1 analog: NDCG@5 and ARI of the groups against baseline groupings"
 	@echo "make instructions    G-MLLM instruction rows (Table 5) and GRM pairs from the latest regroup (INSTR='--run-date ...')"
 	@echo "make pretrain-gmllm  pre-train the group-token LLaVA under the DeepSpeed launcher (PRETRAIN='--epochs 2')"
-	@echo "make train-grm       train the group-aware reward model from the G-MLLM (GRM='--no-group')"
+	@echo "make train-grm       train the group-aware reward model from the G-MLLM (GRM='--no-group --pairs product': one-size)"
 	@echo "make eval-grm        the Figure 3 analog: Pair Accuracy of GRM vs no group token vs 0/1/5/10 points"
 	@echo "make group-dpo       Group-DPO: LoRA on the G-MLLM, sample-render-rank rounds with the frozen GRM (DPO='--robust')"
 	@echo "make generate        one prompt and image per (product, group): gen tables, images, reports/gallery/index.html"
@@ -121,7 +121,7 @@ eval-grm: gmllm-model
 
 grm-models: gmllm-model  # the group-aware and the group-agnostic reward models, unless they exist
 	@test -d "$(GRM_MODEL)" || $(MAKE) train-grm GRM="--out-dir $(patsubst %/model,%,$(GRM_MODEL))"
-	@test -d "$(GRM_NO_GROUP)" || $(MAKE) train-grm GRM="--no-group --out-dir $(patsubst %/model,%,$(GRM_NO_GROUP))"
+	@test -d "$(GRM_NO_GROUP)" || $(MAKE) train-grm GRM="--no-group --pairs product --out-dir $(patsubst %/model,%,$(GRM_NO_GROUP))"
 
 group-dpo: grm-models
 	PYTHONPATH=$(CURDIR) $(OSMF_VENV)/bin/deepspeed $(DS_LAUNCH) jobs/group_dpo.py \

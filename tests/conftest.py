@@ -76,7 +76,8 @@ def instructions_wh(spark, gaip_wh):
     """feat.instructions and feat.grm_examples built from the tiny world's groups: (warehouse, summary)."""
     from osmf_core.features.instructions import CurationConfig, build_instructions
     wh = gaip_wh[0]
-    return wh, build_instructions(spark, CurationConfig(window_days=3, test_share=0.3), wh, log=lambda *_: None)
+    return wh, build_instructions(spark, CurationConfig(window_days=3, test_share=0.3, pair_min_exposure=10), wh,
+                                  log=lambda *_: None)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # the stages in pipeline order; a package may import itself and those before it (osmf_core/demo.py runs them all)
-LAYERS = ("data", "world", "models", "features", "grouping", "rendering", "training", "generation", "evaluation",
+LAYERS = ("data", "world", "models", "grouping", "features", "rendering", "training", "generation", "evaluation",
           "demo")
 MODULE_LINES, JOB_LINES = 350, 60
 # flags a job may declare by hand: they are no config field (the launcher's rank, where a summary goes, ...)

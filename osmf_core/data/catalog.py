@@ -300,12 +300,31 @@ GRM_EXAMPLES = Table(
     partition_by=("run_date", "split"),
     comment="GRM rows: gaip.pairs with the two images and the group features, read through petastorm",
 )
+PRODUCT_PAIRS = Table(
+    "feat", "product_pairs",
+    (_c("run_date", _DATE, "regroup run whose log window the CTRs come from"),
+     _c("split", _STR, "train or test (held-out products, features.split)"),
+     _c("product_id", _LONG, "product"),
+     _c("group_id", _INT, "-1: the product's whole audience, no group"),
+     _c("creative_a", _LONG, "first creative"),
+     _c("creative_b", _LONG, "second creative"),
+     _c("title", _STR, "product title"),
+     _c("image_a", _BIN, "PNG of creative_a"),
+     _c("image_b", _BIN, "PNG of creative_b"),
+     _c("group_features", _VEC, "empty: no group"),
+     _c("group_dim", _INT, "0: no group"),
+     _c("label", _INT, "1 if creative_a has the higher CTR among all the product's viewers")),
+    grain="one row per (run date, product, creative pair)",
+    key=("run_date", "product_id", "creative_a", "creative_b"),
+    partition_by=("run_date", "split"),
+    comment="the one-size reward model's rows, as CAIG's: creative pairs by CTR over the product's whole audience",
+)
 
 TABLES: tuple[Table, ...] = (
     USERS, PRODUCTS, CREATIVES, IMPRESSIONS,
     REJECTS, RUNS, GROUPS, USER_GROUPS, GROUP_CTR, PAIRS, METRICS,
     PROMPTS, GENERATED,
-    TITLE_TOKENS, IMAGE_PATCHES, PAAG_EXAMPLES, INSTRUCTIONS, GRM_EXAMPLES,
+    TITLE_TOKENS, IMAGE_PATCHES, PAAG_EXAMPLES, INSTRUCTIONS, GRM_EXAMPLES, PRODUCT_PAIRS,
 )
 
 

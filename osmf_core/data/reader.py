@@ -21,7 +21,8 @@ EXAMPLE_FIELDS = ["impression_id", "user_id", "product_id", "creative_id", "clic
 
 
 _MADE_BY = {"raw": "make simulate, or ingest the logs", "gaip": "make regroup", "gen": "make generate",
-            "feat.instructions": "make instructions", "feat.grm_examples": "make instructions", "feat": "make features"}
+            "feat.instructions": "make instructions", "feat.grm_examples": "make instructions",
+            "feat.product_pairs": "make instructions", "feat": "make features"}
 
 
 def require_tables(tables, warehouse: str, exists=None) -> None:

@@ -36,16 +36,22 @@ from osmf_core.world.truth import Truth
 
 PAIR_COLUMNS = ["product_id", "group_id", "creative_a", "creative_b", "group_features", "label"]
 
-VARIANTS = {  # name: (use_group, n_points); points_10 is the full GRM (10 points is the whole set)
-    "grm": (True, -1), "no_group": (False, -1), "points_0": (True, 0), "points_1": (True, 1), "points_5": (True, 5),
+# name: (use_group, n_points, pairs it trains on); points_10 is the full GRM (10 points is the whole set).
+# no_group is the paper's group-agnostic baseline (CAIG's reward model: product-level CTR pairs, no group);
+# no_group_same_pairs answers another question: the group token's worth on the very pairs the GRM learns from.
+VARIANTS = {
+    "grm": (True, -1, "group"), "no_group": (False, -1, "product"), "points_0": (True, 0, "group"),
+    "points_1": (True, 1, "group"), "points_5": (True, 5, "group"), "no_group_same_pairs": (False, -1, "group"),
 }
-PER_VARIANT = ("use_group", "n_points", "seed", "out_dir", "progress")  # GRMConfig fields set per run: not flags
+DEFAULT_VARIANTS = ("grm", "no_group", "points_0", "points_1", "points_5")
+PER_VARIANT = ("use_group", "n_points", "pairs", "seed", "out_dir", "progress")  # GRMConfig fields set per run
 
 
 @dataclass
 class GRMEvalConfig:
     # variants
-    variants: tuple[str, ...] = tuple(VARIANTS)  # comma-separated subset of grm,no_group,points_0,points_1,points_5
+    # comma-separated subset of grm, no_group, points_0, points_1, points_5 and no_group_same_pairs
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     seeds: int = 3  # every variant is trained with seeds 0 .. seeds-1
     reference: bool = True  # the reference rows (style_codes, true_order) and the vision probe (--no-reference)
     # only the vision probe: per style dimension, what a linear model reads from the G-MLLM's image features and
@@ -213,10 +219,10 @@ def train_variants(cfg: GRMEvalConfig) -> tuple[dict[str, list[dict]], dict, np.
     labels_true = s = None
     for seed in range(cfg.seeds):
         for name in cfg.variants:
-            use_group, n_points = VARIANTS[name]
+            use_group, n_points, pairs = VARIANTS[name]
             out = Path(cfg.out_dir) / name / f"seed{seed}"
             shutil.rmtree(out, ignore_errors=True)  # an evaluation trains from scratch, never resumes
-            run = replace(cfg.train, use_group=use_group, n_points=n_points, seed=seed, out_dir=str(out),
+            run = replace(cfg.train, use_group=use_group, n_points=n_points, pairs=pairs, seed=seed, out_dir=str(out),
                           progress=False)
             train_grm(run)
             s = score_pairs(GRM.load(out / MODEL_SUBDIR), wh, run_date, max_len=run.max_len)

@@ -25,6 +25,7 @@ from osmf_core.data.reader import require_tables
 from osmf_core.data.runs import PUBLISHED, Run
 from osmf_core.data.store import exists_in, read_table, write_table
 from osmf_core.features.split import split_of
+from osmf_core.grouping.group_features import pairs
 from osmf_core.features.templates import (
     TABLE5_ATTRIBUTES,
     Teacher,
@@ -47,6 +48,9 @@ class CurationConfig:
     behavior_examples: int = 2  # behavioral prediction: rows per (product, group), one creative each
     product_examples: int = 2  # product understanding: rows per product (different templates)
     test_share: float = 0.2  # share of products held out of every training stream (features.split)
+    # the one-size reward model's pairs (feat.product_pairs): the regroup's pair rule, over all of a product's viewers
+    pair_min_exposure: int = 100  # both creatives at least this many impressions in the window
+    pair_ctr_ratio: float = 1.25  # the higher CTR at least this many times the lower
     seed: int = 0  # template choice, clicker choice, train/test split
 
     def __post_init__(self):
@@ -61,6 +65,8 @@ class CurationConfig:
             raise ConfigError("--context-clickers, --behavior-examples and --product-examples must be >= 1")
         if not 0 < self.test_share < 1:
             raise ConfigError(f"--test-share must be in (0, 1), got {self.test_share}")
+        if self.pair_min_exposure < 1 or self.pair_ctr_ratio < 1:
+            raise ConfigError("--pair-min-exposure must be >= 1 and --pair-ctr-ratio >= 1")
 
 
 NEEDED = (C.GROUPS, C.USER_GROUPS, C.GROUP_CTR, C.PAIRS, C.USERS, C.PRODUCTS, C.CREATIVES, C.IMPRESSIONS)
@@ -186,6 +192,23 @@ def creative_captioning(creatives: DataFrame, cfg: CurationConfig) -> DataFrame:
 
 
 # ---------------------------------------------------------------------------------- the job
+def product_pairs(impressions: DataFrame, creatives: DataFrame, titles: DataFrame, cfg: CurationConfig) -> DataFrame:
+    """The one-size reward model's rows, as CAIG's: pairs of a product's creatives ordered by their CTR over
+    all of the product's viewers in the window (the regroup's pair rule with the whole audience as one
+    group, group_id -1), with both images, no group features, split by product like every other stream."""
+    ctr = (impressions.join(creatives.select("creative_id", "product_id"), "creative_id")
+           .groupBy("product_id", "creative_id").agg(F.count("*").alias("impressions"),
+                                                     F.sum("clicked").alias("clicks"))
+           .withColumn("ctr", F.col("clicks") / F.col("impressions")).withColumn("group_id", F.lit(-1)))
+    img = creatives.select("creative_id", "image")
+    empty_vec = F.lit([]).cast(C.PRODUCT_PAIRS.column("group_features").dtype)
+    return (pairs(ctr, cfg.pair_min_exposure, cfg.pair_ctr_ratio).join(titles, "product_id")
+            .join(img.withColumnRenamed("creative_id", "creative_a").withColumnRenamed("image", "image_a"), "creative_a")
+            .join(img.withColumnRenamed("creative_id", "creative_b").withColumnRenamed("image", "image_b"), "creative_b")
+            .withColumn("group_features", empty_vec).withColumn("group_dim", F.lit(0))
+            .withColumn("split", split_of(F.col("product_id"), cfg.test_share, cfg.seed)))
+
+
 def build_instructions(spark: SparkSession, cfg: CurationConfig, warehouse: str, teacher: Teacher = best_ctr_teacher,
         log=print) -> dict:
     """Write feat.instructions and feat.grm_examples for one run date; return row counts per task/split."""
@@ -225,20 +248,29 @@ def build_instructions(spark: SparkSession, cfg: CurationConfig, warehouse: str,
     write_table(instructions, C.INSTRUCTIONS, warehouse, replace_where=where)
 
     img = creatives.select("creative_id", "image")
-    pairs = (rd(C.PAIRS).where(on_day)
+    group_pairs = (rd(C.PAIRS).where(on_day)
              .join(groups, ["product_id", "group_id"]).join(titles, "product_id")
              .join(img.withColumnRenamed("creative_id", "creative_a").withColumnRenamed("image", "image_a"), "creative_a")
              .join(img.withColumnRenamed("creative_id", "creative_b").withColumnRenamed("image", "image_b"), "creative_b")
              .withColumn("split", split_of(F.col("product_id"), cfg.test_share, cfg.seed))
              .select(*C.GRM_EXAMPLES.column_names))
     log(f"[instructions] run {day}: writing {C.GRM_EXAMPLES.fqn}")
-    write_table(pairs, C.GRM_EXAMPLES, warehouse, replace_where=where)
+    write_table(group_pairs, C.GRM_EXAMPLES, warehouse, replace_where=where)
+
+    window = rd(C.IMPRESSIONS).where(F.col("event_date").between(F.lit(start), F.lit(day)))
+    log(f"[instructions] run {day}: writing {C.PRODUCT_PAIRS.fqn}")
+    write_table(product_pairs(window, creatives, titles, cfg).withColumn("run_date", F.lit(day))
+                .select(*C.PRODUCT_PAIRS.column_names), C.PRODUCT_PAIRS, warehouse, replace_where=where)
 
     counts = {r["task"]: r["count"] for r in
               read_table(spark, C.INSTRUCTIONS, warehouse).where(on_day).groupBy("task").count().collect()}
     splits = {r["split"]: r["count"] for r in
               read_table(spark, C.GRM_EXAMPLES, warehouse).where(on_day).groupBy("split").count().collect()}
+    product_splits = {r["split"]: r["count"] for r in
+                      read_table(spark, C.PRODUCT_PAIRS, warehouse).where(on_day).groupBy("split").count().collect()}
     groups.unpersist()
-    summary = {"run_date": day.isoformat(), "instructions": counts, "grm_examples": splits}
-    log(f"[instructions] {sum(counts.values()):,} instruction rows {counts}; GRM pairs {splits}")
+    summary = {"run_date": day.isoformat(), "instructions": counts, "grm_examples": splits,
+               "product_pairs": product_splits}
+    log(f"[instructions] {sum(counts.values()):,} instruction rows {counts}; GRM pairs {splits}; "
+        f"product-level pairs {product_splits}")
     return summary

@@ -25,6 +25,7 @@ from osmf_core.models.gmllm.model import GroupLlava
 from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows
 from osmf_core.training.loop import ds_config, fit, init_distributed
 
+PAIR_TABLES = {"group": C.GRM_EXAMPLES, "product": C.PRODUCT_PAIRS}
 FIELDS = ["product_id", "group_id", "creative_a", "creative_b", "title", "image_a", "image_b", "group_features",
           "label"]
 
@@ -40,6 +41,9 @@ class GRMConfig:
     # the reward model reads the group token (--no-group: the group-agnostic, CAIG-like reward model)
     use_group: bool = field(default=True, metadata={"flag": "group"})
     n_points: int = field(default=-1, metadata={"flag": "points"})  # percentile points the group token reads (-1: all)
+    # the pairs it learns from: group (feat.grm_examples, CTRs within a group: the GRM) or product
+    # (feat.product_pairs, CTRs over the product's whole audience: the one-size reward model, as CAIG's)
+    pairs: str = field(default="group", metadata={"choices": ("group", "product")})
     # GRM head: "last" (linear on the last token), "bilinear" (mean image style x last token) or "patches" (the
     # image tokens side by side x last token); see osmf_core.models.gmllm.grm.GRM
     pooling: str = field(default="bilinear", metadata={"choices": GRM.POOLINGS})
@@ -66,6 +70,10 @@ class GRMConfig:
             raise ValueError("epochs, batch_size, save_every must be >= 1, lr > 0 and head_lr >= 0")
         if self.n_points < -1:
             raise ValueError("n_points must be -1 (all) or >= 0")
+        if self.pairs not in PAIR_TABLES:
+            raise ValueError(f"pairs must be group or product, got {self.pairs!r}")
+        if self.pairs == "product" and self.use_group:
+            raise ValueError("--pairs product has no group to read: train it with --no-group")
 
 
 def pair_inputs(grm: GRM, batch: dict, max_len: int, device, swap: np.ndarray | None = None) -> dict:
@@ -89,10 +97,10 @@ def pair_loss(model, grm: GRM, batch: dict, max_len: int, device, swap: np.ndarr
 
 
 def training_pairs(warehouse: str, run_date: str, batch_size: int, seed: int | None, shard: int = 0, shards: int = 1,
-                   buffer_rows: int = 8192):
-    """The GRM's training stream: shuffled batches of the run's pairs of the products training may see (never a
-    held-out product's, features.split)."""
-    return row_batches(C.GRM_EXAMPLES, warehouse, FIELDS, training_partition(run_date), batch_size, seed=seed,
+                   buffer_rows: int = 8192, pairs: str = "group"):
+    """A reward model's training stream: shuffled batches of the run's group-level (or product-level) pairs of
+    the products training may see (never a held-out product's, features.split)."""
+    return row_batches(PAIR_TABLES[pairs], warehouse, FIELDS, training_partition(run_date), batch_size, seed=seed,
                        shard=shard, shards=shards, buffer_rows=buffer_rows, drop_last=True)
 
 
@@ -116,18 +124,18 @@ def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
     """Train (or resume) a GRM; saved to <out_dir>/model with its head."""
     import deepspeed
     rank, world = init_distributed()
-    run_date = run_of(C.GRM_EXAMPLES, cfg.warehouse, cfg.run_date)
+    run_date = run_of(C.GRM_EXAMPLES, cfg.warehouse, cfg.run_date, needs=(PAIR_TABLES[cfg.pairs],))
     part = training_partition(run_date)  # never a held-out product's pair
     torch.manual_seed(cfg.seed)
     grm = load_grm(cfg)
-    n_rows = count_rows(C.GRM_EXAMPLES, cfg.warehouse, part)
+    n_rows = count_rows(PAIR_TABLES[cfg.pairs], cfg.warehouse, part)
     steps = cfg.epochs * max(1, n_rows // (cfg.batch_size * world))
     engine, _, _, _ = deepspeed.initialize(model=grm, model_parameters=param_groups(grm, cfg),
                                            config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr,
                                                             min(steps, cfg.max_steps) if cfg.max_steps else steps))
     def batches(epoch: int):
         return training_pairs(cfg.warehouse, run_date, cfg.batch_size, seed=cfg.seed * 1000 + epoch, shard=rank,
-                              shards=world, buffer_rows=cfg.shuffle_buffer)
+                              shards=world, buffer_rows=cfg.shuffle_buffer, pairs=cfg.pairs)
 
     def loss_of(batch):
         rng = np.random.default_rng([cfg.seed, int(batch["creative_a"][0]), int(batch["creative_b"][0])])
@@ -189,7 +197,7 @@ def pair_metrics(p_ab: np.ndarray, p_ba: np.ndarray, label: np.ndarray, groups: 
 
 def resolve_run(cfg: GRMConfig) -> GRMConfig:
     """`cfg` with its run of feat.grm_examples (the latest when not given); ConfigError when there is none."""
-    cfg.run_date = run_of(C.GRM_EXAMPLES, cfg.warehouse, cfg.run_date)
+    cfg.run_date = run_of(C.GRM_EXAMPLES, cfg.warehouse, cfg.run_date, needs=(PAIR_TABLES[cfg.pairs],))
     return cfg
 
 
@@ -199,7 +207,8 @@ def train_and_score(cfg: GRMConfig) -> dict:
     if torch.distributed.get_rank() == 0:
         scores = score_pairs(GRM.load(f"{cfg.out_dir}/{MODEL_SUBDIR}"), cfg.warehouse, s["run_date"], max_len=cfg.max_len)
         m = pair_metrics(scores["p_ab"], scores["p_ba"], scores["label"], scores["product_id"] * 1000 + scores["group_id"])
-        print(f"GRM{'' if cfg.use_group else ' (no group token)'}: {s['step']} steps; held-out Pair Accuracy "
+        name = "GRM" if cfg.use_group else f"GRM (no group token, {cfg.pairs}-level pairs)"
+        print(f"{name}: {s['step']} steps; held-out Pair Accuracy "
               f"{m['pair_accuracy']:.4f} on {m['pairs']:,} pairs, symmetry error {m['symmetry_error']:.4f} "
               f"-> {cfg.out_dir}/{MODEL_SUBDIR}")
     return s
