@@ -87,11 +87,11 @@ def test_preference_profiles_group_users_by_the_creative_they_prefer():
     title, tmask = title[:1].expand(600, -1, -1), tmask[:1].expand(600, -1)  # one product
     with torch.no_grad():
         eut = model.product_aware(attrs, title, tmask)
-        scores = model.creative_scores(eut, model._image(creatives), pmask[:2])
+        scores = model.creative_scores(eut, model.patch_tokens(creatives), pmask[:2])
         # the same numbers as the full model's logit minus its image and title heads, creative by creative
         for c in range(2):
             full = model(attrs, title, tmask, creatives[c:c + 1].expand(600, -1, -1), pmask[:1].expand(600, -1))
-            v, t = model._image(creatives[c:c + 1]), model._text(title[:1])
+            v, t = model.patch_tokens(creatives[c:c + 1]), model.title_tokens(title[:1])
             rest = model.h_v(_masked_mean(v, pmask[:1]))[:, 0] + model.h_t(_masked_mean(t, tmask[:1]))[:, 0]
             torch.testing.assert_close(scores[:, c], full - rest, atol=1e-5, rtol=1e-5)
     gender = attrs[:, list(C.USER_ATTRIBUTES).index("gender")].numpy()
@@ -237,7 +237,7 @@ def test_embedder_serves_product_aware_user_embeddings(spark, paag_wh, tmp_path)
         ids = np.sort(creatives.loc[creatives.product_id == pid, "creative_id"].to_numpy())
         patches, pmask = prof_emb.bank.images(ids)
         with torch.no_grad():
-            s = emb.model.creative_scores(direct[i:i + 1], emb.model._image(torch.from_numpy(patches)),
+            s = emb.model.creative_scores(direct[i:i + 1], emb.model.patch_tokens(torch.from_numpy(patches)),
                                           torch.from_numpy(pmask))[0].numpy()
         np.testing.assert_allclose(prof[i, :len(ids)], s - s.mean(), atol=1e-5)
         assert (prof[i, len(ids):] == 0).all() and abs(prof[i].sum()) < 1e-4
