@@ -225,7 +225,8 @@ def build_instructions(spark: SparkSession, cfg: CurationConfig, warehouse: str,
     titles = products.select("product_id", "title")
     creatives = rd(C.CREATIVES).select("creative_id", "product_id", "prompt", "image")
     start = day - dt.timedelta(days=cfg.window_days - 1)
-    clicks = (rd(C.IMPRESSIONS).where(F.col("event_date").between(F.lit(start), F.lit(day)) & (F.col("clicked") == 1))
+    window = rd(C.IMPRESSIONS).where(F.col("event_date").between(F.lit(start), F.lit(day)))
+    clicks = (window.where(F.col("clicked") == 1)
               .join(creatives.select("creative_id", "product_id"), "creative_id")
               .select("product_id", "creative_id", "user_id").distinct())
     texts = (group_analysis(ug, users, cfg)
@@ -257,7 +258,6 @@ def build_instructions(spark: SparkSession, cfg: CurationConfig, warehouse: str,
     log(f"[instructions] run {day}: writing {C.GRM_EXAMPLES.fqn}")
     write_table(group_pairs, C.GRM_EXAMPLES, warehouse, replace_where=where)
 
-    window = rd(C.IMPRESSIONS).where(F.col("event_date").between(F.lit(start), F.lit(day)))
     log(f"[instructions] run {day}: writing {C.PRODUCT_PAIRS.fqn}")
     write_table(product_pairs(window, creatives, titles, cfg).withColumn("run_date", F.lit(day))
                 .select(*C.PRODUCT_PAIRS.column_names), C.PRODUCT_PAIRS, warehouse, replace_where=where)
