@@ -1,19 +1,23 @@
-"""Throughput of G-MLLM pre-training and GRM training under DeepSpeed: tokens per second, peak memory and
-model FLOPs utilisation (MFU), per precision, side by side with a baseline precision (the first listed).
+"""Throughput of G-MLLM pre-training and GRM training through the jobs' own engine and training step:
+tokens per second, peak memory and model FLOPs utilisation (MFU), per engine variant and batch size, side by
+side with a baseline variant (the first listed).
 
 Two steps, so that a GPU node needs neither Spark nor the warehouse:
     python jobs/bench_gmllm.py export --out runs/bench_gmllm/rows     # sample rows of feat.instructions and
                                                                       # feat.grm_examples (petastorm) to Parquet
-    python jobs/bench_gmllm.py run --rows runs/bench_gmllm/rows --shape smollm2-135m --batch-size 32
-    python jobs/bench_gmllm.py one --phase pretrain --precision bf16 --profile FILE   # one run, as JSON
+    python jobs/bench_gmllm.py run --rows runs/bench_gmllm/rows --shape smollm2-1.7b --batch-sizes 16,32
+    python jobs/bench_gmllm.py one --phase pretrain --variant jobs --profile FILE   # one run, as JSON
 `make bench-gmllm` does both on this machine with the tiny profile. `export` runs jobs/bench_gmllm_export.py
 in a process of its own, so this file imports no Spark, Delta or petastorm (a GPU node has none).
 
 Models (--shape): `tiny`, or the small profile's architecture at one of SmolLM2's shapes with random
-weights, read with SmolLM2's tokenizer from --tokenizer. Timed: --steps DeepSpeed engine steps after
---warmup, on batches encoded before the clock starts; each (phase, precision) in a fresh process. MFU:
-counted FLOPs per step / step time / the device's dense peak (--peak-tflops overrides; none on a CPU).
-Details: osmf_core.evaluation.benchmarks.gmllm. Writes reports/bench_gmllm.json.
+weights, read with SmolLM2's tokenizer from --tokenizer. Variants (--variants): jobs (the training jobs'
+engine on this machine: on one GPU no ZeRO, bf16 autocast, fused AdamW, compiled), eager (not compiled),
+zero2 (the JSON's ZeRO-2 and DeepSpeed's bf16 optimizer). The engine flags (--precision, --compile,
+--checkpointing, --zero-stage) are the jobs'. Timed: --steps training steps after --warmup, on batches encoded
+before the clock starts; each run in a fresh process. MFU: counted FLOPs per step / step time / the device's
+dense peak (--peak-tflops overrides; none on a CPU). Details: osmf_core.evaluation.benchmarks.gmllm. Writes
+reports/bench_gmllm.json.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def main(argv=None) -> int:
     add_config_args(sub.add_parser("export", help="sample rows from the warehouse to Parquet (needs the Spark stack)"),
                     ExportConfig)
     add_args(sub.add_parser("run", help="the benchmark"), BenchConfig)
-    add_args(sub.add_parser("one", help="one (phase, precision), as JSON"), OneConfig)
+    add_args(sub.add_parser("one", help="one (phase, batch size, variant), as JSON"), OneConfig)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "export":  # the data side, in its own process: see the docstring

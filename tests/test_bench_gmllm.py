@@ -1,6 +1,5 @@
 """bench_gmllm: the exported sample, and the figures of a timed run (tokens, FLOPs, MFU) against what they
 must be, on the tiny profile with a real DeepSpeed engine."""
-import argparse
 import json
 import os
 import subprocess
@@ -37,21 +36,19 @@ def test_export_samples_the_tables_with_grm_instructions(rows):
     assert len(widths) == 1 and widths.pop() > 0  # every pair is in a group, all of one width
 
 
-def _args(out, phase, **kw):
-    base = dict(rows=str(out), shape="tiny", tokenizer="", deepspeed_config="cluster/deepspeed/gmllm.json",
-                batch_size=4, steps=3, warmup=1, distinct_batches=2, peak_tflops=0.5, seed=0, phase=phase,
-                precision="fp32", profile="")
-    return argparse.Namespace(**{**base, **kw})
+def _cfg(out, phase, **kw):
+    return gmllm.OneConfig(**{**dict(rows=str(out), batch_size=4, steps=3, warmup=1, distinct_batches=2,
+                                     peak_tflops=0.5, phase=phase), **kw})
 
 
 @pytest.mark.parametrize("phase", ["pretrain", "grm"])
 def test_a_timed_run_counts_tokens_flops_and_mfu(rows, phase):
     _, out, _ = rows
-    args = _args(out, phase)
-    r = gmllm.run_one(args)
+    r = gmllm.run_one(_cfg(out, phase))
+    assert r["engine"]["zero_stage"] == 0 and r["variant"] == "jobs"  # one process: the jobs' engine has no ZeRO
     # tokens: the non-padding positions of the batches the timed steps cycled over (steps 1..3 of 0..3)
     base = gmllm.build("tiny", out, "", 0)
-    batches = gmllm.encoded_batches(base, phase, out, 4, gmllm.MAX_LEN[phase], 2, 0)
+    batches = [gmllm.encode_rows(base, phase, b) for b in gmllm.sampled_batches(phase, out, 4, 2, 0)]
     timed = [batches[i % 2] for i in range(1, 4)]
     tokens = sum(int(b["attention_mask"].sum()) for b in timed)
     assert r["tokens_per_s"] * r["step_s"] * r["steps"] == pytest.approx(tokens, rel=1e-9)
@@ -68,17 +65,36 @@ def test_a_timed_run_counts_tokens_flops_and_mfu(rows, phase):
     assert np.isfinite(r["loss_last"])
 
 
+@pytest.mark.parametrize("phase", ["pretrain", "grm"])
+def test_flops_counted_in_chunks_add_up_to_the_whole_batch(rows, phase):
+    """Counting a row (a pair) at a time, each padded to the batch's width, gives the whole batch's count: the
+    bench needs the memory of one chunk, not of a full-precision pass over the batch."""
+    from osmf_core.models.gmllm.grm import GRM
+    _, out, _ = rows
+    base = gmllm.build("tiny", out, "", 0)
+    model = base if phase == "pretrain" else GRM(base, use_group=True, pooling="bilinear")
+    b = gmllm.sampled_batches(phase, out, 6, 1, 3)[0]
+    width = gmllm.encode_rows(base, phase, b)["input_ids"].shape[1]
+    whole = gmllm.count_flops(model, base, phase, b, width, 6, "cpu")
+    assert whole > 0
+    assert gmllm.count_flops(model, base, phase, b, width, 1, "cpu") == whole
+    assert gmllm.count_flops(model, base, phase, b, width, 4, "cpu") == whole  # chunks of 4 and 2
+    assert gmllm.count_flops(model, base, phase, b, width + 16, 6, "cpu") > whole  # padding is computed too
+
+
 def test_the_cli_prints_the_table_and_writes_the_report(rows, tmp_path):
     _, out, _ = rows
     report = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "bench_gmllm.py"), "run", "--rows", str(out),
-                           "--phases", "grm", "--precisions", "fp32", "--batch-size", "2", "--steps", "1",
+                           "--phases", "grm", "--variants", "zero2,jobs", "--batch-size", "2", "--steps", "1",
                            "--warmup", "1", "--report", str(report)], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "x tokens/s" in proc.stdout and "grm       fp32" in proc.stdout
+    assert "x tokens/s" in proc.stdout and "grm           2 zero2" in proc.stdout
     got = json.loads(report.read_text())
-    assert got["baseline"] == "fp32" and [r["phase"] for r in got["results"]] == ["grm"]
+    assert got["baseline"] == "zero2" and [r["variant"] for r in got["results"]] == ["zero2", "jobs"]
+    assert [r["engine"]["zero_stage"] for r in got["results"]] == [2, 0]
+    assert set(got["versions"]) == {"torch", "deepspeed", "transformers", "cuda"}
 
 
 def test_export_from_a_warehouse_without_the_tables_stops_in_one_line(tmp_path):

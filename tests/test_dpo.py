@@ -1,4 +1,5 @@
 """Group-DPO, the procedural renderer, the online A/B scoring, generation and the gallery."""
+import html
 import math
 import re
 
@@ -249,6 +250,7 @@ def test_generate_writes_every_product_group_once_and_a_gallery_listing_them(spa
     from osmf_core.data.store import read_table
     from osmf_core.evaluation.online import simulated_ctr
     from osmf_core.generation.pipeline import GenerateConfig, generate_creatives
+    from osmf_core.data.audiences import audiences
     from osmf_core.features.contexts import load_contexts
     wh, gm, grm = tiny_models
     cfg = GenerateConfig(gmllm=gm, dpo="", grm=grm, images_dir=str(tmp_path / "img"), gallery=str(tmp_path / "g" / "index.html"))
@@ -260,11 +262,35 @@ def test_generate_writes_every_product_group_once_and_a_gallery_listing_them(spa
     assert first == again and len(gen) == len(want) == first["images"]
     assert set(zip(gen["product_id"], gen["group_id"])) == want
     assert gen["sim_ctr"].between(0, 1).all() and gen["grm_score"].between(0, 1).all()
-    assert len(list((tmp_path / "img").glob("*/*.png"))) == len(want)
+    products = ctx["product_id"].nunique()
+    assert len(list((tmp_path / "img").glob("*/*.png"))) == len(want) + products  # + one one-size image each
     assert read_table(spark, C.PROMPTS, wh).count() == len(want)
     page = (tmp_path / "g" / "index.html").read_text()
     cells = set((int(p), int(g)) for p, g in re.findall(r"data-product='(\d+)' data-group='(\d+)'", page))
-    assert cells == want and page.count("<img ") == len(want)
+    assert cells == want and page.count("<img ") == len(want) + products
+    # the one-size column: one prompt per product; each group's lift is over that prompt's CTR in the same group
+    one = {int(p): html.unescape(t) for p, t in
+           re.findall(r"data-product='(\d+)' data-group='one_size'><img [^>]*><div>([^<]*)</div>", page)}
+    assert set(one) == set(ctx["product_id"])
+    members = audiences(wh, first["run_date"], ctx["product_id"].unique())
+    frame = gen[["product_id", "group_id", "sim_ctr"]].assign(prompt=[one[int(p)] for p in gen["product_id"]])
+    base = simulated_ctr(wh)(members, frame)
+    shown = {(int(p), int(g)): (float(lift), float(b)) for p, g, lift, b in re.findall(
+        r"data-product='(\d+)' data-group='(\d+)'>.*?\(([+-][\d.]+)% over one size, ([\d.]+)\)", page)}
+    assert set(shown) == want
+    for (p, g, ctr), b in zip(gen[["product_id", "group_id", "sim_ctr"]].itertuples(index=False), base):
+        lift, b_shown = shown[(int(p), int(g))]
+        assert b_shown == pytest.approx(b, abs=5e-5) and lift == pytest.approx(100 * (ctr / b - 1), abs=0.05)
+    # groups in words: no attribute shown as a bare code ("gender 1")
+    assert not re.search(r"most common:[^<]*\b(" + "|".join(C.USER_ATTRIBUTES) + r") \d", page)
+
+
+def test_group_descriptions_name_the_values_in_words():
+    from osmf_core.generation.gallery import group_descriptions
+    users = pd.DataFrame({a: [0] * 6 for a in C.USER_ATTRIBUTES}).assign(
+        product_id=7, group_id=[0, 0, 0, 1, 1, 1], gender=[0, 0, 0, 1, 1, 1], age=[4, 4, 3, 9, 9, 9])
+    got = group_descriptions(users)
+    assert got == {(7, 0): "3 users; most common: female, age 27-29", (7, 1): "3 users; most common: male, age 50-54"}
 
 
 def test_style_errors_name_the_unknown_word():

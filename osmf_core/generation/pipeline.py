@@ -32,6 +32,8 @@ from osmf_core.rendering.procedural import ProceduralRenderer, RenderJob
 from osmf_core.world import images
 from osmf_core.world.styles import style_errors
 
+ONE_SIZE_SEED = 1 << 30  # the one-size image's render seed in place of a group id (never a group's)
+
 
 @dataclass
 class GenerateConfig:
@@ -43,6 +45,9 @@ class GenerateConfig:
     sd_path: str = ""  # inpaint: local Stable Diffusion 1.5 inpainting directory (empty: tiny random pipeline)
     controlnet_path: str = ""  # inpaint: local ControlNet directory
     prompt: str = ""  # render this one prompt for every (product, group) instead of the policy's (a control arm)
+    # the gallery's one-size image per product, beside its groups': the prompt of this one-size policy's Group-DPO
+    # run (Table 3's one_size arm), or with "" of --dpo's policy without the group token
+    one_size_dpo: str = ""
     products: int = 0  # only the first N products (0 = all)
     images_dir: str = "reports/gallery/img"  # image files: <images_dir>/<run_date>/<product>_<group>.png
     gallery: str = "reports/gallery/index.html"
@@ -62,6 +67,8 @@ class GenerateConfig:
             raise ConfigError(f"no G-MLLM at {self.gmllm}: run make pretrain-gmllm")
         if self.dpo and not (Path(self.dpo) / ADAPTER_SUBDIR).is_dir():
             raise ConfigError(f"no Group-DPO adapters in {self.dpo}: run make group-dpo (or --dpo '' for the pre-trained model)")
+        if self.one_size_dpo and not (Path(self.one_size_dpo) / ADAPTER_SUBDIR).is_dir():
+            raise ConfigError(f"no Group-DPO adapters in {self.one_size_dpo} (--one-size-dpo)")
         if self.products < 0:
             raise ConfigError("--products must be >= 0")
 
@@ -108,6 +115,18 @@ def policy_prompts(cfg: GenerateConfig, ctx) -> list[str]:
     return greedy_prompts(policy, ctx, use_group)
 
 
+def one_size_prompts(cfg: GenerateConfig, ctx) -> tuple[dict[int, str], str]:
+    """({product: the one prompt it shows every group}, where it came from): the fixed --prompt, the one-size
+    policy of --one-size-dpo, or --dpo's policy without the group token (the product's first context row)."""
+    first = ctx.drop_duplicates("product_id")
+    if cfg.prompt:
+        return {int(p): cfg.prompt for p in first["product_id"]}, "the fixed prompt"
+    run = cfg.one_size_dpo or cfg.dpo
+    policy = load_policy(cfg.gmllm, str(Path(run) / ADAPTER_SUBDIR) if run else None)
+    source = f"one-size policy {cfg.one_size_dpo}" if cfg.one_size_dpo else "the same policy without the group token"
+    return dict(zip(first["product_id"].astype(int), greedy_prompts(policy, first, use_group=False))), source
+
+
 def generate_creatives(spark: SparkSession, cfg: GenerateConfig, warehouse: str, log=print, simulated_ctr=None) -> dict:
     """Prompts, images, gen tables and the gallery of one regroup run. `simulated_ctr(members, ctx)`, when
     given (on a simulated world, by the evaluation), fills each image's simulated CTR in its group."""
@@ -119,22 +138,34 @@ def generate_creatives(spark: SparkSession, cfg: GenerateConfig, warehouse: str,
     ctx = ctx.assign(prompt=[cfg.prompt] * len(ctx) if cfg.prompt else policy_prompts(cfg, ctx))
     jobs = [RenderJob.from_pngs(int(r.product_id), r.image, r.mask, r.prompt, (cfg.seed, int(r.product_id), int(r.group_id)))
             for r in ctx.itertuples()]
-    rendered = make_renderer(cfg).render(jobs, progress=True)
+    renderer = make_renderer(cfg)
+    rendered = renderer.render(jobs, progress=True)
     folder = Path(cfg.images_dir) / str(run_date)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for r, img in zip(ctx.itertuples(), rendered):
         paths.append(str(folder / f"{r.product_id}_{r.group_id}.png"))
         Path(paths[-1]).write_bytes(images.to_png(img))
-    ctx = ctx.assign(image_path=paths, grm_score=np.nan, sim_ctr=np.nan)
+    one_size, source = one_size_prompts(cfg, ctx)
+    first = ctx.drop_duplicates("product_id")
+    one_imgs = renderer.render([RenderJob.from_pngs(int(r.product_id), r.image, r.mask, one_size[int(r.product_id)],
+                                                              (cfg.seed, int(r.product_id), ONE_SIZE_SEED)) for r in first.itertuples()])
+    one_paths = {}
+    for r, img in zip(first.itertuples(), one_imgs):
+        one_paths[int(r.product_id)] = str(folder / f"{r.product_id}_one_size.png")
+        Path(one_paths[int(r.product_id)]).write_bytes(images.to_png(img))
+    ctx = ctx.assign(image_path=paths, grm_score=np.nan, sim_ctr=np.nan, one_size_ctr=np.nan,
+                     one_size_prompt=[one_size[int(p)] for p in ctx["product_id"]],
+                     one_size_path=[one_paths[int(p)] for p in ctx["product_id"]])
     if cfg.grm:
         grm = GRM.load(cfg.grm)
         logged = logged_creatives(warehouse, ctx["product_id"].unique())
         ctx["grm_score"] = [win_probability(grm, r.title, r.group_features, images.to_png(img), logged[int(r.product_id)])
                             for r, img in tqdm(zip(ctx.itertuples(), rendered), total=len(ctx), desc="GRM scores")]
     members = audiences(warehouse, run_date, ctx["product_id"].unique())
-    if simulated_ctr is not None:
+    if simulated_ctr is not None:  # each image's CTR in the group, and the one-size image's in the same group
         ctx["sim_ctr"] = simulated_ctr(members, ctx)
+        ctx["one_size_ctr"] = simulated_ctr(members, ctx.assign(prompt=ctx["one_size_prompt"]))
     descriptions = group_descriptions(members)
     ctx["description"] = [descriptions.get((int(p), int(g)), "") for p, g in zip(ctx["product_id"], ctx["group_id"])]
 
@@ -146,10 +177,13 @@ def generate_creatives(spark: SparkSession, cfg: GenerateConfig, warehouse: str,
     gen = base[C.GENERATED.column_names].astype({"grm_score": "float64", "sim_ctr": "float64"})
     write_table(spark.createDataFrame(gen.replace({np.nan: None}), C.GENERATED.schema), C.GENERATED, warehouse,
                 replace_where=where)
-    page = write_gallery(ctx, cfg.gallery, title=f"OSMF creatives per group, run {day}, model {version}")
+    page = write_gallery(ctx, cfg.gallery, title=f"OSMF creatives per group, run {day}, model {version}",
+                         one_size_source=source)
     summary = {"run_date": day.isoformat(), "model_version": version, "images": len(ctx),
                "products": int(ctx["product_id"].nunique()), "distinct_prompts": int(ctx["prompt"].nunique()),
-               "mean_sim_ctr": float(ctx["sim_ctr"].mean()), "gallery": str(page)}
+               "mean_sim_ctr": float(ctx["sim_ctr"].mean()), "mean_one_size_ctr": float(ctx["one_size_ctr"].mean()),
+               "gallery": str(page)}
     log(f"[generate] {len(ctx)} images for {summary['products']} products ({summary['distinct_prompts']} distinct "
-        f"prompts), mean simulated CTR {summary['mean_sim_ctr']:.5f}; gallery {page}")
+        f"prompts), mean simulated CTR {summary['mean_sim_ctr']:.5f} (one-size image in the same groups: "
+        f"{summary['mean_one_size_ctr']:.5f}); gallery {page}")
     return summary

@@ -28,7 +28,8 @@ from osmf_core.models.gmllm.grm import GRM, score_candidates
 from osmf_core.models.gmllm.model import GroupLlava
 from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR, META_FILE, core_of, generate, policy_inputs
 from osmf_core.rendering.procedural import ProceduralRenderer, RenderJob
-from osmf_core.training.loop import ds_config, fit, init_distributed
+from osmf_core.training.engine import EngineConfig, build_engine
+from osmf_core.training.loop import fit, init_distributed
 from osmf_core.world import images
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"  # the LM's attention, not the vision tower
@@ -58,6 +59,7 @@ class DPOConfig:
     max_contexts: int = 0  # use only the first N (product, group) contexts (0 = all; for smoke runs)
     # optimisation
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"
+    engine: EngineConfig = field(default_factory=EngineConfig)
     beta: float = 0.5  # eq. 9's KL weight; 0.5 keeps the policy nearer the reference than 0.1 (docs/group_dpo.md)
     epochs: int = 2  # passes over each round's pairs
     batch_size: int = 8  # pairs per step
@@ -246,7 +248,6 @@ def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None, scorer=None) ->
     """All rounds of sample-rank-train (resuming a killed run); the adapters end in <out_dir>/adapter.
     Candidates are ranked by the frozen GRM, or with reward 'truth' by `scorer(contexts)`, a function
     (row, prompts, pngs) -> scores the caller builds (the evaluation's simulator-truth ceiling)."""
-    import deepspeed
     rank, world = init_distributed()
     out = Path(cfg.out_dir)
     ctx = load_contexts(cfg.warehouse, cfg.run_date, split="train")
@@ -265,8 +266,8 @@ def run_group_dpo(cfg: DPOConfig, stop_after: int | None = None, scorer=None) ->
     else:
         score = scorer(ctx)
     steps = cfg.rounds * cfg.epochs * max(1, len(ctx) // (cfg.batch_size * world))
-    engine, _, _, _ = deepspeed.initialize(model=policy, model_parameters=[p for p in policy.parameters() if p.requires_grad],
-                                           config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr, steps))
+    engine, _ = build_engine(policy, [p for p in policy.parameters() if p.requires_grad], cfg.deepspeed_config,
+                             cfg.batch_size, cfg.lr, steps, cfg.engine)
     weights = GroupWeights(zip(ctx["product_id"], ctx["group_id"]), cfg.robust_eta) if cfg.robust else None
     renderer, history = ProceduralRenderer(), []
     for r in range(cfg.rounds):

@@ -1,8 +1,8 @@
 """Pre-train the G-MLLM on feat.instructions (the four Table 5 tasks) with DeepSpeed, fed by petastorm.
 
 Causal-LM loss on the response tokens only; the instruction, the group token and the image patches are
-context. ZeRO-2 and a warmup + cosine schedule come from the DeepSpeed JSON (cluster/deepspeed/);
-checkpoints and resume come from training/loop.py. The result is saved with save_pretrained (LLaVA and
+context. The engine (ZeRO stage, precision, compile) comes from training/engine.py, a warmup + cosine
+schedule from the DeepSpeed JSON (cluster/deepspeed/), checkpoints and resume from training/loop.py. The result is saved with save_pretrained (LLaVA and
 its tokenizer) plus the group MLP, in <out_dir>/model.
 """
 from __future__ import annotations
@@ -20,9 +20,10 @@ from osmf_core.data.reader import read_columns, row_batches, run_of
 from osmf_core.features.split import training_partition
 from osmf_core.models.gmllm.builders import build_small, build_tiny, from_local
 from osmf_core.models.gmllm.grm import grm_instruction
-from osmf_core.models.gmllm.model import SMALL, GMLLMConfig, GroupLlava, encode
+from osmf_core.models.gmllm.model import SMALL, GMLLMConfig, GroupLlava, approx_tokens, encode
 from osmf_core.models.gmllm.tokens import train_tokenizer
-from osmf_core.training.loop import ds_config, fit, init_distributed
+from osmf_core.training.engine import EngineConfig, build_engine
+from osmf_core.training.loop import bucket_window, fit, init_distributed, length_bucketed
 
 FIELDS = ["task", "product_id", "instruction", "response", "image", "group_features"]  # product_id: the split is checkable
 MODEL_SUBDIR, TOKENIZER_SUBDIR = "model", "tokenizer"
@@ -39,12 +40,16 @@ class PretrainConfig:
     base: str = ""  # empty: the tiny random profile; "smollm2": the small real one; else a local LLaVA directory
     model: GMLLMConfig = field(default_factory=GMLLMConfig)
     # optimisation (batch size and learning rate override the DeepSpeed JSON)
-    deepspeed_config: str = "cluster/deepspeed/gmllm.json"  # ZeRO-2, AdamW, WarmupCosineLR
+    deepspeed_config: str = "cluster/deepspeed/gmllm.json"  # ZeRO-2 (several processes), AdamW, WarmupCosineLR
+    engine: EngineConfig = field(default_factory=EngineConfig)
     epochs: int = 8
     batch_size: int = 16  # per process
     lr: float = 1e-3
     max_steps: int = 0  # stop after this many steps (0 = all epochs)
     shuffle_buffer: int = 4096  # rows shuffled together
+    # batches pooled and sorted by length, so a batch pads to rows of about its own length (0: off; default:
+    # 16 on a GPU, off on a CPU)
+    length_buckets: int | None = None
     seed: int = 0
     # output
     out_dir: str = "runs/gmllm"  # checkpoints/, tokenizer/, model/ and metrics.json
@@ -53,6 +58,8 @@ class PretrainConfig:
     eval_rows: int = 0  # rows per task scored for metrics.json after training (0: every row)
 
     def __post_init__(self):
+        if self.length_buckets is not None and self.length_buckets < 0:
+            raise ValueError("length_buckets must be >= 0")
         if min(self.epochs, self.batch_size, self.save_every) < 1 or self.lr <= 0 or self.eval_rows < 0:
             raise ValueError("epochs, batch_size, save_every must be >= 1, lr > 0 and eval_rows >= 0")
         tokens = (self.model.image_size // self.model.patch_size) ** 2
@@ -111,7 +118,6 @@ def count_rows(t: C.Table, warehouse: str, partition: dict) -> int:
 # ---------------------------------------------------------------------------------- training
 def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
     """Pre-train (or resume) the G-MLLM; save it to <out_dir>/model. `stop_after`: see loop.fit."""
-    import deepspeed
     rank, world = init_distributed()
     run_date = run_of(C.INSTRUCTIONS, cfg.warehouse, cfg.run_date)
     part = training_partition(run_date)  # never a held-out product's row
@@ -120,12 +126,18 @@ def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
     steps = cfg.epochs * max(1, n_rows // (cfg.batch_size * world))
     if cfg.max_steps:
         steps = min(steps, cfg.max_steps)
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-                                           config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr, steps))
+    engine, _ = build_engine(model, [p for p in model.parameters() if p.requires_grad], cfg.deepspeed_config,
+                             cfg.batch_size, cfg.lr, steps, cfg.engine)
+
+    window = bucket_window(cfg.length_buckets)
 
     def batches(epoch: int):
-        return training_rows(cfg.warehouse, run_date, cfg.batch_size, seed=cfg.seed * 1000 + epoch, shard=rank,
+        rows = training_rows(cfg.warehouse, run_date, cfg.batch_size, seed=cfg.seed * 1000 + epoch, shard=rank,
                              shards=world, buffer_rows=cfg.shuffle_buffer)
+        if not window:
+            return rows
+        return length_bucketed(rows, lambda b: approx_tokens(b["instruction"], b["response"], model.n_image_tokens),
+                               window, seed=cfg.seed * 1000 + epoch)
 
     def loss_of(batch):
         return engine(**batch_inputs(engine.module, batch, cfg.max_len, engine.device)).loss

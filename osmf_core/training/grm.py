@@ -22,8 +22,9 @@ from osmf_core.data.reader import row_batches, run_of
 from osmf_core.features.split import training_partition
 from osmf_core.models.gmllm.grm import GRM, reward_inputs
 from osmf_core.models.gmllm.model import GroupLlava
+from osmf_core.training.engine import EngineConfig, build_engine
 from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows
-from osmf_core.training.loop import ds_config, fit, init_distributed
+from osmf_core.training.loop import fit, init_distributed
 
 PAIR_TABLES = {"group": C.GRM_EXAMPLES, "product": C.PRODUCT_PAIRS}
 FIELDS = ["product_id", "group_id", "creative_a", "creative_b", "title", "image_a", "image_b", "group_features",
@@ -50,6 +51,7 @@ class GRMConfig:
     max_len: int = 128  # tokens per row
     # optimisation
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"
+    engine: EngineConfig = field(default_factory=EngineConfig)
     epochs: int = 4
     batch_size: int = 32
     lr: float = 2e-4  # the G-MLLM's parameters
@@ -122,7 +124,6 @@ def param_groups(grm: GRM, cfg: GRMConfig) -> list[dict]:
 
 def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
     """Train (or resume) a GRM; saved to <out_dir>/model with its head."""
-    import deepspeed
     rank, world = init_distributed()
     run_date = run_of(C.GRM_EXAMPLES, cfg.warehouse, cfg.run_date, needs=(PAIR_TABLES[cfg.pairs],))
     part = training_partition(run_date)  # never a held-out product's pair
@@ -130,9 +131,8 @@ def train_grm(cfg: GRMConfig, stop_after: int | None = None) -> dict:
     grm = load_grm(cfg)
     n_rows = count_rows(PAIR_TABLES[cfg.pairs], cfg.warehouse, part)
     steps = cfg.epochs * max(1, n_rows // (cfg.batch_size * world))
-    engine, _, _, _ = deepspeed.initialize(model=grm, model_parameters=param_groups(grm, cfg),
-                                           config=ds_config(cfg.deepspeed_config, cfg.batch_size, cfg.lr,
-                                                            min(steps, cfg.max_steps) if cfg.max_steps else steps))
+    engine, _ = build_engine(grm, param_groups(grm, cfg), cfg.deepspeed_config, cfg.batch_size, cfg.lr,
+                             min(steps, cfg.max_steps) if cfg.max_steps else steps, cfg.engine)
     def batches(epoch: int):
         return training_pairs(cfg.warehouse, run_date, cfg.batch_size, seed=cfg.seed * 1000 + epoch, shard=rank,
                               shards=world, buffer_rows=cfg.shuffle_buffer, pairs=cfg.pairs)

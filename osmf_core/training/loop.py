@@ -12,8 +12,9 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -21,6 +22,8 @@ from osmf_core.data.config import config_error
 from osmf_core.data.flags import add_config_args, config_from_args, job_parser
 
 CHECKPOINTS = "checkpoints"
+READ_EVERY = 10  # steps between reading the losses back from a GPU
+LENGTH_BUCKETS = 16  # batches pooled and sorted by length on a GPU (length_bucketed)
 
 
 def init_distributed() -> tuple[int, int]:
@@ -81,13 +84,56 @@ def ds_config(path: str, batch_size: int, lr: float, total_steps: int | None = N
     return ds
 
 
+def length_bucketed(batches: Iterable[dict], lengths: Callable[[dict], np.ndarray], window: int,
+                    seed: int) -> Iterator[dict]:
+    """The rows of every `window` consecutive batches sorted by `lengths(batch)` (one number per row) and cut
+    back into batches of the same size, yielded in a seeded order: a batch then pads to rows of about its own
+    length, not to the longest row of a random draw. Every row still comes exactly once, and the order is a
+    function of the input and the seed (a resumed epoch skips the same batches)."""
+    rng, pool = np.random.default_rng(seed), []
+
+    def flush():
+        cols = {k: np.concatenate([b[k] for b in pool]) for k in pool[0]}
+        size = len(next(iter(pool[0].values())))
+        order = np.argsort(np.concatenate([lengths(b) for b in pool]), kind="stable")
+        chunks = [order[lo:lo + size] for lo in range(0, len(order), size)]
+        pool.clear()
+        for j in rng.permutation(len(chunks)):
+            yield {k: v[chunks[j]] for k, v in cols.items()}
+
+    for batch in batches:
+        pool.append(batch)
+        if len(pool) == window:
+            yield from flush()
+    if pool:
+        yield from flush()
+
+
+def bucket_window(length_buckets: int | None) -> int:
+    """The window of length_bucketed a job uses: as given, else LENGTH_BUCKETS on a GPU and 0 (off: batches as
+    drawn, as before) on a CPU."""
+    if length_buckets is not None:
+        return length_buckets
+    return LENGTH_BUCKETS if torch.cuda.is_available() else 0
+
+
+def train_step(engine, loss_of: Callable, batch) -> torch.Tensor:
+    """The one training step of every job (and of bench-gmllm): forward and loss through the engine, backward,
+    optimizer step. Returns the loss, not read back (reading it waits for the GPU)."""
+    loss = loss_of(batch)
+    engine.backward(loss)
+    engine.step()
+    return loss.detach()
+
+
 def fit(engine, batches: Callable[[int], Iterable], loss_of: Callable, *, epochs: int, out_dir: str,
         save_every: int, name: str, max_steps: int = 0, progress: bool = True, rank: int = 0,
         stop_after: int | None = None) -> dict:
     """Run (or resume) `epochs` passes: `batches(epoch)` yields the epoch's batches in a fixed order (so a
     resumed epoch skips exactly the batches it had done), `loss_of(batch)` returns the loss tensor.
     `stop_after` ends abruptly after that many steps of this process, without a checkpoint, as a kill
-    would (for tests). Returns {step, resumed_from, stopped, loss, losses}."""
+    would (for tests). Returns {step, resumed_from, stopped, loss, losses}. On a GPU the losses are read
+    back every READ_EVERY steps, so the CPU queues the next steps while the GPU runs."""
     ckpt = Path(out_dir) / CHECKPOINTS
     step = epoch = skip = start = 0
     tag = usable_checkpoint(ckpt, name=name)
@@ -98,22 +144,31 @@ def fit(engine, batches: Callable[[int], Iterable], loss_of: Callable, *, epochs
         start = step
     bar = tqdm(desc=name, initial=step, disable=not progress or rank != 0, unit="step",
                mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
-    smooth, losses, done = None, [], False
+    read_every = READ_EVERY if engine.device.type == "cuda" else 1
+    smooth, losses, pending, done = None, [], [], False
+
+    def read_back():
+        nonlocal smooth
+        if not pending:
+            return
+        for value in torch.stack(pending).float().tolist():
+            losses.append(value)
+            smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
+        bar.update(len(pending))
+        bar.set_postfix(epoch=epoch, loss=f"{smooth:.4f}")
+        pending.clear()
+
     while epoch < epochs and not done:
         engine.train()
         for k, batch in enumerate(batches(epoch)):
             if k < skip:
                 continue
-            loss = loss_of(batch)
-            engine.backward(loss)
-            engine.step()
+            pending.append(train_step(engine, loss_of, batch))
             step += 1
-            value = float(loss.item())
-            losses.append(value)
-            smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{smooth:.4f}")
+            if len(pending) >= read_every:
+                read_back()
             if stop_after is not None and step - start >= stop_after:
+                read_back()
                 bar.close()
                 return {"step": step, "resumed_from": start, "stopped": True, "loss": smooth, "losses": losses}
             if step % save_every == 0:
@@ -124,6 +179,7 @@ def fit(engine, batches: Callable[[int], Iterable], loss_of: Callable, *, epochs
                 break
         else:
             epoch, skip = epoch + 1, 0
+    read_back()
     bar.close()
     return {"step": step, "resumed_from": start, "stopped": False, "loss": smooth, "losses": losses}
 

@@ -1,5 +1,6 @@
-"""Throughput of G-MLLM pre-training and GRM training under DeepSpeed: tokens per second, peak memory and
-model FLOPs utilisation (MFU), per precision, side by side with a baseline precision (the first listed)
+"""Throughput of G-MLLM pre-training and GRM training through the jobs' own engine and step
+(training.engine.build_engine, training.loop.train_step): tokens per second, peak memory and model FLOPs
+utilisation (MFU), per engine variant and batch size, side by side with a baseline variant (the first listed)
 (jobs/bench_gmllm.py is its command line).
 
 This module needs torch, DeepSpeed and transformers only, never Spark, Delta or petastorm: a GPU node runs
@@ -11,16 +12,23 @@ models.gmllm.SMOLLM2_SHAPES with random weights, read with SmolLM2's tokenizer f
 the copy that the small profile caches on its first load; only tokenizer.json and tokenizer_config.json
 are read, so a GPU node needs those two files and the exported rows, not the weights).
 
-What is timed: `steps` DeepSpeed engine steps (forward, backward, ZeRO-2 optimizer step, the config of
-cluster/deepspeed/gmllm.json with bf16 switched by the precision and torch's AdamW) after `warmup` steps, on
-batches of the sampled rows encoded before the clock starts (tokenising and decoding images are left out; in
-the jobs they run inside the step loop). Each (phase, precision) runs in a fresh process, so peak memory is
-its own.
+Variants (VARIANTS): `jobs`, the engine the training jobs build on this machine with the given engine flags
+(on one GPU: no ZeRO, bf16 autocast over fp32 weights, fused AdamW, compiled); `eager`, the same not
+compiled; `zero2`, the jobs' engine before it was planned per machine (the JSON's ZeRO-2, DeepSpeed's bf16
+optimizer, not compiled).
+
+What is timed: `steps` training steps (training.loop.train_step: forward, backward, optimizer step) after
+`warmup` steps (with compile, at least one step per distinct batch, so every batch shape is compiled before
+the clock starts), on batches of the sampled rows encoded before the clock starts (tokenising and decoding
+images are left out; in the jobs they run inside the step loop). Each (phase, batch size, variant) runs in a
+fresh process, so peak memory is its own.
   tokens/s     positions the language model reads that are not padding (text, image patches, group token)
-  FLOPs        counted by torch.utils.flop_counter over a forward and backward of each distinct batch
-               (optimizer excluded), averaged over the batches the timed steps run
-  MFU          FLOPs per step / step time / the device's dense peak for that precision (peak_tflops
-               overrides the table; none on a CPU)
+  FLOPs        counted by torch.utils.flop_counter over a full-precision forward and backward of each distinct
+               batch, `flop_rows` rows at a time (each chunk padded to the batch's width, so the chunks add up
+               to the whole batch's count with the memory of `flop_rows` rows); optimizer and activation
+               recomputation excluded; averaged over the batches the timed steps run
+  MFU          FLOPs per step / step time / the device's dense peak for the precision (peak_tflops overrides
+               the table; none on a CPU)
 """
 from __future__ import annotations
 
@@ -34,27 +42,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from osmf_core.data.config import ConfigError, default_warehouse
 from osmf_core.data.flags import add_config_args
 from osmf_core.data.reports import write_report
-from osmf_core.models.gmllm.builders import SMOLLM2_SHAPES, build_small_shape, build_tiny, osmf_cache
+from osmf_core.evaluation.benchmarks.gmllm_step import (GRM_FILE, PRETRAIN_FILE, build, count_flops, encode_rows,
+                                                        peak_tflops, sampled_batches, step_loss)
+from osmf_core.models.gmllm.builders import SMOLLM2_SHAPES, osmf_cache
 from osmf_core.models.gmllm.grm import GRM
-from osmf_core.models.gmllm.model import GMLLMConfig, encode
-from osmf_core.models.gmllm.tokens import train_tokenizer
-from osmf_core.training.loop import ds_config, init_distributed
+from osmf_core.models.gmllm.model import approx_tokens
+from osmf_core.training.engine import EngineConfig, build_engine
+from osmf_core.training.loop import bucket_window, init_distributed, length_bucketed, train_step
 
 PHASES = ("pretrain", "grm")
-PRECISIONS = ("fp32", "bf16")
-# dense peak TFLOP/s by device name and precision (fp32 without TF32: torch's default for matmuls)
-PEAK_TFLOPS = {"H100": {"bf16": 989.4, "fp32": 66.9}, "H200": {"bf16": 989.4, "fp32": 66.9},
-               "A100": {"bf16": 312.0, "fp32": 19.5}}
-PRETRAIN_FILE, GRM_FILE = "pretrain.parquet", "grm.parquet"
-MAX_LEN = {"pretrain": 384, "grm": 128}  # tokens per row, PretrainConfig's and GRMConfig's defaults
+# engine variants: overrides of the jobs' EngineConfig
+VARIANTS = {"jobs": {}, "eager": {"compile": False}, "zero2": {"zero_stage": 2, "compile": False}}
 ROWS_DIR = "runs/bench_gmllm/rows"
 
 
@@ -70,42 +74,49 @@ class ExportConfig:
 
 @dataclass
 class StepConfig:
-    """What every timed (phase, precision) run shares."""
+    """What every timed (phase, batch size, variant) run shares."""
     rows: str = ROWS_DIR  # what export wrote
     shape: str = field(default="tiny", metadata={"choices": ("tiny", *SMOLLM2_SHAPES)})  # tiny, or a SmolLM2 shape (random weights)
     tokenizer: str = ""  # SmolLM2's tokenizer directory (SmolLM2 shapes; default: the small profile's cached copy)
-    deepspeed_config: str = "cluster/deepspeed/gmllm.json"  # DeepSpeed JSON (bf16 switched by the precision)
+    deepspeed_config: str = "cluster/deepspeed/gmllm.json"  # DeepSpeed JSON (the jobs')
+    engine: EngineConfig = field(default_factory=EngineConfig)
     batch_size: int = 16  # per step; a GRM step reads 2x rows (pairs)
     steps: int = 20  # timed engine steps
     warmup: int = 3  # engine steps before the clock starts
     distinct_batches: int = 8  # encoded batches the steps cycle over
+    flop_rows: int = 4  # rows per full-precision forward and backward that counts FLOPs
+    # pre-training: the distinct batches pooled and sorted by length, as the job does (0: off; default: on a
+    # GPU, over every distinct batch up to the job's window)
+    length_buckets: int | None = None
     peak_tflops: float = 0.0  # dense peak for MFU (0: from the table)
     seed: int = 0  # seed of the weights and of the batches
 
 
 @dataclass
 class BenchConfig(StepConfig):
-    """The benchmark: every phase at every precision, each in a fresh process."""
+    """The benchmark: every phase at every batch size in every variant, each in a fresh process."""
     phases: tuple[str, ...] = PHASES  # phases timed, in order
-    precisions: tuple[str, ...] = ()  # first = baseline (default: fp32,bf16 on a GPU, fp32 on a CPU)
+    variants: tuple[str, ...] = ("zero2", "jobs")  # engine variants (VARIANTS); the first is the baseline
+    batch_sizes: tuple[int, ...] = ()  # batch sizes timed (default: --batch-size)
+    run_timeout: int = 0  # seconds a run may take before it is stopped and reported as failed (0: no limit)
     report: str = "reports/bench_gmllm.json"  # where the report goes
 
 
 @dataclass
 class OneConfig(StepConfig):
-    """One (phase, precision), timed in this process."""
+    """One (phase, variant), timed in this process."""
     phase: str | None = field(default=None, metadata={"choices": PHASES})  # pretrain or grm (required)
-    precision: str | None = field(default=None, metadata={"choices": PRECISIONS})  # fp32 or bf16 (required)
+    variant: str = field(default="jobs", metadata={"choices": tuple(VARIANTS)})  # engine variant
     profile: str = ""  # write torch.profiler's top operators of the timed steps here
     local_rank: int = 0  # set by the DeepSpeed launcher
 
     def __post_init__(self):
-        if self.phase is None or self.precision is None:
-            raise ConfigError("one needs --phase and --precision")
+        if self.phase is None:
+            raise ConfigError("one needs --phase")
 
 
 class StepFailed(RuntimeError):
-    """A (phase, precision) process failed."""
+    """A (phase, batch size, variant) process failed."""
 
 
 def add_args(ap, cls) -> None:
@@ -115,73 +126,23 @@ def add_args(ap, cls) -> None:
 
 
 def flags_of(cfg, cls=None) -> list[str]:
-    """The fields of `cfg` (those of dataclass `cls` if given) as flags, for a child process."""
-    return [a for f in dataclasses.fields(cls or cfg) for a in (f"--{f.name}", _flag_value(getattr(cfg, f.name)))]
-
-
-def _flag_value(v) -> str:
-    return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
-
-
-# ------------------------------------------------------------------------------ one (phase, precision)
-def build(shape: str, rows_dir: Path, tokenizer: str, seed: int):
-    """The model of `shape`, its group token as wide as the rows' group features (PAAG's d times 1 + the
-    percentile points)."""
-    torch.manual_seed(seed)
-    width = len(pd.read_parquet(rows_dir / GRM_FILE, columns=["group_features"])["group_features"].iloc[0])
-    points = GMLLMConfig.group_points
-    if width % (1 + points):
-        raise ValueError(f"group features of {width} values are not {1 + points} vectors")
-    cfg = GMLLMConfig(group_dim=width // (1 + points))
-    if shape == "tiny":
-        texts = []
-        for name, cols in ((PRETRAIN_FILE, ("instruction", "response")), (GRM_FILE, ("instruction",))):
-            frame = pd.read_parquet(rows_dir / name, columns=list(cols))
-            texts += [str(t) for c in cols for t in frame[c]]
-        return build_tiny(cfg, train_tokenizer(texts + ["USER: ASSISTANT:"], cfg.vocab_size))
-    from transformers import AutoTokenizer  # here, as the builders do: transformers is slow to import
-    return build_small_shape(cfg, shape, AutoTokenizer.from_pretrained(tokenizer))
-
-
-def encoded_batches(model, phase: str, rows_dir: Path, batch_size: int, max_len: int, n_batches: int,
-                    seed: int) -> list[dict]:
-    """`n_batches` batches of sampled rows as model inputs (CPU tensors). A GRM batch of B pairs is 2B
-    one-image rows, as training/grm.pair_inputs builds them."""
-    frame = pd.read_parquet(rows_dir / (PRETRAIN_FILE if phase == "pretrain" else GRM_FILE))
-    rng = np.random.default_rng(seed)
+    """The fields of `cfg` (those of dataclass `cls` if given; nested config dataclasses' too) as flags, for a
+    child process. A bool is --x or --no-x; a None is left out (its default)."""
     out = []
-    for _ in range(n_batches):
-        b = frame.iloc[rng.choice(len(frame), batch_size, replace=len(frame) < batch_size)]
-        if phase == "pretrain":
-            enc = encode(model, list(b["instruction"]), list(b["response"]), max_len, images=list(b["image"]),
-                         group_features=list(b["group_features"]))
-        else:
-            enc = encode(model, list(b["instruction"]) * 2, None, max_len, True,
-                         list(b["image_a"]) + list(b["image_b"]), list(b["group_features"]) * 2)
-            enc["label"] = torch.from_numpy(b["label"].to_numpy().astype(np.int64))
-        out.append(enc)
+    for f in dataclasses.fields(cls or cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out += flags_of(v)
+        elif isinstance(v, bool):
+            out.append(f"--{f.name}" if v else f"--no-{f.name}")
+        elif v is not None:
+            out += [f"--{f.name}", ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)]
     return out
 
 
-def step_loss(module, phase: str, batch: dict, device) -> torch.Tensor:
-    inputs = {k: v.to(device) if v is not None else None for k, v in batch.items() if k != "label"}
-    if phase == "pretrain":
-        return module(**inputs).loss
-    return torch.nn.functional.cross_entropy(module(**inputs).float(), batch["label"].to(device))
-
-
-def peak_tflops(precision: str, override: float) -> float | None:
-    if override:
-        return override
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    return next((p[precision] for k, p in PEAK_TFLOPS.items() if k in name), None)
-
-
+# ------------------------------------------------------------------------------ one (phase, batch size, variant)
 def run_one(cfg: OneConfig) -> dict:
-    """Build, count FLOPs, wrap in a DeepSpeed engine, warm up, time; the figures of one (phase, precision)."""
-    import deepspeed  # here, as training does: slow to import, and only this process needs it
+    """Build, count FLOPs, wrap in the jobs' engine (the variant's), warm up, time; the figures of one run."""
     init_distributed()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
@@ -190,30 +151,34 @@ def run_one(cfg: OneConfig) -> dict:
     model = base if cfg.phase == "pretrain" else GRM(base, use_group=True, pooling="bilinear")
     if cfg.phase == "grm":  # as train_grm: the vision tower stays frozen
         base.llava.model.vision_tower.requires_grad_(False)
-    batches = encoded_batches(base, cfg.phase, rows_dir, cfg.batch_size, MAX_LEN[cfg.phase], cfg.distinct_batches,
-                              cfg.seed)
+    frames = sampled_batches(cfg.phase, rows_dir, cfg.batch_size, cfg.distinct_batches, cfg.seed)
+    window = min(bucket_window(cfg.length_buckets), len(frames)) if cfg.phase == "pretrain" else 0
+    if window:
+        n_img = base.n_image_tokens
+        lengths = lambda b: approx_tokens(b["instruction"], b["response"], n_img)  # noqa: E731
+        frames = [pd.DataFrame(b) for b in length_bucketed(({c: f[c].to_numpy() for c in f} for f in frames),
+                                                           lengths, window, cfg.seed)]
+    batches = [encode_rows(base, cfg.phase, b) for b in frames]
     model.to(device)
-    per_batch = []
-    for batch in batches:  # fp32, before DeepSpeed: FLOPs do not depend on precision
-        with FlopCounterMode(display=False) as counter:
-            step_loss(model, cfg.phase, batch, device).backward()
-        per_batch.append(counter.get_total_flops())
-    model.zero_grad(set_to_none=True)
-    # the mean over the batches the timed steps run (they cycle over the distinct batches)
-    flops = sum(per_batch[i % len(batches)] for i in range(cfg.warmup, cfg.warmup + cfg.steps)) / cfg.steps
+    # fp32 and before the engine: FLOPs do not depend on precision; the mean over the batches the timed steps
+    # run (they cycle over the distinct batches)
+    per_batch = [count_flops(model, base, cfg.phase, b, e["input_ids"].shape[1], cfg.flop_rows, device)
+                 for b, e in zip(frames, batches)]
+    engine_cfg = dataclasses.replace(cfg.engine, **VARIANTS[cfg.variant])
+    warmup = max(cfg.warmup, len(batches)) if engine_cfg.compile or (engine_cfg.compile is None and cuda) \
+        else cfg.warmup  # compiled: every distinct batch before the clock starts
+    flops = sum(per_batch[i % len(batches)] for i in range(warmup, warmup + cfg.steps)) / cfg.steps
     params = sum(p.numel() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    ds = ds_config(cfg.deepspeed_config, cfg.batch_size, 1e-4, cfg.warmup + cfg.steps)
-    ds["bf16"] = {"enabled": cfg.precision == "bf16"}
-    ds["optimizer"]["params"]["torch_adam"] = True  # torch's AdamW on every device: no JIT-built kernel
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds)
+    engine, plan = build_engine(model, trainable, cfg.deepspeed_config, cfg.batch_size, 1e-4, warmup + cfg.steps,
+                                engine_cfg)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     tokens = positions = 0
-    t0, prof = None, None
-    for i in range(cfg.warmup + cfg.steps):
-        if i == cfg.warmup:
+    t0, prof, loss = None, None, None
+    for i in range(warmup + cfg.steps):
+        if i == warmup:
             sync()
             if cfg.profile:  # the timed steps under torch.profiler (slower: the figures are then its own)
                 prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU] + (
@@ -221,10 +186,8 @@ def run_one(cfg: OneConfig) -> dict:
                 prof.__enter__()
             t0 = time.perf_counter()
         batch = batches[i % len(batches)]
-        loss = step_loss(engine, cfg.phase, batch, engine.device)
-        engine.backward(loss)
-        engine.step()
-        if i >= cfg.warmup:
+        loss = train_step(engine, lambda b: step_loss(engine, cfg.phase, b, engine.device), batch)
+        if i >= warmup:
             tokens += int(batch["attention_mask"].sum())
             positions += batch["attention_mask"].numel()
     sync()
@@ -235,41 +198,55 @@ def run_one(cfg: OneConfig) -> dict:
         Path(cfg.profile).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=25))
     step_s = seconds / cfg.steps
-    peak = peak_tflops(cfg.precision, cfg.peak_tflops)
+    peak = peak_tflops(plan.precision, cfg.peak_tflops)
     achieved = flops / step_s
-    out = {"phase": cfg.phase, "shape": cfg.shape, "precision": cfg.precision, "device": str(
-        torch.cuda.get_device_name() if cuda else "cpu"), "params": params,
-           "trainable_params": sum(p.numel() for p in trainable), "batch_size": cfg.batch_size,
-           "rows_per_step": len(batches[0]["input_ids"]), "steps": cfg.steps, "step_s": step_s,
+    out = {"phase": cfg.phase, "shape": cfg.shape, "variant": cfg.variant, "engine": dataclasses.asdict(plan),
+           "length_buckets": window,
+           "precision": plan.precision, "device": str(torch.cuda.get_device_name() if cuda else "cpu"),
+           "params": params, "trainable_params": sum(p.numel() for p in trainable), "batch_size": cfg.batch_size,
+           "rows_per_step": len(batches[0]["input_ids"]), "warmup": warmup, "steps": cfg.steps, "step_s": step_s,
            "tokens_per_s": tokens / seconds, "positions_per_s": positions / seconds,
            "mean_tokens_per_row": tokens / cfg.steps / len(batches[0]["input_ids"]),
            "flops_per_step": flops, "achieved_tflops": achieved / 1e12,
            "peak_tflops": peak, "mfu": achieved / (peak * 1e12) if peak else None,
            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
            "loss_last": float(loss.item())}
-    del engine, model, base
+    del model, base
     gc.collect()
     return out
 
 
+def versions() -> dict:
+    import deepspeed
+    import transformers
+    return {"torch": torch.__version__, "deepspeed": deepspeed.__version__, "transformers": transformers.__version__,
+            "cuda": torch.version.cuda}
+
+
 # ------------------------------------------------------------------------------ the benchmark and its table
 def show(results: list[dict]) -> None:
-    base = {r["phase"]: r for r in results if r["precision"] == results[0]["precision"]}
-    print(f"{'phase':<9} {'precision':<9} {'step s':>8} {'tokens/s':>11} {'TFLOP/s':>8} {'MFU':>7} "
+    """The table: one line per run, x = against the baseline variant's run of the same phase and batch size."""
+    base = {(r["phase"], r["batch_size"]): r for r in reversed(results)
+            if r["variant"] == results[0]["variant"] and "error" not in r}
+    print(f"{'phase':<9} {'batch':>5} {'variant':<7} {'step s':>8} {'tokens/s':>11} {'TFLOP/s':>8} {'MFU':>7} "
           f"{'peak GiB':>9} {'x tokens/s':>10} {'x memory':>9}")
     for r in results:
-        b = base[r["phase"]]
+        if "error" in r:
+            print(f"{r['phase']:<9} {r['batch_size']:>5} {r['variant']:<7} failed: {r['error']}")
+            continue
+        b = base.get((r["phase"], r["batch_size"]))
         mem = f"{r['peak_memory_gib']:.2f}" if r["peak_memory_gib"] is not None else "n/a"
-        mem_x = f"{r['peak_memory_gib'] / b['peak_memory_gib']:.2f}" if r["peak_memory_gib"] else "n/a"
+        mem_x = f"{r['peak_memory_gib'] / b['peak_memory_gib']:.2f}" if b and r["peak_memory_gib"] else "n/a"
+        speed_x = f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}" if b else "n/a"
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"{r['phase']:<9} {r['precision']:<9} {r['step_s']:>8.4f} {r['tokens_per_s']:>11,.0f} "
-              f"{r['achieved_tflops']:>8.2f} {mfu:>7} {mem:>9} {r['tokens_per_s'] / b['tokens_per_s']:>10.2f} "
-              f"{mem_x:>9}")
+        print(f"{r['phase']:<9} {r['batch_size']:>5} {r['variant']:<7} {r['step_s']:>8.4f} {r['tokens_per_s']:>11,.0f} "
+              f"{r['achieved_tflops']:>8.2f} {mfu:>7} {mem:>9} {speed_x:>10} {mem_x:>9}")
 
 
 def bench(cfg: BenchConfig, script: str) -> dict:
-    """Every phase at every precision, each a `script one ...` process of its own; prints the table, writes and
-    returns the report. ConfigError when the rows or the tokenizer are missing, StepFailed when a run fails."""
+    """Every phase at every batch size in every variant, each a `script one ...` process of its own; prints the
+    table, writes and returns the report. ConfigError when the rows or the tokenizer are missing; StepFailed,
+    after the table and the report, when a run failed."""
     for name in (PRETRAIN_FILE, GRM_FILE):
         if not (Path(cfg.rows) / name).is_file():
             raise ConfigError(f"{Path(cfg.rows) / name} missing: run `python jobs/bench_gmllm.py export` first")
@@ -277,25 +254,49 @@ def bench(cfg: BenchConfig, script: str) -> dict:
         cfg = dataclasses.replace(cfg, tokenizer=str(osmf_cache() / "smollm2-135m-instruct"))
     if cfg.shape != "tiny" and not (Path(cfg.tokenizer) / "tokenizer.json").is_file():
         raise ConfigError(f"--shape {cfg.shape} needs --tokenizer, a directory with SmolLM2's tokenizer.json")
-    precisions = list(cfg.precisions) or (["fp32", "bf16"] if torch.cuda.is_available() else ["fp32"])
+    unknown = sorted(set(cfg.variants) - set(VARIANTS))
+    if unknown or not cfg.variants:
+        raise ConfigError(f"--variants: {unknown or 'none given'}; known: {', '.join(VARIANTS)}")
     # each child is a one-process job of its own: no rendezvous inherited from a launcher or a caller
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     results = []
     for phase in cfg.phases:
-        for precision in precisions:
-            proc = subprocess.run([sys.executable, script, "one", *flags_of(cfg, StepConfig), "--phase", phase,
-                                   "--precision", precision], stdout=subprocess.PIPE, text=True, env=env)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if proc.returncode or line is None:
-                raise StepFailed(f"{phase} {precision} failed (exit {proc.returncode})")
-            results.append(json.loads(line[len("RESULT "):]))
-            r = results[-1]
-            print(f"[bench-gmllm] {phase} {precision}: {r['params'] / 1e6:.1f}M parameters, {r['tokens_per_s']:,.0f} "
-                  f"tokens/s", flush=True)
-    print(f"\nG-MLLM training throughput, shape {cfg.shape}, batch {cfg.batch_size}, on {results[0]['device']} "
-          f"(x = against {precisions[0]})")
+        for batch_size in cfg.batch_sizes or (cfg.batch_size,):
+            step = dataclasses.replace(cfg, batch_size=batch_size)
+            for variant in cfg.variants:
+                results.append(run_child(script, step, phase, variant, env, cfg.run_timeout))
+                r = results[-1]
+                print(f"[bench-gmllm] {phase} batch {batch_size} {variant}: " + (
+                    f"{r['params'] / 1e6:.1f}M parameters, {r['tokens_per_s']:,.0f} tokens/s" if "error" not in r
+                    else f"failed ({r['error']})"), flush=True)
+    done = [r for r in results if "error" not in r]
+    print(f"\nG-MLLM training throughput, shape {cfg.shape}, on {done[0]['device'] if done else 'n/a'} "
+          f"(x = against {cfg.variants[0]} at the same phase and batch size)")
     show(results)
-    report = {"shape": cfg.shape, "device": results[0]["device"], "baseline": precisions[0], "results": results}
+    report = {"shape": cfg.shape, "device": done[0]["device"] if done else None, "baseline": cfg.variants[0],
+              "versions": versions(), "results": results}
     write_report(cfg.report, report)
+    failed = [r for r in results if "error" in r]
+    if failed:
+        raise StepFailed(f"{len(failed)} of {len(results)} runs failed: " + "; ".join(
+            f"{r['phase']} batch {r['batch_size']} {r['variant']} ({r['error']})" for r in failed))
     return report
+
+
+def run_child(script: str, step: StepConfig, phase: str, variant: str, env: dict, timeout: int) -> dict:
+    """One `script one ...` process; its RESULT, or a row with the error (an out-of-memory run is a figure
+    too: that batch does not fit)."""
+    args = [sys.executable, script, "one", *flags_of(step, StepConfig), "--phase", phase, "--variant", variant]
+    row = {"phase": phase, "batch_size": step.batch_size, "variant": variant}
+    try:
+        proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              timeout=timeout or None)
+    except subprocess.TimeoutExpired:
+        return {**row, "error": f"stopped after {timeout} s"}
+    sys.stderr.write(proc.stderr[-3000:] if proc.returncode else "")
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        oom = "OutOfMemoryError" in proc.stderr or "CUDA out of memory" in proc.stderr
+        return {**row, "error": "out of memory" if oom else f"exit {proc.returncode}"}
+    return json.loads(line[len("RESULT "):])

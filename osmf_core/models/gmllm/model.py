@@ -128,20 +128,15 @@ class GroupLlava(nn.Module):
         pixel_values: every image of the batch in reading order (row by row); group_features: (B, G) rows,
         read for the rows that have a group token."""
         emb = self.llava.get_input_embeddings()(input_ids)
-        img = input_ids == self.image_token_id
-        if img.any():
+        # no branch on the token values here: each would read the GPU back (a sync, and a graph break under
+        # torch.compile); encode() checks the image and group tokens on the CPU
+        if pixel_values is not None:
             out = self.llava.model.get_image_features(pixel_values=pixel_values.to(emb.dtype))
             feats = torch.cat(list(out.pooler_output), dim=0).to(emb.dtype)
-            if feats.shape[0] != int(img.sum()):
-                raise ValueError(f"{int(img.sum())} image tokens but {feats.shape[0]} image features")
-            emb = emb.masked_scatter(img.unsqueeze(-1), feats)
-        grp = input_ids == self.group_token_id
-        if grp.any():
-            rows = grp.any(dim=1)
-            if (grp.sum(dim=1) > 1).any():
-                raise ValueError("at most one group token per row")
-            e_g = self.group_mlp(group_features[rows].to(emb.dtype), n_points).to(emb.dtype)
-            emb = emb.masked_scatter(grp.unsqueeze(-1), e_g)
+            emb = emb.masked_scatter((input_ids == self.image_token_id).unsqueeze(-1), feats)
+        if group_features is not None:  # e_G of every row, placed where a row has its group token
+            e_g = self.group_mlp(group_features.to(emb.dtype), n_points).to(emb.dtype)
+            emb = torch.where((input_ids == self.group_token_id).unsqueeze(-1), e_g.unsqueeze(1), emb)
         return emb
 
     def forward(self, input_ids, attention_mask, pixel_values=None, group_features=None, labels=None,
@@ -192,9 +187,9 @@ class GroupLlava(nn.Module):
 
 # ------------------------------------------------------------------------------ inputs
 def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, use_group: bool = True,
-           images=None, group_features=None, device=None) -> dict:
-    """Token ids, attention mask and (with responses) labels of a batch, right-padded; pixel values of the
-    images of the rows whose instruction shows one, in row order. Labels are -100 except on the response.
+           images=None, group_features=None, device=None, pad_to: int = 0) -> dict:
+    """Token ids, attention mask and (with responses) labels of a batch, right-padded (to at least `pad_to`
+    positions); pixel values of the images of the rows whose instruction shows one, in row order. Labels are -100 except on the response.
     With `group_features` (one flat G_{s,k} per row, empty for none), also the (B, width) tensor the group
     MLP reads; with `device`, every tensor moved there."""
     tok = model.tokenizer
@@ -211,12 +206,18 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
             if images is None:
                 raise ValueError("an instruction shows an image but no images were given")
             pngs.extend(images[i] if n > 1 else [images[i]])
-    width = max(len(r) for r in rows)
+    width = max(pad_to, *(len(r) for r in rows))
     ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
     lab = torch.full((len(rows), width), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (r, y) in enumerate(zip(rows, labels)):
         ids[i, :len(r)], lab[i, :len(y)], mask[i, :len(r)] = torch.tensor(r), torch.tensor(y), 1
+    n_image = int((ids == model.image_token_id).sum())
+    if n_image != len(pngs) * model.n_image_tokens:
+        raise ValueError(f"{n_image} image tokens but {len(pngs) * model.n_image_tokens} image features "
+                         f"({len(pngs)} images; an image cut by max_len {max_len}?)")
+    if int((ids == model.group_token_id).sum(dim=1).max()) > 1:
+        raise ValueError("at most one group token per row")
     out = {"input_ids": ids, "attention_mask": mask, "pixel_values": model.pixels(pngs) if pngs else None}
     if responses is not None:
         out["labels"] = lab
@@ -225,6 +226,13 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
     if device is not None:
         out = {k: (v.to(device) if v is not None else None) for k, v in out.items()}
     return out
+
+
+def approx_tokens(instructions, responses, image_tokens: int) -> np.ndarray:
+    """A row's length in tokens, estimated without the tokenizer: about 4 characters a token, `image_tokens`
+    per image the instruction shows (for sorting rows by length, training.loop.length_bucketed)."""
+    return np.array([(len(str(i)) + len(str(r))) // 4 + image_tokens * str(i).count(IMAGE_TOKEN)
+                     for i, r in zip(instructions, responses)])
 
 
 def group_tensor(features, width: int) -> torch.Tensor:

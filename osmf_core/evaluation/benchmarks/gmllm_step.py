@@ -1,0 +1,91 @@
+"""The pieces of one timed G-MLLM benchmark run (gmllm.run_one): the model of a shape, seeded batches of the
+exported rows, their FLOPs counted in chunks, the loss of a step and the device's peak.
+
+Needs torch and transformers only (a GPU node has neither Spark nor the warehouse).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from osmf_core.models.gmllm.builders import build_small_shape, build_tiny
+from osmf_core.models.gmllm.model import GMLLMConfig, encode
+from osmf_core.models.gmllm.tokens import train_tokenizer
+
+# dense peak TFLOP/s by device name and precision (fp32 without TF32: torch's default for matmuls)
+PEAK_TFLOPS = {"H100": {"bf16": 989.4, "fp32": 66.9}, "H200": {"bf16": 989.4, "fp32": 66.9},
+               "A100": {"bf16": 312.0, "fp32": 19.5}}
+PRETRAIN_FILE, GRM_FILE = "pretrain.parquet", "grm.parquet"
+MAX_LEN = {"pretrain": 384, "grm": 128}  # tokens per row, PretrainConfig's and GRMConfig's defaults
+
+
+def build(shape: str, rows_dir: Path, tokenizer: str, seed: int):
+    """The model of `shape`, its group token as wide as the rows' group features (PAAG's d times 1 + the
+    percentile points)."""
+    torch.manual_seed(seed)
+    width = len(pd.read_parquet(rows_dir / GRM_FILE, columns=["group_features"])["group_features"].iloc[0])
+    points = GMLLMConfig.group_points
+    if width % (1 + points):
+        raise ValueError(f"group features of {width} values are not {1 + points} vectors")
+    cfg = GMLLMConfig(group_dim=width // (1 + points))
+    if shape == "tiny":
+        texts = []
+        for name, cols in ((PRETRAIN_FILE, ("instruction", "response")), (GRM_FILE, ("instruction",))):
+            frame = pd.read_parquet(rows_dir / name, columns=list(cols))
+            texts += [str(t) for c in cols for t in frame[c]]
+        return build_tiny(cfg, train_tokenizer(texts + ["USER: ASSISTANT:"], cfg.vocab_size))
+    from transformers import AutoTokenizer  # here, as the builders do: transformers is slow to import
+    return build_small_shape(cfg, shape, AutoTokenizer.from_pretrained(tokenizer))
+
+
+def sampled_batches(phase: str, rows_dir: Path, batch_size: int, n_batches: int, seed: int) -> list[pd.DataFrame]:
+    """`n_batches` seeded samples of `batch_size` rows (pairs for the GRM) of the exported file."""
+    frame = pd.read_parquet(rows_dir / (PRETRAIN_FILE if phase == "pretrain" else GRM_FILE))
+    rng = np.random.default_rng(seed)
+    return [frame.iloc[rng.choice(len(frame), batch_size, replace=len(frame) < batch_size)] for _ in range(n_batches)]
+
+
+def encode_rows(model, phase: str, b: pd.DataFrame, pad_to: int = 0) -> dict:
+    """Model inputs (CPU tensors) of sampled rows, at least `pad_to` positions wide. A GRM batch of B pairs is
+    2B one-image rows, as training/grm.pair_inputs builds them."""
+    if phase == "pretrain":
+        return encode(model, list(b["instruction"]), list(b["response"]), MAX_LEN[phase], images=list(b["image"]),
+                      group_features=list(b["group_features"]), pad_to=pad_to)
+    enc = encode(model, list(b["instruction"]) * 2, None, MAX_LEN[phase], True, list(b["image_a"]) + list(b["image_b"]),
+                 list(b["group_features"]) * 2, pad_to=pad_to)
+    enc["label"] = torch.from_numpy(b["label"].to_numpy().astype(np.int64))
+    return enc
+
+
+def count_flops(model, base, phase: str, b: pd.DataFrame, width: int, chunk: int, device) -> int:
+    """FLOPs of a full-precision forward and backward of `model` (`base`: its G-MLLM, which encodes) on the
+    batch `b` (inputs `width` positions wide), counted
+    `chunk` rows (pairs) at a time, each chunk padded to the batch's width: every operation counted is per
+    row (per image), so the chunks add up to the whole batch's count, with the memory of one chunk."""
+    total = 0
+    for lo in range(0, len(b), chunk):
+        with FlopCounterMode(display=False) as counter:
+            step_loss(model, phase, encode_rows(base, phase, b.iloc[lo:lo + chunk], pad_to=width), device).backward()
+        total += counter.get_total_flops()
+    model.zero_grad(set_to_none=True)
+    return total
+
+
+def step_loss(module, phase: str, batch: dict, device) -> torch.Tensor:
+    inputs = {k: v.to(device) if v is not None else None for k, v in batch.items() if k != "label"}
+    if phase == "pretrain":
+        return module(**inputs).loss
+    return torch.nn.functional.cross_entropy(module(**inputs).float(), batch["label"].to(device))
+
+
+def peak_tflops(precision: str, override: float) -> float | None:
+    if override:
+        return override
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((p[precision] for k, p in PEAK_TFLOPS.items() if k in name), None)

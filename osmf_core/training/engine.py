@@ -1,0 +1,124 @@
+"""How every G-MLLM training job (pre-training, GRM, Group-DPO) wraps its model in a DeepSpeed engine: one
+place that chooses the ZeRO stage, the precision, the optimizer and compilation for the machine it runs on.
+
+  ZeRO          one process (one GPU, or the CPU): none (stage 0). One GPU holds every gradient and optimizer
+                state anyway, so ZeRO-2's gradient hooks, bucketing and flat partitions only cost time.
+                Several processes: the stage of the DeepSpeed JSON (cluster/deepspeed/: ZeRO-2 on one node,
+                ZeRO-3 across nodes). --zero-stage overrides both.
+  precision     auto: bf16 on a GPU that has it, else fp32. bf16 without ZeRO is torch autocast over the fp32
+                weights (the weights are the fp32 master copy; matmuls run in bf16); with ZeRO, DeepSpeed's
+                bf16 optimizer (bf16 weights, fp32 master partitions).
+  optimizer     the JSON's AdamW as torch.optim.AdamW, fused (one kernel for every tensor) on a GPU.
+  compile       torch.compile of each transformer layer (regional compilation: the layers of a model share
+                one compiled graph, so compiling takes the time of one layer, not of the whole model), on by
+                default on a GPU: a layer is a few fused kernels instead of dozens of small ones. The rest (vision
+                tower, embeddings, head and loss) stays eager. Off on the CPU (CI, the demo), where the step stays
+                as it was.
+  checkpointing activation checkpointing in the language model: recomputes each layer in the backward pass,
+                so larger batches fit (about a third more compute).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from osmf_core.training.loop import ds_config
+
+PRECISIONS = ("auto", "fp32", "bf16")
+LAYER_SUFFIXES = ("DecoderLayer", "EncoderLayer")  # transformers' names of a model's repeated block
+
+
+@dataclass
+class EngineConfig:
+    # engine (osmf_core.training.engine)
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS})  # auto: bf16 on a GPU that has it, else fp32
+    compile: bool | None = None  # torch.compile each transformer layer (default: on a GPU, off on a CPU)
+    checkpointing: bool = False  # activation checkpointing in the language model (bigger batches, more compute)
+    zero_stage: int = -1  # ZeRO stage (-1: none on one process, the DeepSpeed JSON's on several)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.zero_stage not in (-1, 0, 1, 2, 3):
+            raise ValueError(f"zero_stage must be -1 (automatic) or 0-3, got {self.zero_stage}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the engine is built with, once the machine is known."""
+    zero_stage: int
+    precision: str  # fp32 or bf16
+    compile: bool
+    checkpointing: bool
+    fused_optimizer: bool
+
+
+def plan(cfg: EngineConfig, world_size: int, cuda: bool, json_stage: int, bf16_ok: bool = True) -> Plan:
+    """The choices of `cfg` on a machine of `world_size` processes, with or without a GPU (`bf16_ok`: one
+    that computes in bf16)."""
+    stage = cfg.zero_stage if cfg.zero_stage >= 0 else (0 if world_size == 1 else json_stage)
+    bf16 = cuda and bf16_ok if cfg.precision == "auto" else cfg.precision == "bf16"
+    return Plan(zero_stage=stage, precision="bf16" if bf16 else "fp32",
+                compile=cuda if cfg.compile is None else cfg.compile, checkpointing=cfg.checkpointing,
+                fused_optimizer=cuda)
+
+
+def engine_config(path: str, batch_size: int, lr: float, total_steps: int | None, p: Plan) -> dict:
+    """The DeepSpeed JSON of `path` (ds_config: batch, learning rate, schedule) with the plan's ZeRO stage,
+    precision and optimizer."""
+    ds = ds_config(path, batch_size, lr, total_steps)
+    zero = dict(ds.get("zero_optimization") or {})
+    ds["zero_optimization"] = {**zero, "stage": p.zero_stage} if p.zero_stage else {"stage": 0}
+    for key in ("bf16", "fp16", "torch_autocast"):
+        ds.pop(key, None)
+    if p.precision == "bf16":
+        if p.zero_stage:
+            ds["bf16"] = {"enabled": True}
+        else:
+            ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    params = ds.setdefault("optimizer", {"type": "AdamW", "params": {}}).setdefault("params", {})
+    params["torch_adam"] = True  # torch's AdamW: no JIT-built DeepSpeed kernel on any machine
+    if p.fused_optimizer:
+        params["fused"] = True
+    return ds
+
+
+def enable_checkpointing(module: torch.nn.Module) -> bool:
+    """Activation checkpointing in the first transformers model inside `module`; False if there is none."""
+    for m in module.modules():
+        if getattr(m, "supports_gradient_checkpointing", False) and hasattr(m, "gradient_checkpointing_enable"):
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            return True
+    return False
+
+
+def build_engine(model: torch.nn.Module, parameters, deepspeed_config: str, batch_size: int, lr: float,
+                 total_steps: int | None, cfg: EngineConfig):
+    """(engine, plan): `model` in a DeepSpeed engine as `cfg` plans it on this machine (init_distributed first)."""
+    import deepspeed
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    json_stage = int((ds_config(deepspeed_config, batch_size, lr).get("zero_optimization") or {}).get("stage", 0))
+    cuda = torch.cuda.is_available()
+    p = plan(cfg, world, cuda, json_stage, bf16_ok=cuda and torch.cuda.is_bf16_supported())
+    if p.checkpointing and not enable_checkpointing(model):
+        raise ValueError("--checkpointing: the model holds no transformers model to checkpoint")
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameters,
+                                           config=engine_config(deepspeed_config, batch_size, lr, total_steps, p))
+    if p.compile and not compile_layers(model):
+        raise ValueError("--compile: the model holds no transformer layer to compile")
+    return engine, p
+
+
+def compile_layers(module: torch.nn.Module) -> int:
+    """torch.compile every transformer layer inside `module` (dynamic shapes: batches differ in length, and
+    one graph serves them all); how many were compiled."""
+    layers = [m for m in module.modules() if type(m).__name__.endswith(LAYER_SUFFIXES)]
+    for m in layers:
+        m.compile(dynamic=True)
+    return len(layers)
+
+
+def describe(p: Plan) -> str:
+    return ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(p).items())

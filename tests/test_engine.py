@@ -1,0 +1,145 @@
+"""training.engine: the engine the G-MLLM jobs build per machine (no ZeRO on one process, bf16 autocast over
+fp32 weights, fused AdamW, compile), and the compiled step against the eager one on a tiny model."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from osmf_core.features.templates import TEMPLATES, render
+from osmf_core.models.gmllm.builders import build_tiny
+from osmf_core.models.gmllm.model import GMLLMConfig, encode
+from osmf_core.models.gmllm.tokens import train_tokenizer
+from osmf_core.training.engine import EngineConfig, build_engine, engine_config, plan
+from osmf_core.training.loop import init_distributed, train_step
+
+JSON = "cluster/deepspeed/gmllm.json"  # the jobs' DeepSpeed JSON: ZeRO-2 for several processes
+TINY = GMLLMConfig(image_size=32, patch_size=16, vision_hidden=16, text_hidden=32, text_heads=2, text_intermediate=64,
+                   vocab_size=400, group_dim=8, group_points=10, group_hidden=32)
+
+
+def test_one_process_gets_no_zero_several_get_the_json_stage():
+    auto = EngineConfig()
+    one_gpu = plan(auto, world_size=1, cuda=True, json_stage=2)
+    assert (one_gpu.zero_stage, one_gpu.precision, one_gpu.compile, one_gpu.fused_optimizer) == (0, "bf16", True, True)
+    cpu = plan(auto, world_size=1, cuda=False, json_stage=2)
+    assert (cpu.zero_stage, cpu.precision, cpu.compile, cpu.fused_optimizer) == (0, "fp32", False, False)
+    eight = plan(auto, world_size=8, cuda=True, json_stage=2)
+    assert (eight.zero_stage, eight.precision) == (2, "bf16")
+    assert plan(auto, 1, True, 2, bf16_ok=False).precision == "fp32"  # a GPU without bf16
+    forced = plan(EngineConfig(zero_stage=3, precision="fp32", compile=False), 1, True, 2)
+    assert (forced.zero_stage, forced.precision, forced.compile) == (3, "fp32", False)
+    with pytest.raises(ValueError, match="zero_stage"):
+        EngineConfig(zero_stage=5)
+
+
+def test_the_single_gpu_deepspeed_config_has_no_zero_and_autocasts_over_fp32_weights():
+    ds = engine_config(JSON, 16, 1e-3, 100, plan(EngineConfig(), 1, True, 2))
+    assert ds["zero_optimization"] == {"stage": 0}  # no partitioning, buckets or gradient hooks
+    assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in ds and "fp16" not in ds
+    assert ds["optimizer"]["params"]["fused"] is True and ds["optimizer"]["params"]["torch_adam"] is True
+    assert ds["train_micro_batch_size_per_gpu"] == 16 and ds["scheduler"]["params"]["total_num_steps"] == 100
+    several = engine_config(JSON, 16, 1e-3, 100, plan(EngineConfig(), 8, True, 2))
+    on_disk = json.loads(open(JSON).read())["zero_optimization"]
+    assert several["zero_optimization"] == on_disk and several["bf16"] == {"enabled": True}
+    assert "torch_autocast" not in several
+
+
+def _tiny(seed=0):
+    texts = [render(t, k, "Nova Pro Phone 7") for t in TEMPLATES for k in range(len(TEMPLATES[t]))]
+    tok = train_tokenizer(texts * 3 + ["USER: ASSISTANT: the product, cozy kitchen background"], TINY.vocab_size)
+    torch.manual_seed(seed)
+    return build_tiny(TINY, tok)
+
+
+def _batch(model):
+    from osmf_core.world.images import to_png
+    png = to_png((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
+    instr = [render("prompt_generation", 0, "Nova"), render("group_analysis", 1)]
+    g = np.random.default_rng(1).normal(size=(2, 11 * TINY.group_dim)).astype(np.float32)
+    return encode(model, instr, ["the product, cozy kitchen background", "member_level: 3"], 200, images=[png, b""],
+                  group_features=list(g))
+
+
+def test_a_real_engine_with_the_single_gpu_plan_has_no_zero_optimizer():
+    """The single-GPU plan (stage 0, bf16 autocast, fused AdamW) in a real DeepSpeed engine, on the CPU: the
+    optimizer is torch's fused AdamW itself over the fp32 weights, not a ZeRO or bf16 wrapper."""
+    init_distributed()
+    model = _tiny()
+    p = dataclasses.replace(plan(EngineConfig(), 1, True, 2), compile=False)
+    import deepspeed
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=list(model.parameters()),
+                                           config=engine_config(JSON, 2, 1e-3, 10, p))
+    assert engine.zero_optimization_stage() == 0 and not engine.bfloat16_enabled()
+    assert type(engine.optimizer) is torch.optim.AdamW and engine.optimizer.defaults["fused"] is True
+    assert all(q.dtype == torch.float32 for q in model.parameters())  # the fp32 master weights are the model's
+    batch = _batch(model)
+    loss = train_step(engine, lambda b: engine(**b).loss, batch)
+    assert torch.isfinite(loss)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert engine.module(**batch).logits.dtype == torch.bfloat16  # autocast: the matmuls ran in bf16
+
+
+def test_a_compiled_step_gives_the_loss_of_an_eager_one():
+    """Two engines from the same weights, one compiled (as on a GPU by default), one eager: the same losses
+    over five steps on the same batch (the weights move between them, so the optimizer steps agree too; the
+    schedule's warmup makes the first two steps' learning rate 0)."""
+    init_distributed()
+    losses = {}
+    for compiled in (False, True):
+        model = _tiny(seed=0)
+        engine, p = build_engine(model, list(model.parameters()), JSON, 2, 1e-2, 10,
+                                 EngineConfig(compile=compiled, precision="fp32"))
+        layers = [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "EncoderLayer"))]
+        assert p.compile is compiled and len(layers) == TINY.text_layers + TINY.vision_layers
+        assert all((m._compiled_call_impl is not None) is compiled for m in layers)
+        batch = _batch(model)
+        losses[compiled] = [float(train_step(engine, lambda b: engine(**b).loss, batch)) for _ in range(5)]
+    assert losses[False][4] < losses[False][0] - 0.01  # the steps train
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)
+
+
+def test_length_buckets_keep_every_row_once_and_pad_less():
+    """64 rows of lengths 0..63 in a random order, 4 batches of 16: pooled over the 4, each batch holds 16
+    consecutive lengths (it pads to at most 15 more than its shortest row, not to 63); every row comes once;
+    the same seed gives the same batches (a resumed epoch skips the same ones)."""
+    from osmf_core.training.loop import bucket_window, length_bucketed
+    rng = np.random.default_rng(0)
+    length = rng.permutation(64)
+    drawn = [{"length": length[i:i + 16], "row": np.arange(i, i + 16)} for i in range(0, 64, 16)]
+    assert max(b["length"].max() - b["length"].min() for b in drawn) > 40  # as drawn: every batch pads far
+    got = list(length_bucketed(iter(drawn), lambda b: b["length"], window=4, seed=1))
+    assert [len(b["row"]) for b in got] == [16] * 4
+    assert sorted(np.concatenate([b["row"] for b in got])) == list(range(64))
+    assert sorted((b["length"].min(), b["length"].max()) for b in got) == [(0, 15), (16, 31), (32, 47), (48, 63)]
+    again = list(length_bucketed(iter(drawn), lambda b: b["length"], window=4, seed=1))
+    assert all((a["row"] == b["row"]).all() for a, b in zip(got, again))
+    # a window of 2 pools two batches at a time: rows never leave their window
+    two = list(length_bucketed(iter(drawn), lambda b: b["length"], window=2, seed=1))
+    assert sorted(np.concatenate([b["row"] for b in two[:2]])) == list(range(32))
+    assert bucket_window(5) == 5 and bucket_window(0) == 0
+    assert bucket_window(None) == (16 if torch.cuda.is_available() else 0)  # off on a CPU: CI and the demo as before
+
+
+def test_approx_tokens_counts_characters_and_image_tokens():
+    from osmf_core.models.gmllm.model import approx_tokens
+    got = approx_tokens(["<image> describe it", "plain"], ["a" * 40, "b" * 3], image_tokens=16)
+    assert list(got) == [(19 + 40) // 4 + 16, (5 + 3) // 4]
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    """--checkpointing recomputes the layers in the backward pass: the same loss and gradients as without."""
+    init_distributed()
+    out = {}
+    for ckpt in (False, True):
+        model = _tiny(seed=0)
+        engine, p = build_engine(model, list(model.parameters()), JSON, 2, 1e-2, 10,
+                                 EngineConfig(checkpointing=ckpt, compile=False, precision="fp32"))
+        assert p.checkpointing is ckpt and model.llava.is_gradient_checkpointing is ckpt
+        model.train()
+        loss = engine(**_batch(model)).loss
+        engine.backward(loss)
+        out[ckpt] = (float(loss), model.llava.lm_head.weight.grad.clone())
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-6)
+    assert torch.allclose(out[True][1], out[False][1], atol=1e-6)
