@@ -24,6 +24,7 @@ EVAL_GRM ?=
 GMLLM ?= runs/gmllm/model
 GRM_MODEL ?= runs/grm/model
 GRM_NO_GROUP ?= runs/grm_no_group/model
+GMLLM_NO_GROUP ?= runs/gmllm_no_group/model
 DPO ?=
 DPO_RUN ?= runs/dpo
 GEN ?=
@@ -35,7 +36,7 @@ NUM_GPUS ?= 1
 DS_LAUNCH ?= --num_gpus $(NUM_GPUS)
 DS_CONFIG ?= cluster/deepspeed/paag.json
 
-.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm grm-models group-dpo generate eval-online bench bench-simulate bench-regroup bench-gmllm ddl sql clean
+.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm grm-models gmllm-no-group-model group-dpo generate eval-online bench bench-simulate bench-regroup bench-gmllm ddl sql clean
 
 help:
 	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
@@ -131,9 +132,12 @@ generate: setup
 	@test -d "$(DPO_RUN)/adapter" || $(MAKE) group-dpo
 	$(PY) jobs/generate.py --gmllm $(GMLLM) --grm $(GRM_MODEL) --dpo $(DPO_RUN) $(GEN)
 
-eval-online: grm-models
+gmllm-no-group-model: setup  # the G-MLLM pre-trained without the group token (OSMF without group), unless it exists
+	@test -d "$(GMLLM_NO_GROUP)" || $(MAKE) pretrain-gmllm PRETRAIN="--no-group --out-dir $(patsubst %/model,%,$(GMLLM_NO_GROUP))"
+
+eval-online: grm-models gmllm-no-group-model
 	$(PY) jobs/eval_online.py --deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) --grm $(GRM_MODEL) \
-		--grm-no-group $(GRM_NO_GROUP) $(EVAL_ONLINE)
+		--grm-no-group $(GRM_NO_GROUP) --gmllm-no-group $(GMLLM_NO_GROUP) $(EVAL_ONLINE)
 
 bench: bench-simulate bench-regroup bench-gmllm
 

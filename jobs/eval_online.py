@@ -1,6 +1,6 @@
 """The simulated online A/B test, a Table 3 analog, on the held-out products (those of the GRM's test split).
 
-    python jobs/eval_online.py            # after make pretrain-gmllm and make train-grm (both reward models)
+    python jobs/eval_online.py            # after make grm-models and the no-group G-MLLM (make eval-online does all)
     python jobs/eval_online.py --methods pretrained,one_size,osmf --seeds 0,1,2 --retrain
 Methods, each giving one background prompt per (product, group) of a held-out product:
   pretrained     the pre-trained G-MLLM, greedy, with the group token
@@ -8,7 +8,8 @@ Methods, each giving one background prompt per (product, group) of a held-out pr
                  smoothed CTR in the group (the prompt-generation responses of feat.instructions)
   one_size       CTR-DPO, CAIG-like: no group token in the policy, ranked by the group-agnostic reward model;
                  one prompt per product, shown to every group
-  osmf_no_group  Group-DPO ranked per group by the GRM, but the policy reads no group token (one per product)
+  osmf_no_group  Group-DPO ranked per group by the GRM, from a G-MLLM pre-trained without the group token (no
+                 group information in the policy; one prompt per product)
   osmf           Group-DPO: policy and reference conditioned on G_{s,k}
   osmf_robust    osmf with worst-group (exponentiated-gradient) weighting of the DPO loss
   oracle         the best style per group by the simulator's truth: the ceiling

@@ -205,6 +205,25 @@ def test_pretraining_killed_mid_run_resumes_and_ends_like_an_unbroken_run(instru
     assert set(whole["task_loss"]) == set(TEMPLATES)
 
 
+def test_pretraining_without_the_group_token_never_trains_the_group_mlp(instructions_wh, tmp_path):
+    """--no-group (the G-MLLM of OSMF without group): the instructions lose their group token, so the group MLP
+    gets no gradient and ends exactly as it was initialised, while the rest of the model trains; the same
+    seed with the token moves the group MLP."""
+    from osmf_core.training.gmllm import MODEL_SUBDIR, pretrain
+    wh, _ = instructions_wh
+    runs = {g: pretrain(_pre_cfg(wh, tmp_path / str(g), max_steps=4, use_group=g)) for g in (True, False)}
+    assert all(r["step"] == 4 for r in runs.values())
+    trained = {g: GroupLlava.load(tmp_path / str(g) / MODEL_SUBDIR) for g in (True, False)}
+    torch.manual_seed(0)  # the tiny profile's initial weights (build_model seeds with cfg.seed = 0)
+    from osmf_core.models.gmllm.builders import build_tiny
+    init = build_tiny(_pre_cfg(wh, tmp_path / "x").model, trained[False].tokenizer)
+    mlp = lambda m: torch.cat([q.flatten() for q in m.group_mlp.parameters()])  # noqa: E731
+    assert torch.equal(mlp(trained[False]), mlp(init))
+    assert not torch.allclose(mlp(trained[True]), mlp(init))
+    lm = lambda m: m.llava.lm_head.weight  # noqa: E731
+    assert not torch.allclose(lm(trained[False]), lm(init))
+
+
 def _tinted(seed, rgb):
     from osmf_core.world.images import to_png
     noise = np.random.default_rng(seed).random((32, 32, 3)) * 60

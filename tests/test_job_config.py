@@ -29,7 +29,7 @@ def _one_line(stderr: str, job: str) -> str:
 @pytest.fixture
 def empty(tmp_path):
     """An empty warehouse, and model folders that exist, so that the missing table is what stops a job."""
-    for d in ("gmllm", "grm", "grm_no_group"):
+    for d in ("gmllm", "grm", "grm_no_group", "gmllm_no_group"):
         (tmp_path / d).mkdir()
     (tmp_path / "paag.pt").write_bytes(b"")
     return tmp_path
@@ -45,7 +45,8 @@ NO_SPARK = [
     ("train_grm", ["--gmllm", "{d}/gmllm"], "feat.grm_examples"),
     ("group_dpo", ["--gmllm", "{d}/gmllm", "--grm", "{d}/grm"], "feat.instructions"),
     ("eval_grm", ["--gmllm", "{d}/gmllm"], "feat.grm_examples"),
-    ("eval_online", ["--gmllm", "{d}/gmllm", "--grm", "{d}/grm", "--grm-no-group", "{d}/grm_no_group"],
+    ("eval_online", ["--gmllm", "{d}/gmllm", "--grm", "{d}/grm", "--grm-no-group", "{d}/grm_no_group",
+                     "--gmllm-no-group", "{d}/gmllm_no_group"],
      "feat.instructions"),
 ]
 
@@ -76,6 +77,17 @@ def test_eval_online_refuses_repeated_seeds_and_unknown_methods(empty, capsys):
     assert "--seeds must be distinct integers, got '0,1,0'" in _one_line(capsys.readouterr().err, "eval_online")
     assert _job("eval_online").main([*flags, "--methods", "pretrained,oracle_per_user"]) == 2
     assert "unknown methods ['oracle_per_user']" in _one_line(capsys.readouterr().err, "eval_online")
+
+
+def test_eval_online_needs_the_no_group_gmllm_only_for_osmf_no_group(empty, capsys):
+    """OSMF without group starts from a G-MLLM pre-trained without the group token: asked for, a missing one is
+    the one-line error; not asked for, it is not needed (the job goes on to the missing table)."""
+    flags = ["--warehouse", str(empty), "--gmllm", str(empty / "gmllm"), "--grm", str(empty / "grm"),
+             "--grm-no-group", str(empty / "grm_no_group"), "--gmllm-no-group", str(empty / "absent")]
+    assert _job("eval_online").main([*flags, "--methods", "pretrained,osmf_no_group"]) == 2
+    assert f"no gmllm_no_group at {empty / 'absent'}" in _one_line(capsys.readouterr().err, "eval_online")
+    assert _job("eval_online").main([*flags, "--methods", "pretrained,one_size,osmf"]) == 2
+    assert "feat.instructions: no Delta table" in _one_line(capsys.readouterr().err, "eval_online")
 
 
 def test_bad_values_stop_before_spark_starts(tmp_path, capsys):

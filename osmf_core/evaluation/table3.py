@@ -24,9 +24,12 @@ from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR, greedy_prompts, load_p
 from osmf_core.training.dpo import DPOConfig, run_group_dpo
 from osmf_core.world.truth import Truth
 
-# name: (policy reads the group token, reward model, robust weighting); pretrained and oracle train nothing
-METHODS = {"one_size": (False, "grm_no_group", False), "osmf_no_group": (False, "grm", False),
-           "osmf": (True, "grm", False), "osmf_robust": (True, "grm", True), "osmf_true_reward": (True, "truth", False)}
+# name: (policy reads the group token, reward model, robust weighting, the G-MLLM it starts from); pretrained and
+# oracle train nothing. osmf_no_group starts from a G-MLLM pre-trained without the group token (the paper's
+# ablation: no group information anywhere in the policy), the others from the group-aware one
+METHODS = {"one_size": (False, "grm_no_group", False, "gmllm"), "osmf_no_group": (False, "grm", False, "gmllm_no_group"),
+           "osmf": (True, "grm", False, "gmllm"), "osmf_robust": (True, "grm", True, "gmllm"),
+           "osmf_true_reward": (True, "truth", False, "gmllm")}
 ORDER = ("pretrained", "teacher", "one_size", "osmf_no_group", "osmf", "osmf_robust", "oracle")
 CEILINGS = ("pretrained_no_group", "logged_best", "oracle_one_size")  # references that train nothing: by default
 DIAGNOSTICS = ("osmf_true_reward",)  # not a method: Group-DPO ranked by the simulator's truth (a perfect GRM)
@@ -43,6 +46,7 @@ class OnlineEvalConfig:
     seeds: tuple[int, ...] = ()  # Group-DPO seeds, e.g. 0,1,2; none: --seed alone
     # models
     grm_no_group: str = "runs/grm_no_group/model"  # group-agnostic reward model (one_size)
+    gmllm_no_group: str = "runs/gmllm_no_group/model"  # G-MLLM pre-trained without the group token (osmf_no_group)
     # output
     out_dir: str = "runs/eval_online"  # one Group-DPO run per method under it
     retrain: bool = False  # train again even where a method's adapter exists
@@ -70,17 +74,18 @@ class OnlineEvalConfig:
         return self.seeds or (self.dpo.seed,)
 
     def model_paths(self) -> dict[str, str]:
-        return {"gmllm": self.dpo.gmllm, "grm": self.dpo.grm, "grm_no_group": self.grm_no_group}
+        return {"gmllm": self.dpo.gmllm, "grm": self.dpo.grm, "grm_no_group": self.grm_no_group,
+                "gmllm_no_group": self.gmllm_no_group}
 
 
 def checked(cfg: OnlineEvalConfig) -> OnlineEvalConfig:
     """`cfg` with Group-DPO's run date resolved (feat.instructions' latest unless given), once the models its
     methods need are found; ConfigError (one line, before any work) otherwise."""
     paths = cfg.model_paths()
-    needed = {"gmllm"} | {METHODS[m][1] for m in cfg.methods if m in METHODS and METHODS[m][1] != "truth"}
+    needed = {"gmllm"} | {METHODS[m][k] for m in cfg.methods if m in METHODS for k in (1, 3)} - {"truth"}
     missing = [f"no {k} at {paths[k]}" for k in sorted(needed) if not Path(paths[k]).is_dir()]
     if missing:
-        raise ConfigError(f"{'; '.join(missing)} (make pretrain-gmllm, make train-grm)")
+        raise ConfigError(f"{'; '.join(missing)} (make pretrain-gmllm, make train-grm; make eval-online makes them all)")
     run_date = run_of(C.INSTRUCTIONS, cfg.dpo.warehouse, cfg.dpo.run_date, needs=CONTEXT_TABLES + AUDIENCE_TABLES)
     return replace(cfg, dpo=replace(cfg.dpo, run_date=run_date))
 
@@ -99,10 +104,10 @@ def train_method(cfg: OnlineEvalConfig, m: str, seed: int, training: dict) -> Pa
     """The Group-DPO run of trained method `m` with `seed` (trained unless its adapter exists, or always with
     retrain; its rounds go to `training`); returns its folder."""
     out = Path(cfg.out_dir) / (m if seed == 0 else f"{m}-seed{seed}")
-    use_group, grm, robust = METHODS[m]
+    use_group, grm, robust, gmllm = METHODS[m]
     if cfg.retrain or not (out / ADAPTER_SUBDIR).is_dir():
         shutil.rmtree(out, ignore_errors=True)
-        dpo = replace(cfg.dpo, grm="" if grm == "truth" else cfg.model_paths()[grm],
+        dpo = replace(cfg.dpo, gmllm=cfg.model_paths()[gmllm], grm="" if grm == "truth" else cfg.model_paths()[grm],
                       reward="truth" if grm == "truth" else "grm", use_group=use_group, robust=robust, seed=seed,
                       out_dir=str(out))
         scorer = truth_scorer(dpo.warehouse, dpo.run_date)
@@ -119,10 +124,15 @@ def reward_check(cfg: OnlineEvalConfig, truth: Truth, base: GroupLlava, dpo_pair
     check = {m: pair_agreement(truth, train_members, p) for m, p in pairs.items()}
     train_ctx = load_contexts(wh, run_date, split="train")
     train_ctx = train_ctx.iloc[:cfg.dpo.max_contexts] if cfg.dpo.max_contexts else train_ctx
-    start = {g: float(score_prompts(truth, train_members, method_prompts(base, train_ctx, g))
-                      ["sim_ctr"].mean()) for g in {METHODS[m][0] for m in pairs}}
+    models = {"gmllm": base}
+    start = {}
+    for use_group, gmllm in {(METHODS[m][0], METHODS[m][3]) for m in pairs}:  # each policy's greedy start
+        if gmllm not in models:
+            models[gmllm] = load_policy(cfg.model_paths()[gmllm])
+        start[use_group, gmllm] = float(score_prompts(truth, train_members, method_prompts(
+            models[gmllm], train_ctx, use_group))["sim_ctr"].mean())
     for m, r in check.items():
-        r["start_ctr"] = start[METHODS[m][0]]
+        r["start_ctr"] = start[METHODS[m][0], METHODS[m][3]]
         print(f"[eval_online] {m}: the reward's winner truly beats its loser in {r['agreement']:.1%} of "
               f"{r['pairs']:,} Group-DPO pairs, by {r['true_gain']:+.5f} true CTR on average; chosen "
               f"{r['chosen_ctr']:.5f}, rejected {r['rejected_ctr']:.5f}, the policy's greedy start "
@@ -157,8 +167,8 @@ def run_table3(cfg: OnlineEvalConfig) -> dict:
             for seed in seeds:
                 out = train_method(cfg, m, seed, training)
                 dpo_pairs.setdefault(m, []).extend(pd.read_parquet(f) for f in sorted(out.glob("round*/pairs.parquet")))
-                prompts[m].append(method_prompts(load_policy(cfg.dpo.gmllm, str(out / ADAPTER_SUBDIR)), held_out,
-                                                 METHODS[m][0]))
+                prompts[m].append(method_prompts(load_policy(cfg.model_paths()[METHODS[m][3]], str(out / ADAPTER_SUBDIR)),
+                                                 held_out, METHODS[m][0]))
         print(f"[eval_online] {m}: " + ", ".join(f"{p['prompt'].nunique()}" for p in prompts[m])
               + f" distinct prompts over {len(prompts[m][0])} groups", flush=True)
     scored = {m: [score_prompts(truth, members, p) for p in ps] for m, ps in prompts.items()}

@@ -39,6 +39,9 @@ class PretrainConfig:
     # model
     base: str = ""  # empty: the tiny random profile; "smollm2": the small real one; else a local LLaVA directory
     model: GMLLMConfig = field(default_factory=GMLLMConfig)
+    # the group token in every instruction (--no-group: left out, so the model never learns from groups: the
+    # G-MLLM of "OSMF without group", the paper's ablation)
+    use_group: bool = field(default=True, metadata={"flag": "group"})
     # optimisation (batch size and learning rate override the DeepSpeed JSON)
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"  # ZeRO-2 (several processes), AdamW, WarmupCosineLR
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -68,8 +71,8 @@ class PretrainConfig:
 
 
 # ---------------------------------------------------------------------------------- batches
-def batch_inputs(model: GroupLlava, batch: dict, max_len: int, device) -> dict:
-    return encode(model, batch["instruction"], batch["response"], max_len, images=batch["image"],
+def batch_inputs(model: GroupLlava, batch: dict, max_len: int, device, use_group: bool = True) -> dict:
+    return encode(model, batch["instruction"], batch["response"], max_len, use_group, images=batch["image"],
                   group_features=batch["group_features"], device=device)
 
 
@@ -126,6 +129,8 @@ def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
     steps = cfg.epochs * max(1, n_rows // (cfg.batch_size * world))
     if cfg.max_steps:
         steps = min(steps, cfg.max_steps)
+    if not cfg.use_group:  # no row shows the group token: the group MLP is neither read nor trained (nor decayed)
+        model.group_mlp.requires_grad_(False)
     engine, _ = build_engine(model, [p for p in model.parameters() if p.requires_grad], cfg.deepspeed_config,
                              cfg.batch_size, cfg.lr, steps, cfg.engine)
 
@@ -140,7 +145,7 @@ def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
                                window, seed=cfg.seed * 1000 + epoch)
 
     def loss_of(batch):
-        return engine(**batch_inputs(engine.module, batch, cfg.max_len, engine.device)).loss
+        return engine(**batch_inputs(engine.module, batch, cfg.max_len, engine.device, cfg.use_group)).loss
 
     out = fit(engine, batches, loss_of, epochs=cfg.epochs, out_dir=cfg.out_dir, save_every=cfg.save_every,
               name="G-MLLM", max_steps=cfg.max_steps, progress=cfg.progress, rank=rank, stop_after=stop_after)
@@ -151,14 +156,14 @@ def pretrain(cfg: PretrainConfig, stop_after: int | None = None) -> dict:
     if rank == 0:
         engine.module.save(Path(cfg.out_dir) / MODEL_SUBDIR)
         summary["task_loss"] = task_losses(engine.module, cfg.warehouse, run_date, cfg.max_len,
-                                           max_rows=cfg.eval_rows)
+                                           max_rows=cfg.eval_rows, use_group=cfg.use_group)
         Path(cfg.out_dir, "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 @torch.no_grad()
 def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int = 384, batch_size: int = 32,
-                max_rows: int = 0) -> dict:
+                max_rows: int = 0, use_group: bool = True) -> dict:
     """Mean response-token cross-entropy per task over the run's rows (perplexity = exp of it); over the
     first `max_rows` rows of each task in table order when given."""
     model.eval()
@@ -174,7 +179,7 @@ def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int =
                     continue
             seen[str(task)] = seen.get(str(task), 0) + len(rows)
             sub = {k: v[rows] for k, v in batch.items()}
-            inputs = batch_inputs(model, sub, max_len, device)
+            inputs = batch_inputs(model, sub, max_len, device, use_group)
             labels = inputs.pop("labels")
             logits = model(**inputs).logits[:, :-1]
             target = labels[:, 1:]

@@ -221,8 +221,8 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
     out = {"input_ids": ids, "attention_mask": mask, "pixel_values": model.pixels(pngs) if pngs else None}
     if responses is not None:
         out["labels"] = lab
-    if group_features is not None:
-        out["group_features"] = group_tensor(group_features, (1 + model.meta["group_points"]) * model.meta["group_dim"])
+    if group_features is not None:  # without the group token no row reads them: None
+        out["group_features"] = None if not use_group else group_tensor(group_features, (1 + model.meta["group_points"]) * model.meta["group_dim"])
     if device is not None:
         out = {k: (v.to(device) if v is not None else None) for k, v in out.items()}
     return out
