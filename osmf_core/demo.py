@@ -156,5 +156,6 @@ def pipeline_after_paag(spark, args: DemoConfig, warehouse: str, paag_model: str
                      f"Group-DPO (1 round, {r0['pairs']} pairs): implicit-reward accuracy "
                      f"{r0['after']['reward_accuracy']:.3f}, margin {r0['after']['reward_margin']:.4f}",
                      f"generate: {gen['images']} images for {gen['products']} products, mean simulated CTR "
-                     f"{gen['mean_sim_ctr']:.5f}; gallery {gen['gallery']}"]
+                     f"{gen['mean_sim_ctr']:.5f} (the one-size image in the same groups: {gen['mean_one_size_ctr']:.5f}); "
+                     f"gallery {gen['gallery']}"]
     return out
