@@ -108,7 +108,7 @@ def test_spark_jobs_name_the_missing_table_in_one_line(empty):
                                "--master", "local[1]", *flags], env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert f"{table}: no Delta table at {empty}" in _one_line(proc.stderr, job)
-    assert sorted(p.name for p in empty.iterdir()) == ["gmllm", "grm", "grm_no_group", "paag.pt"]
+    assert sorted(p.name for p in empty.iterdir()) == ["gmllm", "gmllm_no_group", "grm", "grm_no_group", "paag.pt"]
 
 
 def test_a_model_file_of_garbage_bytes_is_one_line_before_spark(tmp_path, capsys):
