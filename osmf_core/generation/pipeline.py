@@ -108,22 +108,27 @@ def logged_creatives(warehouse: str, products) -> dict[int, list[bytes]]:
     return out
 
 
-def policy_prompts(cfg: GenerateConfig, ctx) -> list[str]:
-    """The policy's greedy prompt for every context row (batched)."""
+def load_run_policy(cfg: GenerateConfig, run: str):
+    """The pre-trained G-MLLM with the adapters of Group-DPO run `run` (none: the pre-trained model alone)."""
+    return load_policy(cfg.gmllm, str(Path(run) / ADAPTER_SUBDIR) if run else None)
+
+
+def policy_prompts(cfg: GenerateConfig, ctx, policy) -> list[str]:
+    """`policy`'s (--dpo's) greedy prompt for every context row (batched)."""
     use_group = json.loads((Path(cfg.dpo) / META_FILE).read_text())["use_group"] if cfg.dpo else True
-    policy = load_policy(cfg.gmllm, str(Path(cfg.dpo) / ADAPTER_SUBDIR) if cfg.dpo else None)
     return greedy_prompts(policy, ctx, use_group)
 
 
-def one_size_prompts(cfg: GenerateConfig, ctx) -> tuple[dict[int, str], str]:
-    """({product: the one prompt it shows every group}, where it came from): the fixed --prompt, the one-size
-    policy of --one-size-dpo, or --dpo's policy without the group token (the product's first context row)."""
-    first = ctx.drop_duplicates("product_id")
+def one_size_prompts(cfg: GenerateConfig, first, policy) -> tuple[dict[int, str], str]:
+    """({product: the one prompt it shows every group}, where it came from) for `first`, one context row per
+    product: the fixed --prompt, the one-size policy of --one-size-dpo, or `policy` (--dpo's) without the group
+    token."""
     if cfg.prompt:
         return {int(p): cfg.prompt for p in first["product_id"]}, "the fixed prompt"
-    run = cfg.one_size_dpo or cfg.dpo
-    policy = load_policy(cfg.gmllm, str(Path(run) / ADAPTER_SUBDIR) if run else None)
-    source = f"one-size policy {cfg.one_size_dpo}" if cfg.one_size_dpo else "the same policy without the group token"
+    if cfg.one_size_dpo:
+        policy, source = load_run_policy(cfg, cfg.one_size_dpo), f"one-size policy {cfg.one_size_dpo}"
+    else:
+        source = "the same policy without the group token"
     return dict(zip(first["product_id"].astype(int), greedy_prompts(policy, first, use_group=False))), source
 
 
@@ -135,7 +140,8 @@ def generate_creatives(spark: SparkSession, cfg: GenerateConfig, warehouse: str,
     if cfg.products:
         ctx = ctx[ctx["product_id"].isin(sorted(ctx["product_id"].unique())[:cfg.products])].reset_index(drop=True)
     version = model_version(cfg)
-    ctx = ctx.assign(prompt=[cfg.prompt] * len(ctx) if cfg.prompt else policy_prompts(cfg, ctx))
+    policy = None if cfg.prompt else load_run_policy(cfg, cfg.dpo)  # loaded once: group and one-size prompts
+    ctx = ctx.assign(prompt=[cfg.prompt] * len(ctx) if cfg.prompt else policy_prompts(cfg, ctx, policy))
     jobs = [RenderJob.from_pngs(int(r.product_id), r.image, r.mask, r.prompt, (cfg.seed, int(r.product_id), int(r.group_id)))
             for r in ctx.itertuples()]
     renderer = make_renderer(cfg)
@@ -146,8 +152,8 @@ def generate_creatives(spark: SparkSession, cfg: GenerateConfig, warehouse: str,
     for r, img in zip(ctx.itertuples(), rendered):
         paths.append(str(folder / f"{r.product_id}_{r.group_id}.png"))
         Path(paths[-1]).write_bytes(images.to_png(img))
-    one_size, source = one_size_prompts(cfg, ctx)
     first = ctx.drop_duplicates("product_id")
+    one_size, source = one_size_prompts(cfg, first, policy)
     one_imgs = renderer.render([RenderJob.from_pngs(int(r.product_id), r.image, r.mask, one_size[int(r.product_id)],
                                                               (cfg.seed, int(r.product_id), ONE_SIZE_SEED)) for r in first.itertuples()])
     one_paths = {}

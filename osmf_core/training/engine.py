@@ -19,7 +19,6 @@ place that chooses the ZeRO stage, the precision, the optimizer and compilation 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -118,7 +117,3 @@ def compile_layers(module: torch.nn.Module) -> int:
     for m in layers:
         m.compile(dynamic=True)
     return len(layers)
-
-
-def describe(p: Plan) -> str:
-    return ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(p).items())

@@ -2,8 +2,8 @@
 
 Causal-LM loss on the response tokens only; the instruction, the group token and the image patches are
 context. The engine (ZeRO stage, precision, compile) comes from training/engine.py, a warmup + cosine
-schedule from the DeepSpeed JSON (cluster/deepspeed/), checkpoints and resume from training/loop.py. The result is saved with save_pretrained (LLaVA and
-its tokenizer) plus the group MLP, in <out_dir>/model.
+schedule from the DeepSpeed JSON (cluster/deepspeed/), checkpoints and resume from training/loop.py. The
+result is saved with save_pretrained (LLaVA and its tokenizer) plus the group MLP, in <out_dir>/model.
 """
 from __future__ import annotations
 
