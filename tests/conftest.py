@@ -9,6 +9,7 @@ from osmf_core.data.config import SparkSettings
 from osmf_core.models.paag import PAAGConfig
 from osmf_core.world.simulate import SimulateConfig
 from osmf_core.world.model import WorldSize
+from osmf_core.world.params import V1
 
 TINY_MODEL = PAAGConfig(d=32, attr_dim=4, heads=2, text_dim=32, image_dim=16, dropout=0.1)
 TINY = WorldSize(users=1_500, products=42, impressions_per_user=40.0, days=3, image_size=32)
@@ -29,7 +30,8 @@ def spark(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_cfg() -> SimulateConfig:
-    return SimulateConfig(seed=11, size=TINY, corrupt_fraction=0.02)
+    # the v1 preset: a tiny world needs its strong style signal for the models to learn anything in a few steps
+    return SimulateConfig(seed=11, size=TINY, params=V1, corrupt_fraction=0.02)
 
 
 @pytest.fixture(scope="session")

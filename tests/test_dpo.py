@@ -141,8 +141,9 @@ def test_online_summary_weighs_groups_by_size_and_takes_each_products_worst_grou
 def test_oracle_style_is_the_exhaustive_best():
     from osmf_core.world.truth import Truth
     from osmf_core.world.model import sample_users
+    from osmf_core.world.params import V1
     from osmf_core.world.styles import DIM_SIZES
-    truth, users = Truth(5, 28), pd.DataFrame(sample_users(5, 0, 400))
+    truth, users = Truth(5, 28, V1), pd.DataFrame(sample_users(5, 0, 400))  # v1: no own taste, the search is exact
     for pid in (0, 9):
         style, ctr = truth.oracle_style(pid, users)
         assert ctr == pytest.approx(truth.expected_ctr(style, pid, users))

@@ -80,7 +80,7 @@ def test_images_show_the_product_and_prompts_name_the_style(spark, tiny_world, t
     img, mask = images.from_png(product.image), images.from_png(product.mask)
     assert img.shape == (32, 32, 3) and mask.shape == (32, 32) and set(np.unique(mask)) == {0, 255}
     assert product.title.split()[-2] != "" and product.category == world.CATEGORY_NAMES[0]
-    truth = Truth(tiny_cfg.seed, tiny_cfg.size.products)
+    truth = Truth(tiny_cfg.seed, tiny_cfg.size.products, tiny_cfg.params)
     creatives = read_table(spark, C.CREATIVES, wh).select("creative_id", "prompt").limit(50).collect()
     for c in creatives:
         np.testing.assert_array_equal(styles.parse_style(c.prompt), truth.creative_style(c.creative_id))
@@ -90,10 +90,10 @@ def test_observed_segment_ctr_agrees_with_the_hidden_truth(spark, tiny_world, ti
     wh, _ = tiny_world
     rows = (read_table(spark, C.IMPRESSIONS, wh).join(read_table(spark, C.USERS, wh), "user_id")
             .select("creative_id", "clicked", "user_id", *C.USER_ATTRIBUTES).toPandas())
-    truth = Truth(tiny_cfg.seed, tiny_cfg.size.products)
+    truth = Truth(tiny_cfg.seed, tiny_cfg.size.products, tiny_cfg.params)
     pid = rows["creative_id"].to_numpy() // world.CREATIVE_STRIDE
     rows["category"] = truth.products.category[pid]
-    rows["segment"] = world.segment_of(rows["category"].to_numpy(), rows)
+    rows["segment"] = world.segment_of(truth.spec, rows["category"].to_numpy(), rows)
     rows["p"] = truth.click_probability(rows, rows["creative_id"])
 
     def z_scores(frame):
@@ -105,7 +105,7 @@ def test_observed_segment_ctr_agrees_with_the_hidden_truth(spark, tiny_world, ti
     assert len(z) == int(truth.spec.n_segments.sum())
     assert np.abs(z).max() < 4.5 and (z ** 2).mean() < 2.0  # within sampling error
     # the same check catches a wrong truth: clicks scored against another seed's preferences
-    wrong = Truth(tiny_cfg.seed + 1, tiny_cfg.size.products)
+    wrong = Truth(tiny_cfg.seed + 1, tiny_cfg.size.products, tiny_cfg.params)
     rows["p"] = wrong.click_probability(rows, rows["creative_id"])
     assert (z_scores(rows) ** 2).mean() > 2.0
     assert 0.01 <= rows["clicked"].mean() <= 0.02

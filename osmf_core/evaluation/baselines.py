@@ -163,7 +163,7 @@ def run_baselines(cfg: BaselinesConfig) -> dict:
     truth = Truth.from_warehouse(cfg.warehouse)
     for frame in (train, test):
         frame["category"] = truth.products.category[frame["product_id"].to_numpy()]
-        frame["segment"] = world.segment_of(frame["category"].to_numpy(), frame)
+        frame["segment"] = world.segment_of(truth.spec, frame["category"].to_numpy(), frame)
     y = test["clicked"].to_numpy()
     out = _lookups(train, test, truth, y)
     out.update(_linear(train, test, y, cfg.warehouse, cfg.epochs))

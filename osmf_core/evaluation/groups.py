@@ -117,7 +117,7 @@ def groupings(ug: pd.DataFrame, users: pd.DataFrame, truth: Truth, cfg: GroupsEv
     """One row per (product, user) with its hidden segment, category and a g_<method> column per method."""
     rows = ug.join(users, on="user_id")
     cat = truth.products.category[rows["product_id"].to_numpy()]
-    rows["segment"] = world.segment_of(cat, {a: rows[a].to_numpy() for a in ATTRS})
+    rows["segment"] = world.segment_of(truth.spec, cat, {a: rows[a].to_numpy() for a in ATTRS})
     rows["category"] = np.asarray(world.CATEGORY_NAMES)[cat]
     band = np.digitize(rows["age"].to_numpy(), [4, 8])
     rows["g_paag"] = rows["group_id"]
@@ -179,7 +179,7 @@ def print_table(out: dict) -> None:
     print(f"\nARI by category (the attribute that splits it):\n{'category':<16} " + " ".join(f"{m:>10}" for m in METHODS))
     for c in cats:
         print(f"{c:<16} " + " ".join(f"{out['ari_by_category'][m][c]:>10.4f}" for m in METHODS)
-              + f"  ({world.CATEGORIES[c][0]})")
+              + f"  ({out['split_by_category'][c]})")
 
 
 def evaluate_groups(spark, cfg: GroupsEvalConfig, warehouse: str) -> dict:
@@ -191,6 +191,7 @@ def evaluate_groups(spark, cfg: GroupsEvalConfig, warehouse: str) -> dict:
     truth = Truth.from_warehouse(warehouse)
     rows = groupings(ug, users, truth, cfg, warehouse)
     out = scores(rows, imps, users, truth, cfg.min_exposure)
+    out["split_by_category"] = {name: truth.spec.split_name(c) for c, name in enumerate(world.CATEGORY_NAMES)}
     print(f"run {run_date}: {rows['product_id'].nunique()} products, {len(rows):,} (product, user) rows, "
           f"{time.perf_counter() - t0:.0f}s")
     print_table(out)

@@ -147,7 +147,7 @@ def _probe_product(emb: PAAGEmbedder, users: pd.DataFrame, uid: np.ndarray, pid:
     """ARI against the hidden segments, and the silhouette's K, of each representation of one product's viewers."""
     u = users.loc[uid]
     attrs = u[ATTRS].to_numpy(np.int64)
-    seg = world.segment_of(truth.products.category[np.full(len(uid), pid)], {k: u[k].to_numpy() for k in ATTRS})
+    seg = world.segment_of(truth.spec, truth.products.category[np.full(len(uid), pid)], {k: u[k].to_numpy() for k in ATTRS})
     with torch.no_grad():
         eu = emb.model.user_embedding(torch.from_numpy(attrs))
         eut = emb(attrs, np.full(len(uid), pid))

@@ -3,8 +3,9 @@
 Everything is a deterministic function of a seed and a block index, so Spark tasks generate their
 block without talking to each other and the same seed gives the same tables whatever the partitioning.
 
-The hidden part (segment of a user for a category, style preferences of each segment, product biases)
-lives in `WorldSpec`; it is read only by the simulator and by osmf_core.world.truth, never by the models.
+The hidden part (segment of a user for a category, style preferences of each segment, each user's own taste,
+product biases and popularity) lives in `WorldSpec` and `ProductTable`; it is read only by the simulator and by
+osmf_core.world.truth, never by the models. How it varies per seed: osmf_core.world.params (presets v2, v1).
 """
 from __future__ import annotations
 
@@ -13,17 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from osmf_core.data.catalog import USER_ATTRIBUTES
+from osmf_core.world import splits
+from osmf_core.world.params import WorldParams
 from osmf_core.world.styles import DIM_SIZES, DIMS
 
 ATTRS = list(USER_ATTRIBUTES)
 CARD = np.array([USER_ATTRIBUTES[a][0] for a in ATTRS])
 
-# ---------------------------------------------------------------- the style vocabulary (shared with prompts)
-
-
 # ---------------------------------------------------------------- categories and their hidden splits
-# Each category splits its shoppers by one attribute; `bins` maps every code of that attribute to a
-# segment. Different categories split along different attributes (paper, Figure 1).
+# The v1 preset's fixed splits: each category splits its shoppers by one attribute; `bins` maps every code of
+# that attribute to a segment. Different categories split along different attributes (paper, Figure 1). The
+# v2 preset draws them per seed (osmf_core.world.splits).
 CATEGORIES: dict[str, tuple[str, tuple[int, ...]]] = {
     "smartphone": ("gender", (0, 1)),
     "shoes": ("age", (0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2)),
@@ -97,12 +98,21 @@ class WorldSpec:
     prefs: tuple
     favorite: np.ndarray  # (n_cat, max_seg, n_dims): each segment's favourite value per dimension
     n_segments: np.ndarray  # (n_cat,)
+    split_attrs: tuple = ()  # per category, the attribute(s) its segments are defined by
+    split_tables: tuple = ()  # per category, segment = table[code of attribute 1, code of attribute 2 or 0]
+    taste_noise: float = 0.0  # std of each user's own taste per style term (logits)
+    params: WorldParams = WorldParams(preset="v1")
 
     @staticmethod
-    def from_seed(seed: int) -> "WorldSpec":
+    def from_seed(seed: int, params: WorldParams | None = None) -> "WorldSpec":
+        params = params or WorldParams()
         rng = rng_for(seed, "spec")
         n_cat = len(CATEGORIES)
-        n_seg = np.array([max(bins) + 1 for _, bins in CATEGORIES.values()])
+        if params.splits == "fixed":
+            drawn = [((a,), np.asarray(bins)[:, None]) for a, bins in CATEGORIES.values()]
+        else:
+            drawn = splits.draw_splits(seed, n_cat, dict(zip(ATTRS, CARD.tolist())), sample_users(seed, 0, USER_BLOCK))
+        n_seg = np.array([int(t.max()) + 1 for _, t in drawn])
         max_seg = int(n_seg.max())
         prefs, favorite = [], np.zeros((n_cat, max_seg, len(DIMS)), dtype=np.int64)
         for j, size in enumerate(DIM_SIZES):
@@ -117,15 +127,23 @@ class WorldSpec:
                         if o != s:
                             w[c, s, favs[o]] -= 0.35
                     favorite[c, s, j] = favs[s]
-            prefs.append(w)
+            prefs.append(w * params.style_scale)
         return WorldSpec(
             seed=seed,
-            base_logit=-4.8,
+            base_logit=params.base_logit,
             category_bias=rng.normal(0.0, 0.2, n_cat),
             prefs=tuple(prefs),
             favorite=favorite,
             n_segments=n_seg,
+            split_attrs=tuple(a for a, _ in drawn),
+            split_tables=tuple(t for _, t in drawn),
+            taste_noise=params.taste_noise,
+            params=params,
         )
+
+    def split_name(self, category: int) -> str:
+        """The attribute(s) a category splits on, e.g. 'age' or 'gender x has_car'."""
+        return " x ".join(self.split_attrs[category])
 
 
 # ---------------------------------------------------------------- users
@@ -238,12 +256,15 @@ class ProductTable:
     bias: np.ndarray
     n_creatives: np.ndarray
     styles: np.ndarray  # (n_products, MAX_CREATIVES, n_dims), int8
+    popularity: np.ndarray | None = None  # each product's share of the impressions; None: uniform
 
     @staticmethod
-    def build(seed: int, n_products: int) -> "ProductTable":
+    def build(seed: int, n_products: int, params: WorldParams | None = None) -> "ProductTable":
+        params = params or WorldParams()
         parts = [sample_products(seed, b, n_products) for b in range(n_product_blocks(n_products))]
         cat = lambda k: np.concatenate([p[k] for p in parts])  # noqa: E731
-        return ProductTable(cat("category"), cat("bias"), cat("n_creatives"), cat("styles").astype(np.int8))
+        return ProductTable(cat("category"), cat("bias"), cat("n_creatives"), cat("styles").astype(np.int8),
+                            splits.popularity(seed, n_products, params.popularity))
 
     def creative_style(self, creative_id: np.ndarray) -> np.ndarray:
         pid, idx = np.divmod(np.asarray(creative_id), CREATIVE_STRIDE)
@@ -251,14 +272,14 @@ class ProductTable:
 
 
 # ---------------------------------------------------------------- clicks
-def segment_of(category: np.ndarray, users: dict[str, np.ndarray]) -> np.ndarray:
+def segment_of(spec: WorldSpec, category: np.ndarray, users: dict[str, np.ndarray]) -> np.ndarray:
     """True segment of each user for the matching category (arrays of equal length)."""
     category = np.asarray(category)
     out = np.zeros(len(category), dtype=np.int64)
-    for c, (attr, bins) in enumerate(CATEGORIES.values()):
+    for c, (attrs, table) in enumerate(zip(spec.split_attrs, spec.split_tables)):
         m = category == c
         if m.any():
-            out[m] = np.asarray(bins)[np.asarray(users[attr])[m]]
+            out[m] = splits.segment_by_table(table, *(np.asarray(users[a])[m] for a in attrs))
     return out
 
 
@@ -281,9 +302,10 @@ def style_utility(spec: WorldSpec, category, segment, style) -> np.ndarray:
 
 
 def click_logit(spec: WorldSpec, users: dict[str, np.ndarray], category, product_bias, style) -> np.ndarray:
-    seg = segment_of(category, users)
+    seg = segment_of(spec, category, users)
     return (spec.base_logit + spec.category_bias[np.asarray(category)] + np.asarray(product_bias)
-            + user_propensity(users) + style_utility(spec, category, seg, style))
+            + user_propensity(users) + style_utility(spec, category, seg, style)
+            + splits.own_taste(spec.seed, spec.taste_noise, users["user_id"], category, style))
 
 
 def click_probability(spec: WorldSpec, users, category, product_bias, style) -> np.ndarray:
@@ -300,10 +322,11 @@ def sample_impressions(seed: int, block: int, size: WorldSize, spec: WorldSpec,
     row_user = np.repeat(np.arange(len(n_imp)), n_imp)
     index = np.arange(len(row_user)) - np.repeat(np.cumsum(n_imp) - n_imp, n_imp)
     n_products = len(products.category)
-    product = rng.integers(0, n_products, len(row_user))
+    product = rng.integers(0, n_products, len(row_user)) if products.popularity is None \
+        else rng.choice(n_products, len(row_user), p=products.popularity)
     creative_idx = (rng.random(len(row_user)) * products.n_creatives[product]).astype(np.int64)
     creative_id = product * CREATIVE_STRIDE + creative_idx
-    viewer = {a: users[a][row_user] for a in ATTRS}
+    viewer = {a: users[a][row_user] for a in ["user_id", *ATTRS]}
     p = click_probability(spec, viewer, products.category[product], products.bias[product],
                           products.styles[product, creative_idx].astype(np.int64))
     clicked = (rng.random(len(row_user)) < p).astype(np.int64)

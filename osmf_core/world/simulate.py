@@ -22,6 +22,7 @@ from osmf_core.data.store import read_table
 from osmf_core.world import images, styles
 from osmf_core.world import model as world
 from osmf_core.world.model import WorldSize, WorldSpec
+from osmf_core.world.params import WorldParams
 from osmf_core.world.truth import MANIFEST
 
 
@@ -30,6 +31,7 @@ class SimulateConfig:
     # the world
     seed: int = 7  # same seed, same tables
     size: WorldSize = field(default_factory=WorldSize)  # users, products, impressions, days, images
+    params: WorldParams = field(default_factory=WorldParams)  # preset, style scale, taste noise, popularity
     # execution
     partitions: int = 0  # Spark partitions for generation; 0 = one per block, capped at 4 x cores
     # bad input, to exercise the quarantine path of the loader
@@ -106,11 +108,12 @@ def products_df(spark: SparkSession, cfg: SimulateConfig) -> tuple[DataFrame, Da
 def impressions_df(spark: SparkSession, cfg: SimulateConfig) -> DataFrame:
     seed, size = cfg.seed, cfg.size
     blocks = world.n_user_blocks(size.users)
-    table = spark.sparkContext.broadcast(world.ProductTable.build(seed, size.products))
+    params = cfg.params
+    table = spark.sparkContext.broadcast(world.ProductTable.build(seed, size.products, params))
     start = np.datetime64(size.start_date, "D")
 
     def gen(batches):
-        spec = WorldSpec.from_seed(seed)
+        spec = WorldSpec.from_seed(seed, params)
         for pdf in batches:
             for b in pdf["id"]:
                 imp = world.sample_impressions(seed, int(b), size, spec, table.value)
@@ -157,7 +160,7 @@ def write_manifest(warehouse: str, cfg: SimulateConfig) -> None:
         return
     path = Path(warehouse) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"seed": cfg.seed, "size": asdict(cfg.size)}, indent=2))
+    path.write_text(json.dumps({"seed": cfg.seed, "size": asdict(cfg.size), "params": cfg.params.to_json()}, indent=2))
 
 
 @dataclass

@@ -12,30 +12,43 @@ from pathlib import Path
 import numpy as np
 
 from osmf_core.world import model as world
+from osmf_core.world import splits
 from osmf_core.world.model import CATEGORY_NAMES, ProductTable, WorldSize, WorldSpec
+from osmf_core.world.params import WorldParams
 from osmf_core.world.styles import DIM_SIZES, DIMS, STYLE_DIMS, parse_style
 
 MANIFEST = "_truth/world.json"  # under the warehouse; read by osmf_core.world.truth only, never by models
 
 
 def read_manifest(warehouse: str) -> tuple[int, WorldSize]:
+    seed, size, _ = read_world(warehouse)
+    return seed, size
+
+
+def read_world(warehouse: str) -> tuple[int, WorldSize, WorldParams]:
+    """The seed, sizes and params of the world last simulated into `warehouse`."""
     data = json.loads((Path(warehouse) / MANIFEST).read_text())
     known = {f.name for f in fields(WorldSize)}
-    return int(data["seed"]), WorldSize(**{k: v for k, v in data["size"].items() if k in known})
+    size = WorldSize(**{k: v for k, v in data["size"].items() if k in known})
+    return int(data["seed"]), size, WorldParams.from_json(data.get("params"))
+
+
+ORACLE_CANDIDATES = 32  # with individual taste, the oracle scores exactly this many styles (the best on average)
 
 
 class Truth:
-    """Hidden ground truth of the world simulated with `seed` and `n_products` products."""
+    """Hidden ground truth of the world simulated with `seed`, `n_products` products and `params`."""
 
-    def __init__(self, seed: int, n_products: int):
+    def __init__(self, seed: int, n_products: int, params: WorldParams | None = None):
         self.seed = seed
-        self.spec = WorldSpec.from_seed(seed)
-        self.products = ProductTable.build(seed, n_products)
+        self.params = params or WorldParams()
+        self.spec = WorldSpec.from_seed(seed, self.params)
+        self.products = ProductTable.build(seed, n_products, self.params)
 
     @classmethod
     def from_warehouse(cls, warehouse: str) -> "Truth":
-        seed, size = read_manifest(warehouse)
-        return cls(seed, size.products)
+        seed, size, params = read_world(warehouse)
+        return cls(seed, size.products, params)
 
     # ------------------------------------------------------------------ segments
     @staticmethod
@@ -46,7 +59,7 @@ class Truth:
         """True segment of every user (rows of a users table) for a category (name or code)."""
         n = len(np.asarray(users["user_id"]))
         cat = np.full(n, self.category_code(category))
-        return world.segment_of(cat, _arrays(users))
+        return world.segment_of(self.spec, cat, _arrays(users))
 
     def n_segments(self, category) -> int:
         return int(self.spec.n_segments[self.category_code(category)])
@@ -75,6 +88,7 @@ class Truth:
           I+U        B(c) + S̄(c) + P(u)                       (I+U+T: the same; the title adds no term)
           I+U+T+UT   I+U + S_p(seg(u)) - Σ_s w_s S_p(s)        S_p(s) = mean of S(s, c') over the product's c'
           full       the true logit
+        (full also adds the user's own taste, where the world has it.)
         The UT term is all a user × product interaction without the creative can hold in this world;
         "UT by category" keeps only its mean over the rows of each (category, segment), the part a model
         can learn from the category alone, without telling the products of a category apart.
@@ -83,7 +97,7 @@ class Truth:
         creative_ids = np.asarray(creative_ids)
         pid = creative_ids // world.CREATIVE_STRIDE
         cat = self.products.category[pid]
-        seg = world.segment_of(cat, u)
+        seg = world.segment_of(self.spec, cat, u)
         n_seg = self.spec.n_segments
         shares = np.zeros((len(n_seg), int(n_seg.max())))  # w_s per category, from these rows
         np.add.at(shares, (cat, seg), 1.0)
@@ -112,7 +126,8 @@ class Truth:
             "I+U": i_u,
             "I+U+T": i_u,
             "I+U+T+UT": i_u + ut,
-            "full": i_u - s_bar + s_all[rows, seg],
+            "full": i_u - s_bar + s_all[rows, seg] + splits.own_taste(
+                self.seed, self.spec.taste_noise, u["user_id"], cat, style),
             "UT by category": i_u + (ut_sum / np.maximum(ut_n, 1.0))[cell],
         }
 
@@ -142,27 +157,37 @@ class Truth:
     def oracle_style(self, product_id: int, users, styles=None) -> tuple[np.ndarray, float]:
         """The style (all four dimensions named) with the highest expected CTR over `users` for a creative
         of `product_id`, and that CTR: an exhaustive search over the style vocabulary, or over `styles`
-        ((n, n_dims) codes, e.g. the product's logged creatives) when given; ties go to the first."""
+        ((n, n_dims) codes, e.g. the product's logged creatives) when given; ties go to the first. With users'
+        own taste, the search ranks styles by the segments' taste and scores the best ORACLE_CANDIDATES exactly."""
         u = _arrays(users)
         if not len(u["user_id"]):
             raise ValueError("the oracle style of an empty audience is undefined")
         c = int(self.products.category[product_id])
-        seg = world.segment_of(np.full(len(u["user_id"]), c), u)
+        seg = world.segment_of(self.spec, np.full(len(u["user_id"]), c), u)
         base = (self.spec.base_logit + self.spec.category_bias[c] + self.products.bias[product_id]
                 + world.user_propensity(u))
-        # users differ only by (segment, base logit): score each distinct pair once, weighted by its count
-        keys, count = np.unique(np.stack([seg, base]), axis=1, return_counts=True)
-        seg_k, base_k = keys[0].astype(np.int64), keys[1]
         if styles is None:
             grids = np.meshgrid(*[np.arange(n) for n in DIM_SIZES], indexing="ij")
             styles = np.stack([g.ravel() for g in grids], axis=1)  # (n_styles, n_dims)
         styles = np.asarray(styles, dtype=np.int64)
         if styles.ndim != 2 or not len(styles) or (styles < 0).any():
             raise ValueError("candidate styles must be a non-empty (n, n_dims) array with every dimension named")
+        # users differ only by (segment, base logit) and their own taste: score each distinct (segment, base) once,
+        # weighted by its count, without their own taste (its mean is 0)
+        keys, count = np.unique(np.stack([seg, base]), axis=1, return_counts=True)
+        seg_k, base_k = keys[0].astype(np.int64), keys[1]
         util = sum(w[c][seg_k][:, styles[:, j]] for j, w in enumerate(self.spec.prefs))  # (n_keys, n_styles)
         ctr = (world._sigmoid(base_k[:, None] + util) * count[:, None]).sum(axis=0) / count.sum()
+        if self.spec.taste_noise:  # the best ORACLE_CANDIDATES of those, scored exactly with every user's own taste
+            top = np.argsort(-ctr, kind="stable")[:ORACLE_CANDIDATES]
+            styles, ctr = styles[top], np.array([self._exact_ctr(u, c, product_id, st) for st in styles[top]])
         best = int(np.argmax(ctr))
         return styles[best], float(ctr[best])
+
+    def _exact_ctr(self, users: dict, category: int, product_id: int, style: np.ndarray) -> float:
+        n = len(users["user_id"])
+        return float(world.click_probability(self.spec, users, np.full(n, category), np.full(n, self.products.bias[product_id]),
+                                             np.broadcast_to(style, (n, len(style)))).mean())
 
     def logged_styles(self, product_id: int) -> np.ndarray:
         """The styles of the product's logged creatives, (n_creatives, n_dims)."""
