@@ -29,6 +29,8 @@ DPO ?=
 DPO_RUN ?= runs/dpo
 GEN ?=
 EVAL_ONLINE ?=
+CALIBRATE ?=
+EVALUATE ?=
 BENCH_GMLLM ?=
 GMLLM_DS ?= cluster/deepspeed/gmllm.json
 NUM_GPUS ?= 1
@@ -36,7 +38,7 @@ NUM_GPUS ?= 1
 DS_LAUNCH ?= --num_gpus $(NUM_GPUS)
 DS_CONFIG ?= cluster/deepspeed/paag.json
 
-.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm grm-models gmllm-no-group-model group-dpo generate eval-online bench bench-simulate bench-regroup bench-gmllm ddl sql clean
+.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm grm-models gmllm-no-group-model group-dpo generate eval-online bench bench-simulate bench-regroup bench-gmllm calibrate-world evaluate ddl sql clean
 
 help:
 	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
@@ -55,6 +57,8 @@ help:
 	@echo "make group-dpo       Group-DPO: LoRA on the G-MLLM, sample-render-rank rounds with the frozen GRM (DPO='--robust')"
 	@echo "make generate        one prompt and image per (product, group): gen tables, images, reports/gallery/index.html"
 	@echo "make eval-online     the Table 3 analog: simulated online CTR of pretrained, one-size, OSMF variants, oracle"
+	@echo "make evaluate        Tables 1, 3 and Figure 3 on 3 evaluation worlds x 2 seeds -> reports/evaluate.json, docs/results.md"
+	@echo "make calibrate-world the v2 world's style lever on the development seed, from its truth (CALIBRATE='--style-scale 0.35')"
 	@echo "make bench           all benchmarks (bench-simulate, bench-regroup, bench-gmllm)"
 	@echo "make bench-regroup   clustering core vs a scikit-learn loop and MLlib, scaling, sampled silhouette error"
 	@echo "make bench-gmllm     G-MLLM pre-training and GRM training steps: tokens/s, memory, MFU (BENCH_GMLLM='--shape smollm2-1.7b')"
@@ -138,6 +142,12 @@ gmllm-no-group-model: setup  # the G-MLLM pre-trained without the group token (O
 eval-online: grm-models gmllm-no-group-model
 	$(PY) jobs/eval_online.py --deepspeed_config $(GMLLM_DS) --gmllm $(GMLLM) --grm $(GRM_MODEL) \
 		--grm-no-group $(GRM_NO_GROUP) --gmllm-no-group $(GMLLM_NO_GROUP) $(EVAL_ONLINE)
+
+evaluate: setup  # every world from scratch unless its result exists (EVALUATE='--worlds 101 --seeds 0', '--retrain')
+	$(PY) jobs/evaluate.py $(EVALUATE)
+
+calibrate-world: setup
+	$(PY) jobs/calibrate_world.py $(CALIBRATE)
 
 bench: bench-simulate bench-regroup bench-gmllm
 

@@ -11,7 +11,7 @@ popularity, style effect worth about 25x CTR): a strong signal, for the small te
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 DEV_SEED = 7  # the development world: every choice (sizes, epochs, beta, calibration) is made on it alone
 
@@ -23,7 +23,7 @@ _PRESETS = {
 
 @dataclass(frozen=True)
 class WorldParams:
-    preset: str = "v2"  # v2: drawn splits, individual taste, heavy-tailed popularity; v1: the first release's world
+    preset: str = field(default="v2", metadata={"choices": tuple(_PRESETS)})  # v2: drawn splits, individual taste, heavy-tailed popularity; v1: the first release's world
     style_scale: float | None = None  # multiplies every segment's style taste (None: the preset's)
     taste_noise: float | None = None  # std of a user's own taste per style term, logits (None: the preset's)
     popularity: float | None = None  # Zipf exponent of product popularity, 0 = uniform (None: the preset's)

@@ -1,0 +1,94 @@
+"""make evaluate: the orderings counted with known margins, the results page generated from the report alone,
+the development world refused, and the whole evaluation run end to end on the tiny world."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from osmf_core.evaluation import results
+from osmf_core.evaluation.evaluate import STAGES, EvaluateConfig
+from osmf_core.world.params import DEV_SEED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _world(seed: int, paag_ndcg: float, grm: list, no_group: list, osmf: list, one: list, no_grp: list) -> dict:
+    fixed = {"gender": 0.90, "age": 0.91, "gender_age": 0.89, "random": 0.80}
+    return {"seed": seed, "params": {"preset": "v2"}, "size": {"users": 100, "products": 14}, "seeds": [0, 1],
+            "minutes": 1.0, "splits": {"shoes": "age"}, "lever": {"best_logged_lift": 0.3, "oracle_ratio": 2.5},
+            "paag": {"test_auroc": 0.6, "oracle_auroc": 0.7, "gap_closed": 0.5},
+            "regroup": {"products_grouped": 14, "groups": 30, "mean_k_star": 2.1, "mean_silhouette": 0.5, "pairs": 9},
+            "grm_pairs": {"train": 10, "test": 3},
+            "table1": {"ndcg5_true": {"paag": paag_ndcg, **fixed}, "ari": {"paag": 0.3, **{k: 0.1 for k in fixed}},
+                       "groups_per_product": {"paag": 2.0, **{k: 2.0 for k in fixed}}},
+            "figure3": {"grm": {"pair_accuracy_true": grm, "pair_accuracy": grm},
+                        "no_group": {"pair_accuracy_true": no_group, "pair_accuracy": no_group}},
+            "table3": {"ctr": {"pretrained": 0.010, "osmf": sum(osmf) / 2, "one_size": sum(one) / 2,
+                               "osmf_no_group": sum(no_grp) / 2, "oracle": 0.02},
+                       "ctr_by_seed": {"osmf": osmf, "one_size": one, "osmf_no_group": no_grp},
+                       "groups": 30, "products": 3}}
+
+
+def test_orderings_are_counted_per_world_and_over_all_runs_with_known_margins(tmp_path):
+    worlds = [_world(101, 0.95, [0.60, 0.55], [0.50, 0.58], [0.013, 0.012], [0.011, 0.0125], [0.012, 0.011]),
+              _world(102, 0.85, [0.70, 0.65], [0.50, 0.50], [0.014, 0.015], [0.012, 0.011], [0.013, 0.016])]
+    report = results.build_report(worlds, development_seed=DEV_SEED)
+    w101, w102, overall = (report["orderings"]["per_world"]["101"], report["orderings"]["per_world"]["102"],
+                           report["orderings"]["overall"])
+    assert w101["table1_ndcg"] == {"mean": pytest.approx(0.04), "std": 0.0, "held": 1, "runs": 1}  # 0.95 - 0.91
+    assert w102["table1_ndcg"]["held"] == 0 and overall["table1_ndcg"]["runs"] == 2
+    assert w101["figure3"]["held"] == 1 and w101["figure3"]["mean"] == pytest.approx((0.10 - 0.03) / 2)
+    assert (w101["osmf_vs_one_size"]["held"], w102["osmf_vs_one_size"]["held"]) == (1, 2)  # 0.013>0.011, 0.012<0.0125
+    # margins 0.002, -0.0005 (world 101), 0.002, 0.004 (world 102)
+    assert overall["osmf_vs_one_size"] == {"mean": pytest.approx(0.001875), "std": pytest.approx(0.0015959, abs=1e-6),
+                                           "held": 3, "runs": 4}
+    assert w101["table3_order"]["held"] == 1 and w102["osmf_vs_no_group"]["held"] == 1
+    assert report["targets"]["osmf_beats_one_size_share"] == 0.75 and not report["targets"]["osmf_beats_one_size_met"]
+    holds = report["orderings"]["holds_in_the_mean_on_every_world"]
+    assert not holds["table1_ndcg"] and holds["figure3"] and holds["osmf_vs_one_size"]
+    results.write(report, str(tmp_path / "evaluate.json"), str(tmp_path / "results.md"))
+    page = (tmp_path / "results.md").read_text()
+    assert "| +0.0040 ± 0.0000 (1/1) | -0.0600 ± 0.0000 (0/1) | -0.0280 ± 0.0320 (1/2) | no |" in page
+    assert "in 75% of (world, seed) runs (target 80%): not met" in page
+    assert "- world 102: Table 1: PAAG's groups rank creatives" in page and "## World 101" in page
+    assert f"The development world is seed {DEV_SEED}" in page
+    results.regenerate(str(tmp_path / "evaluate.json"), str(tmp_path / "again.md"))  # the page from the JSON alone
+    assert (tmp_path / "again.md").read_text() == page
+
+
+def test_the_development_world_is_never_an_evaluation_world():
+    with pytest.raises(ValueError, match=f"world {DEV_SEED} is the development world"):
+        EvaluateConfig(worlds=(101, DEV_SEED))
+    with pytest.raises(ValueError, match="distinct"):
+        EvaluateConfig(seeds=(0, 0))
+    assert DEV_SEED not in EvaluateConfig().worlds and len(EvaluateConfig().worlds) == 3
+
+
+def _run(out: Path, *extra: str) -> str:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_evaluate.py"), str(out), *extra], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_make_evaluate_runs_end_to_end_on_the_tiny_world(tmp_path):
+    out = _run(tmp_path)
+    for i, stage in enumerate(STAGES, 1):  # a progress line per stage
+        assert f"[evaluate] world 11 (1/1) stage {i}/{len(STAGES)} {stage}: " in out
+    world = json.loads((tmp_path / "runs" / "world-11" / "result.json").read_text())
+    assert set(world["seconds"]) == set(STAGES)
+    assert len(world["figure3"]["grm"]["pair_accuracy_true"]) == len(world["figure3"]["no_group"]["pair_accuracy"]) == 2
+    assert len(world["table3"]["ctr_by_seed"]["osmf"]) == 2 and world["table3"]["products"] >= 1
+    assert world["table3"]["ctr"]["oracle"] >= world["table3"]["ctr"]["logged_best"]  # the oracle searches every style
+    assert world["paag"]["oracle_auroc"] > 0.6 and world["splits"]["smartphone"] == "gender"  # the v1 world
+    report = json.loads((tmp_path / "evaluate.json").read_text())
+    assert report["world_seeds"] == [11] and report["orderings"]["overall"]["osmf_vs_one_size"]["runs"] == 2
+    assert (tmp_path / "results.md").read_text() == results.render_page(report)
+    again = _run(tmp_path)  # a world with a result is kept, not run again
+    assert "world 11 (1/1): kept from" in again and "stage 1/" not in again
