@@ -62,6 +62,7 @@ class EvaluateConfig:
     gmllm_steps: int = 300  # G-MLLM pre-training steps (with and without the group token)
     grm_steps: int = 150  # steps of each reward model
     dpo_rounds: int = 1  # Group-DPO rounds per method and seed
+    dpo_contexts: int = 160  # training (product, group) contexts Group-DPO samples from per round (0: all)
     # output
     out_dir: str = "runs/evaluate"  # one folder per world: world-<seed>/ (warehouse, models, result.json)
     retrain: bool = False  # run a world again even where its result.json exists
@@ -149,7 +150,7 @@ def run_world(cfg: EvaluateConfig, seed: int, settings: SparkSettings, progress:
                                                   train=grm))
     fig3, _, _ = stage("figure3", lambda: figure3.train_variants(fcfg3))
     dpo = _with(DPOConfig(warehouse=wh, gmllm=str(gm / MODEL_SUBDIR), grm=str(runs / "grm" / "grm" / "seed0" / MODEL_SUBDIR),
-                          rounds=cfg.dpo_rounds, progress=False), ov, "dpo")
+                          rounds=cfg.dpo_rounds, max_contexts=cfg.dpo_contexts, progress=False), ov, "dpo")
     ocfg = table3.checked(table3.OnlineEvalConfig(
         methods=TABLE3_METHODS, seeds=cfg.seeds, grm_no_group=str(runs / "grm" / "no_group" / "seed0" / MODEL_SUBDIR),
         gmllm_no_group=str(gm_ng / MODEL_SUBDIR), out_dir=str(runs / "eval_online"),
