@@ -106,7 +106,7 @@ def _with(cfg, overrides: dict, stage: str):
 
 def run_world(cfg: EvaluateConfig, seed: int, settings: SparkSettings, progress: Progress) -> dict:
     """Every stage on one world; returns its result (also written to its folder's result.json)."""
-    home = Path(cfg.out_dir) / f"world-{seed}"
+    home = Path(cfg.out_dir).resolve() / f"world-{seed}"  # absolute: Delta tables are registered by path
     shutil.rmtree(home, ignore_errors=True)  # a world is evaluated from scratch, never resumed halfway
     wh, runs, ov = str(home / "warehouse"), home / "runs", cfg.overrides
     stage = progress.run
