@@ -10,7 +10,7 @@ from osmf_core.world import images
 from osmf_core.world import model as world
 from osmf_core.world import styles
 from osmf_core.world.simulate import SimulateConfig, impressions_df, simulate_world, users_df
-from osmf_core.world.truth import read_manifest
+from osmf_core.world.truth import read_manifest, read_world
 from osmf_core.data.store import checksum, read_table
 from osmf_core.world.truth import Truth
 
@@ -28,6 +28,8 @@ def test_tables_have_the_world_sizes(spark, tiny_world, tiny_cfg):
     dates = {r.event_date.isoformat() for r in read_table(spark, C.IMPRESSIONS, wh).select("event_date").distinct().collect()}
     assert dates == {"2026-11-01", "2026-11-02", "2026-11-03"}
     assert read_manifest(wh) == (tiny_cfg.seed, size)
+    assert read_world(wh) == (tiny_cfg.seed, size, tiny_cfg.params)  # the preset and knobs the truth rebuilds from
+    assert Truth.from_warehouse(wh).spec.split_name(0) == "gender"  # the tiny world is v1: smartphones by gender
 
 
 def test_loader_quarantines_the_injected_rows_and_loses_none(spark, tiny_world, tiny_cfg):

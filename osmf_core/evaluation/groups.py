@@ -21,8 +21,8 @@ NDCG@5 (lower = more distinct), per product and averaged over products:
   - a product's NDCG@5 is the mean over its ordered pairs; products without a pair are left out
   ndcg5_true does the same with the simulator's expected CTR (no click noise) in place of observed CTR.
 ARI: adjusted Rand index of a product's groups against the simulator's hidden segments of its viewers,
-averaged over products, and per category (ari_by_category; each category's segments follow one attribute,
-see osmf_core.world.model.CATEGORIES).
+averaged over products, and per category (ari_by_category; each category's segments follow the attribute(s)
+the world drew for it, split_by_category).
 """
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ from osmf_core.data.reports import write_report
 FIXED_GROUPINGS = ("gender", "age", "gender_age", "random")
 # name: (what it claims, how it is measured); the paper's orderings, each a margin that is > 0 where it holds
 ORDERINGS = {
-    "table1_ndcg": ("Table 1: PAAG's groups rank creatives by true CTR better than every fixed grouping",
-                    "NDCG@5 (true CTR) of PAAG's groups minus the best fixed grouping's, per world"),
+    "table1_ndcg": ("Table 1: PAAG's groups are more distinct than every fixed grouping",
+                    "NDCG@5 between a product's groups by true CTR (lower = more distinct): the lowest fixed "
+                    "grouping's minus PAAG's, per world"),
     "table1_ari": ("Table 1: PAAG's groups are closer to the hidden segments than every fixed grouping",
                    "ARI of PAAG's groups minus the best fixed grouping's, per world"),
     "figure3": ("Figure 3: the group-aware GRM ranks held-out pairs better than the group-agnostic one",
@@ -40,7 +41,7 @@ def margins(world: dict) -> dict[str, list[float]]:
     pre = t3["ctr"]["pretrained"]
     osmf, one, ng = (np.asarray(by_seed[m]) for m in ("osmf", "one_size", "osmf_no_group"))
     return {
-        "table1_ndcg": [t1["ndcg5_true"]["paag"] - max(t1["ndcg5_true"][g] for g in FIXED_GROUPINGS)],
+        "table1_ndcg": [min(t1["ndcg5_true"][g] for g in FIXED_GROUPINGS) - t1["ndcg5_true"]["paag"]],
         "table1_ari": [t1["ari"]["paag"] - max(t1["ari"][g] for g in FIXED_GROUPINGS)],
         "figure3": list(np.asarray(f3["grm"]["pair_accuracy_true"]) - np.asarray(f3["no_group"]["pair_accuracy_true"])),
         "osmf_vs_one_size": list(osmf - one),
@@ -125,7 +126,7 @@ def _world_section(w: dict) -> list[str]:
              f"PAAG: held-out AUROC {paag['test_auroc']:.4f}, oracle {paag['oracle_auroc']:.4f}, gap closed "
              f"{paag['gap_closed']:.1%}. Regroup: {w['regroup']['products_grouped']} products -> "
              f"{w['regroup']['groups']} groups (mean K* {w['regroup']['mean_k_star']:.2f}); GRM pairs {w['grm_pairs']}.",
-             "", "| grouping | groups per product | NDCG@5 (true CTR) | ARI |", "|---|---|---|---|"]
+             "", "| grouping | groups per product | NDCG@5 between groups, true CTR (lower = more distinct) | ARI |", "|---|---|---|---|"]
     t1 = w["table1"]
     lines += [f"| {m} | {t1['groups_per_product'][m]:.2f} | {t1['ndcg5_true'][m]:.4f} | {t1['ari'][m]:.4f} |"
               for m in t1["ari"]]
