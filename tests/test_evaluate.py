@@ -93,3 +93,20 @@ def test_make_evaluate_runs_end_to_end_on_the_tiny_world(tmp_path):
     assert (tmp_path / "results.md").read_text() == results.render_page(report)
     again = _run(tmp_path)  # a world with a result is kept, not run again
     assert "world 11 (1/1): kept from" in again and "stage 1/" not in again
+
+
+def test_the_development_run_evaluates_the_development_world_alone_and_writes_no_results_page(tmp_path, monkeypatch):
+    from osmf_core.data.config import SparkSettings
+    from osmf_core.evaluation import evaluate
+    seen = []
+
+    def fake_world(cfg, seed, settings, progress):  # the stages are run_world's: here only which world is asked
+        seen.append(seed)
+        return _world(seed, 0.85, [0.6, 0.6], [0.5, 0.5], [0.013, 0.013], [0.012, 0.012], [0.012, 0.012])
+    monkeypatch.setattr(evaluate, "run_world", fake_world)
+    cfg = EvaluateConfig(development=True, out_dir=str(tmp_path / "runs"), report=str(tmp_path / "evaluate.json"),
+                         page=str(tmp_path / "results.md"))
+    report = evaluate.run_evaluate(cfg, SparkSettings(), log=lambda *a, **k: None)
+    assert seen == [DEV_SEED] and report["world_seeds"] == [DEV_SEED]
+    assert (tmp_path / "evaluate_dev.json").exists()
+    assert not (tmp_path / "evaluate.json").exists() and not (tmp_path / "results.md").exists()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from osmf_core.data.config import ConfigError, SparkSettings
 from osmf_core.data.reader import FeatureBank
+from osmf_core.data.reports import write_report
 from osmf_core.data.spark import build_spark
 from osmf_core.evaluation import figure3, results, table3
 from osmf_core.evaluation.calibrate import measure
@@ -52,6 +53,9 @@ STAGES = ("simulate", "features", "train_paag", "eval_paag", "regroup", "instruc
 class EvaluateConfig:
     # the worlds
     worlds: tuple[int, ...] = (101, 102, 103)  # evaluation world seeds (the development seed is refused)
+    # the development world alone (seed 7), where settings are chosen: its report goes to
+    # reports/evaluate_dev.json and no results page is written
+    development: bool = False
     seeds: tuple[int, ...] = (0, 1)  # training seeds per world: the reward models and Group-DPO
     size: WorldSize = field(default_factory=WorldSize)  # every world's sizes (users, products, impressions ...)
     params: WorldParams = field(default_factory=WorldParams)  # every world's preset and knobs
@@ -178,17 +182,22 @@ def run_world(cfg: EvaluateConfig, seed: int, settings: SparkSettings, progress:
 
 
 def run_evaluate(cfg: EvaluateConfig, settings: SparkSettings, log=print) -> dict:
-    """Every world (skipping those with a result unless cfg.retrain), then the report and the results page."""
+    """Every world (skipping those with a result unless cfg.retrain), then the report and the results page; with
+    cfg.development, the development world alone and its report (settings are chosen on it, never on the others)."""
     done = {}
-    for i, seed in enumerate(cfg.worlds, 1):
+    worlds = (DEV_SEED,) if cfg.development else cfg.worlds
+    for i, seed in enumerate(worlds, 1):
         path = Path(cfg.out_dir) / f"world-{seed}" / "result.json"
         if path.exists() and not cfg.retrain:
             done[seed] = json.loads(path.read_text())
-            log(f"[evaluate] world {seed} ({i}/{len(cfg.worlds)}): kept from {path} (--retrain runs it again)")
+            log(f"[evaluate] world {seed} ({i}/{len(worlds)}): kept from {path} (--retrain runs it again)")
             continue
-        done[seed] = run_world(cfg, seed, settings, Progress(seed, i, len(cfg.worlds), log))
+        done[seed] = run_world(cfg, seed, settings, Progress(seed, i, len(worlds), log))
     report = results.build_report(list(done.values()), development_seed=DEV_SEED)
-    results.write(report, cfg.report, cfg.page)
+    if cfg.development:
+        write_report(str(Path(cfg.report).with_name(Path(cfg.report).stem + "_dev.json")), report)
+    else:
+        results.write(report, cfg.report, cfg.page)
     log(results.summary_lines(report))
     return report
 
