@@ -29,7 +29,8 @@ def _world(seed: int, paag_ndcg: float, grm: list, no_group: list, osmf: list, o
             "table3": {"ctr": {"pretrained": 0.010, "osmf": sum(osmf) / 2, "one_size": sum(one) / 2,
                                "osmf_no_group": sum(no_grp) / 2, "oracle": 0.02},
                        "ctr_by_seed": {"osmf": osmf, "one_size": one, "osmf_no_group": no_grp},
-                       "groups": 30, "products": 3}}
+                       "groups": 30, "products": 3, "distinct_prompts": {"pretrained": [1], "osmf": [3, 4]},
+                       "reward_agreement": {"osmf": 0.52}}}
 
 
 def test_orderings_are_counted_per_world_and_over_all_runs_with_known_margins(tmp_path):
@@ -56,6 +57,7 @@ def test_orderings_are_counted_per_world_and_over_all_runs_with_known_margins(tm
     assert "in 75% of (world, seed) runs (target 80%): not met" in page
     assert "- world 101: Table 1: PAAG's groups are more distinct" in page and "## World 101" in page
     assert f"The development world is seed {DEV_SEED}" in page
+    assert "(per seed): pretrained 1; osmf 3, 4 (of 30 groups)" in page and "truly beats its loser in: osmf 52.0%" in page
     results.regenerate(str(tmp_path / "evaluate.json"), str(tmp_path / "again.md"))  # the page from the JSON alone
     assert (tmp_path / "again.md").read_text() == page
 

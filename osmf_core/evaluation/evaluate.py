@@ -173,12 +173,18 @@ def run_world(cfg: EvaluateConfig, seed: int, settings: SparkSettings, progress:
                            "pair_accuracy": [round(r["observed"]["pair_accuracy"], 4) for r in runs_]}
                     for name, runs_ in fig3.items()},
         "table3": {"ctr": t3["ctr"], "ctr_by_seed": t3["ctr_by_seed"], "groups": t3["groups"],
-                   "products": t3["products"]},
+                   "products": t3["products"], "distinct_prompts": t3["distinct_prompts"],
+                   "reward_agreement": _agreement(t3)},
         "seeds": list(cfg.seeds), "seconds": progress.seconds,
         "minutes": round((time.perf_counter() - progress.t0) / 60, 1),
     }
     (home / "result.json").write_text(json.dumps(result, indent=2, default=float))
     return result
+
+
+def _agreement(table3_report: dict) -> dict:
+    """Per trained method: how often its reward model's winner truly beats its loser on Group-DPO's own pairs."""
+    return {m: round(r["agreement"], 4) for m, r in table3_report.get("reward_check", {}).items()}
 
 
 def run_evaluate(cfg: EvaluateConfig, settings: SparkSettings, log=print) -> dict:
@@ -190,6 +196,9 @@ def run_evaluate(cfg: EvaluateConfig, settings: SparkSettings, log=print) -> dic
         path = Path(cfg.out_dir) / f"world-{seed}" / "result.json"
         if path.exists() and not cfg.retrain:
             done[seed] = json.loads(path.read_text())
+            online = path.parent / "eval_online.json"
+            if "reward_agreement" not in done[seed]["table3"] and online.exists():  # a result of an earlier build
+                done[seed]["table3"]["reward_agreement"] = _agreement(json.loads(online.read_text()))
             log(f"[evaluate] world {seed} ({i}/{len(worlds)}): kept from {path} (--retrain runs it again)")
             continue
         done[seed] = run_world(cfg, seed, settings, Progress(seed, i, len(worlds), log))

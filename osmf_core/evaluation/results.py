@@ -139,7 +139,19 @@ def _world_section(w: dict) -> list[str]:
     for m, ctr in t3["ctr"].items():
         seeds = ", ".join(f"{v:.5f}" for v in t3["ctr_by_seed"].get(m, []))
         lines.append(f"| {m} | {ctr:.5f} | {ctr / pre - 1:+.1%} | {seeds} |")
-    return lines
+    return lines + _diagnostics(t3)
+
+
+def _diagnostics(t3: dict) -> list[str]:
+    """What explains Table 3: how many distinct prompts each policy writes, how often the reward is right."""
+    out = []
+    if t3.get("distinct_prompts"):
+        out.append("Distinct prompts over the groups (per seed): " + "; ".join(
+            f"{m} {', '.join(map(str, v))}" for m, v in t3["distinct_prompts"].items()) + f" (of {t3['groups']} groups).")
+    if t3.get("reward_agreement"):
+        out.append("On Group-DPO's own pairs, the reward's winner truly beats its loser in: " + "; ".join(
+            f"{m} {v:.1%}" for m, v in t3["reward_agreement"].items()) + " (50% = a coin).")
+    return [""] + out if out else []
 
 
 def summary_lines(report: dict) -> str:

@@ -184,6 +184,7 @@ def run_table3(cfg: OnlineEvalConfig) -> dict:
               "seeds": len(seeds),
               "ctr_std": {m: round(float(v), 6) for m, v in table["ctr_std"].items()},
               "ctr_by_seed": {m: [round(r["ctr"], 6) for r in rs] for m, rs in per_seed.items() if m in METHODS},
+              "distinct_prompts": {m: [int(p["prompt"].nunique()) for p in ps] for m, ps in prompts.items()},
               "products": first["pretrained"]["products"], "groups": first["pretrained"]["groups"],
               "run_date": str(run_date), "training": {m: [{k: v for k, v in r.items() if k != "per_group_after"}
                                                           for r in h] for m, h in training.items()},
