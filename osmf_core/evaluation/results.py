@@ -23,14 +23,16 @@ ORDERINGS = {
     "figure3": ("Figure 3: the group-aware GRM ranks held-out pairs better than the group-agnostic one",
                 "Pair Accuracy on true labels, GRM minus group-agnostic (product-pair) reward model, per seed"),
     "osmf_vs_one_size": ("Table 3: OSMF above the one-size-fits-all baseline",
-                         "simulated CTR, OSMF minus one-size, per Group-DPO seed"),
+                         "simulated CTR, OSMF minus one-size, in % of the pre-trained policy's CTR, per Group-DPO seed"),
     "one_size_vs_pretrained": ("Table 3: one-size above the pre-trained policy",
-                               "simulated CTR, one-size minus pretrained, per Group-DPO seed"),
+                               "simulated CTR, one-size minus pretrained, in % of the pretrained CTR, per Group-DPO seed"),
     "osmf_vs_no_group": ("Table 3: OSMF above OSMF without group",
-                         "simulated CTR, OSMF minus OSMF pre-trained without the group token, per Group-DPO seed"),
+                         "simulated CTR, OSMF minus OSMF pre-trained without the group token, in % of the pretrained "
+                         "CTR, per Group-DPO seed"),
     "table3_order": ("Table 3: OSMF > one-size > pretrained",
-                     "the smaller of the two margins, per Group-DPO seed"),
+                     "the smaller of the two margins above, in % of the pretrained CTR, per Group-DPO seed"),
 }
+PERCENT = {"osmf_vs_one_size", "one_size_vs_pretrained", "osmf_vs_no_group", "table3_order"}  # shown as lift points
 TARGET_BEATS_ONE_SIZE = 0.8  # OSMF above the one-size baseline in at least this share of (world, seed) runs
 
 
@@ -44,10 +46,10 @@ def margins(world: dict) -> dict[str, list[float]]:
         "table1_ndcg": [min(t1["ndcg5_true"][g] for g in FIXED_GROUPINGS) - t1["ndcg5_true"]["paag"]],
         "table1_ari": [t1["ari"]["paag"] - max(t1["ari"][g] for g in FIXED_GROUPINGS)],
         "figure3": list(np.asarray(f3["grm"]["pair_accuracy_true"]) - np.asarray(f3["no_group"]["pair_accuracy_true"])),
-        "osmf_vs_one_size": list(osmf - one),
-        "one_size_vs_pretrained": list(one - pre),
-        "osmf_vs_no_group": list(osmf - ng),
-        "table3_order": list(np.minimum(osmf - one, one - pre)),
+        "osmf_vs_one_size": list((osmf - one) / pre),
+        "one_size_vs_pretrained": list((one - pre) / pre),
+        "osmf_vs_no_group": list((osmf - ng) / pre),
+        "table3_order": list(np.minimum(osmf - one, one - pre) / pre),
     }
 
 
@@ -75,8 +77,10 @@ def build_report(worlds: list[dict], development_seed: int) -> dict:
     }
 
 
-def _cell(s: dict, scale: float = 1.0, digits: int = 4) -> str:
-    return f"{s['mean'] * scale:+.{digits}f} ± {s['std'] * scale:.{digits}f} ({s['held']}/{s['runs']})"
+def _cell(s: dict, key: str = "") -> str:
+    if key in PERCENT:
+        return f"{s['mean']:+.2%} ± {s['std']:.2%} ({s['held']}/{s['runs']})"
+    return f"{s['mean']:+.4f} ± {s['std']:.4f} ({s['held']}/{s['runs']})"
 
 
 def render_page(report: dict) -> str:
@@ -97,8 +101,8 @@ def render_page(report: dict) -> str:
              "| ordering | " + " | ".join(f"world {s}" for s in seeds) + " | all runs | in the mean on every world |",
              "|---" * (len(seeds) + 3) + "|"]
     for k, (claim, _) in ORDERINGS.items():
-        lines.append(f"| {claim} | " + " | ".join(_cell(o["per_world"][s][k]) for s in seeds)
-                     + f" | {_cell(o['overall'][k])} | {'yes' if o['holds_in_the_mean_on_every_world'][k] else 'no'} |")
+        lines.append(f"| {claim} | " + " | ".join(_cell(o["per_world"][s][k], k) for s in seeds)
+                     + f" | {_cell(o['overall'][k], k)} | {'yes' if o['holds_in_the_mean_on_every_world'][k] else 'no'} |")
     t = report["targets"]
     lines += ["", "How each margin is measured:", ""] + [f"- {ORDERINGS[k][0]}: {m}." for k, (_, m) in ORDERINGS.items()]
     lines += ["", "## Targets (issue 24)", "",
@@ -108,7 +112,7 @@ def render_page(report: dict) -> str:
     failing = [(s, k) for s in seeds for k in ORDERINGS if o["per_world"][s][k]["mean"] <= 0]
     if failing:
         lines += ["", "Where an ordering does not hold in a world's mean (the measurements are in that world's "
-                  "section below):", ""] + [f"- world {s}: {ORDERINGS[k][0]} ({_cell(o['per_world'][s][k])})"
+                  "section below):", ""] + [f"- world {s}: {ORDERINGS[k][0]} ({_cell(o['per_world'][s][k], k)})"
                                             for s, k in failing]
     for w in worlds:
         lines += _world_section(w)
@@ -156,7 +160,7 @@ def _diagnostics(t3: dict) -> list[str]:
 
 def summary_lines(report: dict) -> str:
     o = report["orderings"]["overall"]
-    return "\n".join(f"[evaluate] {ORDERINGS[k][0]}: {_cell(v)} over all runs" for k, v in o.items())
+    return "\n".join(f"[evaluate] {ORDERINGS[k][0]}: {_cell(v, k)} over all runs" for k, v in o.items())
 
 
 def write(report: dict, path: str, page: str) -> None:
