@@ -305,7 +305,7 @@ def click_logit(spec: WorldSpec, users: dict[str, np.ndarray], category, product
     seg = segment_of(spec, category, users)
     return (spec.base_logit + spec.category_bias[np.asarray(category)] + np.asarray(product_bias)
             + user_propensity(users) + style_utility(spec, category, seg, style)
-            + splits.own_taste(spec.seed, spec.taste_noise, users["user_id"], category, style))
+            + (splits.own_taste(spec.seed, spec.taste_noise, users["user_id"], category, style) if spec.taste_noise else 0.0))
 
 
 def click_probability(spec: WorldSpec, users, category, product_bias, style) -> np.ndarray:
