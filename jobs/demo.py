@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import sys
 
-from osmf_core.data.config import ConfigError, add_spark_args, config_error, spark_settings
-from osmf_core.data.flags import add_config_args, config_from_args, job_parser
+from osmf_core.data.spark import settings_job
 from osmf_core.demo import DemoConfig, run_demo
 
 
 def main(argv=None) -> int:
-    ap = job_parser(__doc__)
-    add_config_args(ap, DemoConfig)
-    add_spark_args(ap)
-    args = ap.parse_args(argv)
-    try:
-        cfg, settings = config_from_args(DemoConfig, args), spark_settings(args)
-    except (ValueError, ConfigError) as e:
-        return config_error("demo", e)
-    run_demo(cfg, settings)
-    return 0
+    return settings_job("demo", __doc__, DemoConfig, run_demo, argv)
 
 
 if __name__ == "__main__":

@@ -12,22 +12,12 @@ from __future__ import annotations
 
 import sys
 
-from osmf_core.data.config import ConfigError, add_spark_args, config_error, spark_settings
-from osmf_core.data.flags import add_config_args, config_from_args, job_parser
+from osmf_core.data.spark import settings_job
 from osmf_core.evaluation.evaluate import EvaluateConfig, run_evaluate
 
 
 def main(argv=None) -> int:
-    ap = job_parser(__doc__)
-    add_config_args(ap, EvaluateConfig)
-    add_spark_args(ap)
-    args = ap.parse_args(argv)
-    try:
-        cfg, settings = config_from_args(EvaluateConfig, args), spark_settings(args)
-        run_evaluate(cfg, settings)
-    except (ValueError, ConfigError) as e:
-        return config_error("evaluate", e)
-    return 0
+    return settings_job("evaluate", __doc__, EvaluateConfig, run_evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,25 @@ def run_job(name: str, args: argparse.Namespace, make_config: Callable, run: Cal
     return 0
 
 
+def settings_job(name: str, doc: str | None, config_cls, run: Callable, argv=None) -> int:
+    """The main of a job that starts its own Spark sessions (the demo, make evaluate): flags from `config_cls` and
+    the Spark flags, then `run(cfg, settings)`. A configuration that cannot work stops in one `name: ...` line,
+    exit code 2."""
+    ap = job_parser(doc)
+    add_config_args(ap, config_cls)
+    add_spark_args(ap)
+    args = ap.parse_args(argv)
+    try:
+        try:
+            cfg, settings = config_from_args(config_cls, args), spark_settings(args)
+        except ValueError as e:  # a config class's own checks
+            raise ConfigError(str(e)) from None
+        run(cfg, settings)
+    except ConfigError as e:
+        return config_error(name, e)
+    return 0
+
+
 def spark_job(name: str, doc: str | None, config_cls, run: Callable, argv=None, prepare: Callable | None = None) -> int:
     """A whole Spark job's main: flags from `config_cls` (osmf_core.data.flags), --summary-json and the Spark
     flags; then `run(spark, cfg, warehouse)` through `run_job`. `prepare(cfg, warehouse) -> cfg` checks what

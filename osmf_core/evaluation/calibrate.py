@@ -18,7 +18,7 @@ import numpy as np
 
 from osmf_core.data.reports import write_report
 from osmf_core.world import model as world
-from osmf_core.world.params import DEV_SEED, WorldParams, with_scale
+from osmf_core.world.params import DEV_SEED, WorldParams
 from osmf_core.world.truth import Truth
 
 LIFT_RANGE, ORACLE_MAX = (0.15, 0.50), 3.0
@@ -61,7 +61,7 @@ def measure(seed: int, params: WorldParams, n_products: int, sample_products: in
 def calibrate(cfg: CalibrateConfig) -> dict:
     """The preset's figures and those of each scale in cfg.scales; prints a table, writes the report."""
     rows = [measure(cfg.seed, p, cfg.products, cfg.sample_products, cfg.audience)
-            for p in [cfg.params, *(with_scale(cfg.params, s) for s in cfg.scales)]]
+            for p in [cfg.params, *(replace(cfg.params, style_scale=s) for s in cfg.scales)]]
     print(f"world seed {cfg.seed} (development seed {DEV_SEED}), preset {cfg.params.preset}: "
           f"targets best_logged_lift {LIFT_RANGE[0]:.0%}-{LIFT_RANGE[1]:.0%}, oracle_ratio < {ORACLE_MAX}")
     print(f"{'style_scale':>11} {'taste_noise':>11} {'best_logged_lift':>17} {'oracle_ratio':>13}")
@@ -78,5 +78,5 @@ def calibrate(cfg: CalibrateConfig) -> dict:
 
 
 def quick(params: WorldParams, seed: int = DEV_SEED) -> dict:
-    """A small measurement (a test's): 14 products, 2,000 users each."""
-    return measure(seed, replace(params), 28, 14, 2_000)
+    """A small measurement (a test's): 14 products of 28, 2,000 users each."""
+    return measure(seed, params, 28, 14, 2_000)

@@ -117,6 +117,7 @@ def run_world(cfg: EvaluateConfig, seed: int, settings: SparkSettings, progress:
     sim = _with(SimulateConfig(seed=seed, size=cfg.size, params=cfg.params), ov, "simulate")
     spark = build_spark(replace(settings, warehouse=wh))
     stage("simulate", lambda: simulate_world(spark, sim, wh, log=lambda *_: None))
+    truth = Truth.from_warehouse(wh)  # the world's truth, for the evaluation's own references
     image_enc, text_enc = ("mobilenet_v2", "minilm") if cfg.encoders == "pretrained" else ("tiny", "tiny")
     fcfg = _with(features.FeatureConfig(image_encoder=image_enc, text_encoder=text_enc), ov, "features")
     stage("features", lambda: features.build_features(spark, fcfg, wh, log=lambda *_: None))
@@ -129,7 +130,7 @@ def run_world(cfg: EvaluateConfig, seed: int, settings: SparkSettings, progress:
     def eval_paag() -> dict:
         model, _ = load_model(paag_model)
         scores, labels, rows = predict(model, FeatureBank.load(wh, text_enc, image_enc), wh, "test")
-        oracle = Truth.from_warehouse(wh).click_probability(rows, rows["creative_id"])
+        oracle = truth.click_probability(rows, rows["creative_id"])
         a, o = auroc(scores, labels), auroc(oracle, labels)
         return {"test_auroc": round(a, 4), "oracle_auroc": round(o, 4), "gap_closed": round((a - 0.5) / (o - 0.5), 4)}
     paag = stage("eval_paag", eval_paag)
@@ -160,7 +161,6 @@ def run_world(cfg: EvaluateConfig, seed: int, settings: SparkSettings, progress:
         gmllm_no_group=str(gm_ng / MODEL_SUBDIR), out_dir=str(runs / "eval_online"),
         report=str(home / "eval_online.json"), dpo=dpo))
     t3 = stage("table3", lambda: table3.run_table3(ocfg))
-    truth = Truth.from_warehouse(wh)
     result = {
         "seed": seed, "params": cfg.params.to_json(), "size": {"users": cfg.size.users, "products": cfg.size.products},
         "splits": {name: truth.spec.split_name(c) for c, name in enumerate(CATEGORY_NAMES)},

@@ -101,7 +101,6 @@ class WorldSpec:
     split_attrs: tuple = ()  # per category, the attribute(s) its segments are defined by
     split_tables: tuple = ()  # per category, segment = table[code of attribute 1, code of attribute 2 or 0]
     taste_noise: float = 0.0  # std of each user's own taste per style term (logits)
-    params: WorldParams = WorldParams(preset="v1")
 
     @staticmethod
     def from_seed(seed: int, params: WorldParams | None = None) -> "WorldSpec":
@@ -138,7 +137,6 @@ class WorldSpec:
             split_attrs=tuple(a for a, _ in drawn),
             split_tables=tuple(t for _, t in drawn),
             taste_noise=params.taste_noise,
-            params=params,
         )
 
     def split_name(self, category: int) -> str:
@@ -305,7 +303,7 @@ def click_logit(spec: WorldSpec, users: dict[str, np.ndarray], category, product
     seg = segment_of(spec, category, users)
     return (spec.base_logit + spec.category_bias[np.asarray(category)] + np.asarray(product_bias)
             + user_propensity(users) + style_utility(spec, category, seg, style)
-            + (splits.own_taste(spec.seed, spec.taste_noise, users["user_id"], category, style) if spec.taste_noise else 0.0))
+            + splits.own_taste(spec.seed, spec.taste_noise, users.get("user_id"), category, style))
 
 
 def click_probability(spec: WorldSpec, users, category, product_bias, style) -> np.ndarray:

@@ -11,7 +11,7 @@ popularity, style effect worth about 25x CTR): a strong signal, for the small te
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 
 DEV_SEED = 7  # the development world: every choice (sizes, epochs, beta, calibration) is made on it alone
 
@@ -62,8 +62,3 @@ class WorldParams:
 
 V1 = WorldParams(preset="v1")
 
-
-def with_scale(params: WorldParams, style_scale: float, taste_noise: float | None = None) -> WorldParams:
-    """`params` with another style scale (and taste noise): the calibration's search."""
-    return replace(params, style_scale=style_scale,
-                   taste_noise=params.taste_noise if taste_noise is None else taste_noise)

@@ -102,13 +102,14 @@ def individual_taste(seed: int, user_id, category, term) -> np.ndarray:
 TERM_OFFSET = np.r_[0, np.cumsum(DIM_SIZES)[:-1]]  # style term of (dimension j, value v): TERM_OFFSET[j] + v
 
 
-def own_taste(seed: int, taste_noise: float, user_id, category, style) -> np.ndarray:
+def own_taste(seed: int, taste_noise: float, user_id, category, style) -> np.ndarray | float:
     """Each user's own deviation from their segment's taste for a style: `taste_noise` times a standard normal
-    per style term, summed over the named dimensions (0 where a dimension is unspecified)."""
+    per style term, summed over the named dimensions (0 where a dimension is unspecified). A world without own
+    taste adds 0 and needs no user ids."""
+    if taste_noise == 0:
+        return 0.0
     style = np.asarray(style)
     total = np.zeros(np.broadcast_shapes(np.shape(user_id), np.shape(category), style.shape[:-1]))
-    if taste_noise == 0:
-        return total
     for j in range(style.shape[-1]):
         v = style[..., j]
         z = individual_taste(seed, user_id, category, TERM_OFFSET[j] + np.maximum(v, 0))
