@@ -59,13 +59,14 @@ class EvaluateConfig:
     seeds: tuple[int, ...] = (0, 1)  # training seeds per world: the reward models and Group-DPO
     size: WorldSize = field(default_factory=WorldSize)  # every world's sizes (users, products, impressions ...)
     params: WorldParams = field(default_factory=WorldParams)  # every world's preset and knobs
-    # training budget per world (the demo's settings, chosen on the development world)
+    # training budget per world, chosen on the development world (docs/results.md says why): the G-MLLM
+    # trains until it writes different prompts for different groups; each reward model runs its 4 epochs
     # pretrained: MobileNetV2 + MiniLM; tiny: small random encoders
     encoders: str = field(default="pretrained", metadata={"choices": ("pretrained", "tiny")})
     paag_steps: int = 400  # PAAG training steps
-    gmllm_steps: int = 300  # G-MLLM pre-training steps (with and without the group token)
-    grm_steps: int = 150  # steps of each reward model
-    dpo_rounds: int = 1  # Group-DPO rounds per method and seed
+    gmllm_steps: int = 1500  # G-MLLM pre-training steps (with and without the group token)
+    grm_steps: int = 600  # steps of each reward model (at most: its epochs end it first)
+    dpo_rounds: int = 2  # Group-DPO rounds per method and seed
     dpo_contexts: int = 160  # training (product, group) contexts Group-DPO samples from per round (0: all)
     # output
     out_dir: str = "runs/evaluate"  # one folder per world: world-<seed>/ (warehouse, models, result.json)
@@ -176,6 +177,7 @@ def run_world(cfg: EvaluateConfig, seed: int, settings: SparkSettings, progress:
                    "products": t3["products"], "distinct_prompts": t3["distinct_prompts"],
                    "reward_agreement": _agreement(t3)},
         "seeds": list(cfg.seeds), "seconds": progress.seconds,
+        "budget": {k: getattr(cfg, k) for k in ("paag_steps", "gmllm_steps", "grm_steps", "dpo_rounds", "dpo_contexts")},
         "minutes": round((time.perf_counter() - progress.t0) / 60, 1),
     }
     (home / "result.json").write_text(json.dumps(result, indent=2, default=float))

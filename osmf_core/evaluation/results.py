@@ -123,7 +123,8 @@ def _world_section(w: dict) -> list[str]:
     t3, paag, lever = w["table3"], w["paag"], w["lever"]
     pre = t3["ctr"]["pretrained"]
     lines = ["", f"## World {w['seed']}", "",
-             f"{w['minutes']} min on this machine. Splits: " + "; ".join(f"{c}: {a}" for c, a in w["splits"].items()) + ".",
+             f"{w['minutes']} min on this machine" + (", budget " + ", ".join(f"{k} {v}" for k, v in w["budget"].items())
+                                                      if "budget" in w else "") + ". Splits: " + "; ".join(f"{c}: {a}" for c, a in w["splits"].items()) + ".",
              f"Style lever (from the truth): best logged creative per segment {lever['best_logged_lift']:.1%} above the "
              f"product's average logged creative; the oracle {lever['oracle_ratio']:.2f}x that average, "
              f"{t3['ctr']['oracle'] / pre:.2f}x the pre-trained policy's CTR on the held-out products.",
