@@ -42,9 +42,14 @@ def _cfg(out, phase, **kw):
 
 
 @pytest.mark.parametrize("phase", ["pretrain", "grm"])
-def test_a_timed_run_counts_tokens_flops_and_mfu(rows, phase):
+def test_a_timed_run_counts_tokens_flops_and_mfu(rows, phase, capfd):
     _, out, _ = rows
     r = gmllm.run_one(_cfg(out, phase))
+    # its stages, in order, on stderr: a run stopped at its time limit is reported with the last one
+    err = capfd.readouterr().err
+    stages = [ln.split()[1] for ln in err.splitlines() if ln.startswith("STAGE ")]
+    assert stages == ["build", "flops", "engine", "warmup", "timed"]
+    assert gmllm.last_stage(err).startswith(", in timed steps (from ")
     assert r["engine"]["zero_stage"] == 0 and r["variant"] == "jobs"  # one process: the jobs' engine has no ZeRO
     # tokens: the non-padding positions of the batches the timed steps cycled over (steps 1..3 of 0..3)
     base = gmllm.build("tiny", out, "", 0)
@@ -138,3 +143,9 @@ def test_a_smollm2_shape_has_the_published_layer_sizes():
     assert model.n_image_tokens == 16  # 128 px through MobileNetV2's stride 32
     with pytest.raises(ValueError, match="shape must be one of"):
         build_small_shape(GMLLMConfig(), "smollm2-9b", tok)
+
+
+def test_a_stopped_run_names_the_stage_it_was_in():
+    err = "noise\nSTAGE build 0\nSTAGE flops 12\nSTAGE warmup (compiles) 31\nTraceback ...\n"
+    assert gmllm.last_stage(err) == ", in warmup (compiles) (from 31 s)"
+    assert gmllm.last_stage("no stage lines") == ""

@@ -23,6 +23,7 @@ def test_one_process_gets_no_zero_several_get_the_json_stage():
     auto = EngineConfig()
     one_gpu = plan(auto, world_size=1, cuda=True, json_stage=2)
     assert (one_gpu.zero_stage, one_gpu.precision, one_gpu.compile, one_gpu.fused_optimizer) == (0, "bf16", True, True)
+    assert one_gpu.compile_scope == "layers"  # each transformer layer; the whole model is opt-in
     cpu = plan(auto, world_size=1, cuda=False, json_stage=2)
     assert (cpu.zero_stage, cpu.precision, cpu.compile, cpu.fused_optimizer) == (0, "fp32", False, False)
     eight = plan(auto, world_size=8, cuda=True, json_stage=2)
@@ -32,6 +33,8 @@ def test_one_process_gets_no_zero_several_get_the_json_stage():
     assert (forced.zero_stage, forced.precision, forced.compile) == (3, "fp32", False)
     with pytest.raises(ValueError, match="zero_stage"):
         EngineConfig(zero_stage=5)
+    with pytest.raises(ValueError, match="compile_scope"):
+        EngineConfig(compile_scope="graph")
 
 
 def test_the_single_gpu_deepspeed_config_has_no_zero_and_autocasts_over_fp32_weights():
@@ -53,12 +56,12 @@ def _tiny(seed=0):
     return build_tiny(TINY, tok)
 
 
-def _batch(model):
+def _batch(model, max_len=200):
     from osmf_core.world.images import to_png
     png = to_png((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
     instr = [render("prompt_generation", 0, "Nova"), render("group_analysis", 1)]
     g = np.random.default_rng(1).normal(size=(2, 11 * TINY.group_dim)).astype(np.float32)
-    return encode(model, instr, ["the product, cozy kitchen background", "member_level: 3"], 200, images=[png, b""],
+    return encode(model, instr, ["the product, cozy kitchen background", "member_level: 3"], max_len, images=[png, b""],
                   group_features=list(g))
 
 
@@ -81,23 +84,49 @@ def test_a_real_engine_with_the_single_gpu_plan_has_no_zero_optimizer():
         assert engine.module(**batch).logits.dtype == torch.bfloat16  # autocast: the matmuls ran in bf16
 
 
-def test_a_compiled_step_gives_the_loss_of_an_eager_one():
-    """Two engines from the same weights, one compiled (as on a GPU by default), one eager: the same losses
-    over five steps on the same batch (the weights move between them, so the optimizer steps agree too; the
-    schedule's warmup makes the first two steps' learning rate 0)."""
+@pytest.mark.parametrize("scope", ["model", "layers"])
+def test_a_compiled_step_gives_the_loss_of_an_eager_one(scope):
+    """Two engines from the same weights, one compiled (as on a GPU by default: the whole model; or each layer
+    alone), one eager: the same losses over five steps on the same batch (the weights move between them, so
+    the optimizer steps agree too; the schedule's warmup makes the first two steps' learning rate 0)."""
     init_distributed()
     losses = {}
     for compiled in (False, True):
         model = _tiny(seed=0)
         engine, p = build_engine(model, list(model.parameters()), JSON, 2, 1e-2, 10,
-                                 EngineConfig(compile=compiled, precision="fp32"))
+                                 EngineConfig(compile=compiled, compile_scope=scope, precision="fp32"))
         layers = [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "EncoderLayer"))]
         assert p.compile is compiled and len(layers) == TINY.text_layers + TINY.vision_layers
-        assert all((m._compiled_call_impl is not None) is compiled for m in layers)
+        whole = compiled and scope == "model"
+        assert engine.is_compiled is whole and (model._compiled_call_impl is not None) is whole
+        assert all((m._compiled_call_impl is not None) is (compiled and scope == "layers") for m in layers)
         batch = _batch(model)
         losses[compiled] = [float(train_step(engine, lambda b: engine(**b).loss, batch)) for _ in range(5)]
     assert losses[False][4] < losses[False][0] - 0.01  # the steps train
     assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)
+
+
+def test_the_whole_model_compiles_into_one_graph_once():
+    """--compile-scope model: with transformers' output hooks installed before compiling, the G-MLLM's
+    forward is one graph, compiled once for batches of different widths (dynamic shapes), with no graph break
+    (a break leaves eager code between graphs); without them the first call breaks at the hook lock and the
+    model is compiled again after it."""
+    from torch._dynamo.testing import CompileCounter
+    from osmf_core.training.engine import install_output_hooks
+    frames = {}
+    for pre in (False, True):
+        torch._dynamo.reset()
+        model = _tiny()
+        assert install_output_hooks(model) > 0 if pre else True
+        counter = CompileCounter()
+        compiled = torch.compile(model, backend=counter, dynamic=True)
+        wide, narrow = _batch(model), _batch(model, max_len=120)
+        assert narrow["input_ids"].shape[1] < wide["input_ids"].shape[1]
+        for b in (wide, narrow, wide):
+            compiled(**b)
+        frames[pre] = counter.frame_count
+    torch._dynamo.reset()
+    assert frames[True] == 1 and frames[False] > 1
 
 
 def test_length_buckets_keep_every_row_once_and_pad_less():

@@ -9,11 +9,14 @@ place that chooses the ZeRO stage, the precision, the optimizer and compilation 
                 weights (the weights are the fp32 master copy; matmuls run in bf16); with ZeRO, DeepSpeed's
                 bf16 optimizer (bf16 weights, fp32 master partitions).
   optimizer     the JSON's AdamW as torch.optim.AdamW, fused (one kernel for every tensor) on a GPU.
-  compile       torch.compile of each transformer layer (regional compilation: the layers of a model share
-                one compiled graph, so compiling takes the time of one layer, not of the whole model), on by
-                default on a GPU: a layer is a few fused kernels instead of dozens of small ones. The rest (vision
-                tower, embeddings, head and loss) stays eager. Off on the CPU (CI, the demo), where the step stays
-                as it was.
+  compile       on by default on a GPU, off on the CPU (CI, the demo: the step stays as it was). Scope `layers`
+                (the default): each transformer layer compiled alone (regional compilation: the layers of a
+                model share one graph, so compiling takes the time of one layer), the rest (vision tower,
+                embeddings, head and loss) eager; measured on a GPU (docs/benchmarks.md). Scope `model`:
+                DeepSpeed's engine.compile, the whole trained module as one graph (dynamic shapes: batches
+                differ in length), so nothing in the forward reads the GPU back and the CPU queues steps
+                ahead; compiling a 1.7B model this way took longer than the bench's 200 s on an H100 and its
+                step is not measured yet, so it stays opt-in.
   checkpointing activation checkpointing in the language model: recomputes each layer in the backward pass,
                 so larger batches fit (about a third more compute).
 """
@@ -26,6 +29,7 @@ import torch
 from osmf_core.training.loop import ds_config
 
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_SCOPES = ("model", "layers")
 LAYER_SUFFIXES = ("DecoderLayer", "EncoderLayer")  # transformers' names of a model's repeated block
 
 
@@ -33,13 +37,16 @@ LAYER_SUFFIXES = ("DecoderLayer", "EncoderLayer")  # transformers' names of a mo
 class EngineConfig:
     # engine (osmf_core.training.engine)
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})  # auto: bf16 on a GPU that has it, else fp32
-    compile: bool | None = None  # torch.compile each transformer layer (default: on a GPU, off on a CPU)
+    compile: bool | None = None  # torch.compile the model (default: on a GPU, off on a CPU)
+    compile_scope: str = field(default="layers", metadata={"choices": COMPILE_SCOPES})  # layers: each transformer layer; model: the whole trained module
     checkpointing: bool = False  # activation checkpointing in the language model (bigger batches, more compute)
     zero_stage: int = -1  # ZeRO stage (-1: none on one process, the DeepSpeed JSON's on several)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.compile_scope not in COMPILE_SCOPES:
+            raise ValueError(f"compile_scope must be one of {COMPILE_SCOPES}, got {self.compile_scope!r}")
         if self.zero_stage not in (-1, 0, 1, 2, 3):
             raise ValueError(f"zero_stage must be -1 (automatic) or 0-3, got {self.zero_stage}")
 
@@ -50,6 +57,7 @@ class Plan:
     zero_stage: int
     precision: str  # fp32 or bf16
     compile: bool
+    compile_scope: str
     checkpointing: bool
     fused_optimizer: bool
 
@@ -60,7 +68,8 @@ def plan(cfg: EngineConfig, world_size: int, cuda: bool, json_stage: int, bf16_o
     stage = cfg.zero_stage if cfg.zero_stage >= 0 else (0 if world_size == 1 else json_stage)
     bf16 = cuda and bf16_ok if cfg.precision == "auto" else cfg.precision == "bf16"
     return Plan(zero_stage=stage, precision="bf16" if bf16 else "fp32",
-                compile=cuda if cfg.compile is None else cfg.compile, checkpointing=cfg.checkpointing,
+                compile=cuda if cfg.compile is None else cfg.compile, compile_scope=cfg.compile_scope,
+                checkpointing=cfg.checkpointing,
                 fused_optimizer=cuda)
 
 
@@ -105,7 +114,10 @@ def build_engine(model: torch.nn.Module, parameters, deepspeed_config: str, batc
         raise ValueError("--checkpointing: the model holds no transformers model to checkpoint")
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameters,
                                            config=engine_config(deepspeed_config, batch_size, lr, total_steps, p))
-    if p.compile and not compile_layers(model):
+    if p.compile and p.compile_scope == "model":
+        install_output_hooks(model)
+        engine.compile(compile_kwargs={"dynamic": True})
+    elif p.compile and not compile_layers(model):
         raise ValueError("--compile: the model holds no transformer layer to compile")
     return engine, p
 
@@ -117,3 +129,19 @@ def compile_layers(module: torch.nn.Module) -> int:
     for m in layers:
         m.compile(dynamic=True)
     return len(layers)
+
+
+def install_output_hooks(module: torch.nn.Module) -> int:
+    """Install transformers' output-capturing hooks in every transformers model inside `module` now, as their
+    first forward pass would: installing them takes a lock that torch.compile cannot trace, so a whole-model
+    graph compiled before would break there on its first call and be compiled a second time after it. How
+    many models had hooks to install (0 where transformers has no such hooks)."""
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # a transformers without them: nothing to install
+        return 0
+    from transformers import PreTrainedModel
+    models = [m for m in module.modules() if isinstance(m, PreTrainedModel)]
+    for m in models:
+        maybe_install_capturing_hooks(m)
+    return len(models)

@@ -21,7 +21,7 @@ from osmf_core.data.config import default_warehouse
 from osmf_core.data.reader import row_batches, run_of
 from osmf_core.features.split import training_partition
 from osmf_core.models.gmllm.grm import GRM, reward_inputs
-from osmf_core.models.gmllm.model import GroupLlava
+from osmf_core.models.gmllm.model import GroupLlava, to_device
 from osmf_core.training.engine import EngineConfig, build_engine
 from osmf_core.training.gmllm import MODEL_SUBDIR, count_rows
 from osmf_core.training.loop import fit, init_distributed
@@ -95,7 +95,7 @@ def pair_loss(model, grm: GRM, batch: dict, max_len: int, device, swap: np.ndarr
     if swap is not None:
         label = np.where(swap, 1 - label, label)
     logits = model(**pair_inputs(grm, batch, max_len, device, swap))
-    return torch.nn.functional.cross_entropy(logits, torch.from_numpy(label).to(device))
+    return torch.nn.functional.cross_entropy(logits, to_device({"y": torch.from_numpy(label)}, device)["y"])
 
 
 def training_pairs(warehouse: str, run_date: str, batch_size: int, seed: int | None, shard: int = 0, shards: int = 1,

@@ -13,8 +13,8 @@ the copy that the small profile caches on its first load; only tokenizer.json an
 are read, so a GPU node needs those two files and the exported rows, not the weights).
 
 Variants (VARIANTS): `jobs`, the engine the training jobs build on this machine with the given engine flags
-(on one GPU: no ZeRO, bf16 autocast over fp32 weights, fused AdamW, compiled); `eager`, the same not
-compiled; `zero2`, the jobs' engine before it was planned per machine (the JSON's ZeRO-2, DeepSpeed's bf16
+(on one GPU: no ZeRO, bf16 autocast over fp32 weights, fused AdamW, each transformer layer compiled); `model`,
+the same with the whole model compiled as one graph (--compile-scope model); `eager`, the same not compiled; `zero2`, the jobs' engine before it was planned per machine (the JSON's ZeRO-2, DeepSpeed's bf16
 optimizer, not compiled).
 
 What is timed: `steps` training steps (training.loop.train_step: forward, backward, optimizer step) after
@@ -58,7 +58,8 @@ from osmf_core.training.loop import bucket_window, init_distributed, length_buck
 
 PHASES = ("pretrain", "grm")
 # engine variants: overrides of the jobs' EngineConfig
-VARIANTS = {"jobs": {}, "eager": {"compile": False}, "zero2": {"zero_stage": 2, "compile": False}}
+VARIANTS = {"jobs": {}, "model": {"compile_scope": "model"}, "eager": {"compile": False},
+            "zero2": {"zero_stage": 2, "compile": False}}
 ROWS_DIR = "runs/bench_gmllm/rows"
 
 
@@ -142,7 +143,14 @@ def flags_of(cfg, cls=None) -> list[str]:
 
 # ------------------------------------------------------------------------------ one (phase, batch size, variant)
 def run_one(cfg: OneConfig) -> dict:
-    """Build, count FLOPs, wrap in the jobs' engine (the variant's), warm up, time; the figures of one run."""
+    """Build, count FLOPs, wrap in the jobs' engine (the variant's), warm up, time; the figures of one run.
+    Each stage's start goes to stderr (`STAGE name seconds`), so a run stopped at its time limit says where."""
+    t_start = time.perf_counter()
+
+    def stage(name: str) -> None:
+        print(f"STAGE {name} {time.perf_counter() - t_start:.0f}", file=sys.stderr, flush=True)
+
+    stage("build")
     init_distributed()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
@@ -160,6 +168,7 @@ def run_one(cfg: OneConfig) -> dict:
                                                            lengths, window, cfg.seed)]
     batches = [encode_rows(base, cfg.phase, b) for b in frames]
     model.to(device)
+    stage("flops")
     # fp32 and before the engine: FLOPs do not depend on precision; the mean over the batches the timed steps
     # run (they cycle over the distinct batches)
     per_batch = [count_flops(model, base, cfg.phase, b, e["input_ids"].shape[1], cfg.flop_rows, device)
@@ -170,8 +179,10 @@ def run_one(cfg: OneConfig) -> dict:
     flops = sum(per_batch[i % len(batches)] for i in range(warmup, warmup + cfg.steps)) / cfg.steps
     params = sum(p.numel() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
+    stage("engine")
     engine, plan = build_engine(model, trainable, cfg.deepspeed_config, cfg.batch_size, 1e-4, warmup + cfg.steps,
                                 engine_cfg)
+    stage("warmup (compiles)" if plan.compile else "warmup")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -180,6 +191,7 @@ def run_one(cfg: OneConfig) -> dict:
     for i in range(warmup + cfg.steps):
         if i == warmup:
             sync()
+            stage("timed steps")
             if cfg.profile:  # the timed steps under torch.profiler (slower: the figures are then its own)
                 prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU] + (
                     [torch.profiler.ProfilerActivity.CUDA] if cuda else []))
@@ -284,6 +296,12 @@ def bench(cfg: BenchConfig, script: str) -> dict:
     return report
 
 
+def last_stage(stderr: str) -> str:
+    """', in <stage> (from <s> s)' of the last STAGE line a run wrote, or ''."""
+    stages = [ln.split() for ln in stderr.splitlines() if ln.startswith("STAGE ")]
+    return f", in {' '.join(stages[-1][1:-1])} (from {stages[-1][-1]} s)" if stages else ""
+
+
 def run_child(script: str, step: StepConfig, phase: str, variant: str, env: dict, timeout: int) -> dict:
     """One `script one ...` process; its RESULT, or a row with the error (an out-of-memory run is a figure
     too: that batch does not fit)."""
@@ -292,11 +310,12 @@ def run_child(script: str, step: StepConfig, phase: str, variant: str, env: dict
     try:
         proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                               timeout=timeout or None)
-    except subprocess.TimeoutExpired:
-        return {**row, "error": f"stopped after {timeout} s"}
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return {**row, "error": f"stopped after {timeout} s{last_stage(err)}"}
     sys.stderr.write(proc.stderr[-3000:] if proc.returncode else "")
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         oom = "OutOfMemoryError" in proc.stderr or "CUDA out of memory" in proc.stderr
-        return {**row, "error": "out of memory" if oom else f"exit {proc.returncode}"}
+        return {**row, "error": "out of memory" if oom else f"exit {proc.returncode}{last_stage(proc.stderr)}"}
     return json.loads(line[len("RESULT "):])

@@ -13,7 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from osmf_core.models.gmllm.builders import build_small_shape, build_tiny
-from osmf_core.models.gmllm.model import GMLLMConfig, encode
+from osmf_core.models.gmllm.model import GMLLMConfig, encode, to_device
 from osmf_core.models.gmllm.tokens import train_tokenizer
 
 # dense peak TFLOP/s by device name and precision (fp32 without TF32: torch's default for matmuls)
@@ -76,10 +76,11 @@ def count_flops(model, base, phase: str, b: pd.DataFrame, width: int, chunk: int
 
 
 def step_loss(module, phase: str, batch: dict, device) -> torch.Tensor:
-    inputs = {k: v.to(device) if v is not None else None for k, v in batch.items() if k != "label"}
+    inputs = to_device(batch, device)  # as the jobs' encode moves them
+    label = inputs.pop("label", None)
     if phase == "pretrain":
         return module(**inputs).loss
-    return torch.nn.functional.cross_entropy(module(**inputs).float(), batch["label"].to(device))
+    return torch.nn.functional.cross_entropy(module(**inputs).float(), label)
 
 
 def peak_tflops(precision: str, override: float) -> float | None:

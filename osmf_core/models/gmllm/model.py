@@ -223,9 +223,17 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
         out["labels"] = lab
     if group_features is not None:  # without the group token no row reads them: None
         out["group_features"] = None if not use_group else group_tensor(group_features, (1 + model.meta["group_points"]) * model.meta["group_dim"])
-    if device is not None:
-        out = {k: (v.to(device) if v is not None else None) for k, v in out.items()}
-    return out
+    return out if device is None else to_device(out, device)
+
+
+def to_device(tensors: dict, device) -> dict:
+    """The dict's tensors (None stays None) on `device`. To a GPU through pinned memory without waiting: a
+    plain copy from pageable memory holds the CPU until the GPU has finished everything queued before it."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {k: v.to(device) if v is not None else None for k, v in tensors.items()}
+    return {k: None if v is None else v.pin_memory().to(device, non_blocking=True) if v.device.type == "cpu"
+            else v.to(device) for k, v in tensors.items()}
 
 
 def approx_tokens(instructions, responses, image_tokens: int) -> np.ndarray:
