@@ -130,6 +130,29 @@ def test_a_model_saved_before_the_fusion_switch_loads_as_the_additive_block(tmp_
         torch.testing.assert_close(model(*_batch()), old(*_batch()))
 
 
+@pytest.mark.parametrize("fusion", ["gate", "add"])
+def test_attention_from_keys_and_values_projected_once_equals_the_attention_layer(fusion):
+    """The regroup's path (keys and values of a title's or creative's tokens projected once for all users,
+    CrossAttention.attend) against nn.MultiheadAttention in CrossAttention.forward, which projects them again
+    for every (user, tokens) pair: the same e_u|t, and the same score of every user for every creative, with
+    a padded token in each set."""
+    torch.manual_seed(1)
+    model = PAAG(dataclasses.replace(TINY_MODEL, fusion=fusion)).eval()
+    attrs, title, tmask, patch, pmask = _batch(n=6, tokens=5, patches=4)
+    pmask[:, 0] = False
+    with torch.no_grad():
+        u, t, v = model.user_embedding(attrs), model.title_tokens(title), model.patch_tokens(patch)
+        torch.testing.assert_close(model.ca_title.attend(u, *model.ca_title.keys_values(t), tmask),
+                                   model.ca_title(u, t, tmask))
+        eut = model.ca_title(u, t, tmask)
+        n, m = len(eut), len(v)  # every user against every creative, through the attention layer pair by pair
+        pairwise = model.h_u(model.ca_image(eut.repeat_interleave(m, 0), v.repeat(n, 1, 1), pmask.repeat(n, 1)))
+        scores = model.creative_scores(eut, v, pmask)
+    assert scores.shape == (n, m)
+    torch.testing.assert_close(scores, pairwise[:, 0].view(n, m))
+    assert scores.std(1).min() > 0  # the creatives score differently: the comparison is not between constants
+
+
 def test_product_aware_embedding_depends_on_user_and_product():
     torch.manual_seed(0)
     model = PAAG(TINY_MODEL).eval()

@@ -21,8 +21,10 @@ class PAAGEmbedder:
     def __init__(self, model_path: str | Path, warehouse: str, profiles: bool = False):
         self.model, blob = load_model(model_path)
         self.bank = FeatureBank.load(warehouse, blob["text_encoder"], blob["image_encoder"] if profiles else None)
-        with torch.no_grad():  # the title tokens of every product, projected once (not once per row)
+        with torch.no_grad():  # the title tokens of every product and their attention keys and values,
+            # projected once (not once per row)
             self.tokens = self.model.title_tokens(torch.from_numpy(self.bank.title))
+            self.keys, self.values = self.model.ca_title.keys_values(self.tokens)
         self.mask = torch.from_numpy(self.bank.title_mask)
         self.creatives: dict[int, np.ndarray] = {}
         self.width = 0
@@ -48,7 +50,7 @@ class PAAGEmbedder:
             a = torch.from_numpy(np.asarray(attrs[lo:lo + batch_size], dtype=np.int64))
             rows = rows_all[lo:lo + batch_size]
             u = self.model.user_embedding(a)
-            out.append(self.model.ca_title(u, self.tokens[rows], self.mask[rows]).numpy())
+            out.append(self.model.ca_title.attend(u, self.keys[rows], self.values[rows], self.mask[rows]).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.cfg.d), np.float32)
 
     @torch.no_grad()

@@ -21,10 +21,12 @@ pin down a 1280 x 128 projection, 32 components do.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from osmf_core.data.catalog import USER_ATTRIBUTES
@@ -84,10 +86,31 @@ class CrossAttention(nn.Module):
     def forward(self, query: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """query (B,d), tokens (B,T,d), mask (B,T) True where a token exists -> (B,d)."""
         out, _ = self.attn(query[:, None], tokens, tokens, key_padding_mask=~mask, need_weights=False)
+        return self._fuse(query, out[:, 0])
+
+    def _fuse(self, query: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         if self.fusion == "gate":
-            return self.norm1(query * (1.0 + out[:, 0]))
-        x = self.norm1(query + out[:, 0])
+            return self.norm1(query * (1.0 + attended))
+        x = self.norm1(query + attended)
         return self.norm2(x + self.ffn(x))
+
+    def keys_values(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention's keys and values of tokens (..., T, d): what `attend` reads. They depend on the
+        tokens alone, so a product's title or a creative's patches are projected once for all their users."""
+        d, w, b = tokens.shape[-1], self.attn.in_proj_weight, self.attn.in_proj_bias
+        return F.linear(tokens, w[d:2 * d], b[d:2 * d]), F.linear(tokens, w[2 * d:], b[2 * d:])
+
+    def attend(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """forward() (in eval mode: no dropout) from keys and values projected already (`keys_values`): query
+        (..., d), keys and values (..., T, d), mask (..., T), their leading dimensions broadcast against the
+        query's (a query (n, 1, d) against the tokens (m, T, d) of m creatives gives (n, m, d))."""
+        d, h = query.shape[-1], self.attn.num_heads
+        q = F.linear(query, self.attn.in_proj_weight[:d], self.attn.in_proj_bias[:d]).unflatten(-1, (h, d // h))
+        k, v = keys.unflatten(-1, (h, d // h)), values.unflatten(-1, (h, d // h))
+        scores = torch.einsum("...hc,...thc->...ht", q, k) / math.sqrt(d // h)
+        weights = scores.masked_fill(~mask[..., None, :], float("-inf")).softmax(-1)
+        attended = self.attn.out_proj(torch.einsum("...ht,...thc->...hc", weights, v).flatten(-2))
+        return self._fuse(query, attended)
 
 
 def _head(d: int, dropout: float) -> nn.Module:
@@ -170,10 +193,8 @@ class PAAG(nn.Module):
     def creative_scores(self, eut: torch.Tensor, image_tokens: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
         """The user branch of the click logit, h_u|c(CA(e_u|t, creative)), of every user for every creative:
         eut (n,d), image_tokens (m,N,d) projected patches (`patch_tokens`), image_mask (m,N) -> (n,m)."""
-        n, m = len(eut), len(image_tokens)
-        q = eut[:, None].expand(n, m, -1).reshape(n * m, -1)
-        u = self.ca_image(q, image_tokens.repeat(n, 1, 1), image_mask.repeat(n, 1))
-        return self.h_u(u)[:, 0].view(n, m)
+        keys, values = self.ca_image.keys_values(image_tokens)  # once per creative, not once per (user, creative)
+        return self.h_u(self.ca_image.attend(eut[:, None], keys, values, image_mask))[..., 0]
 
     def forward(self, attrs, title, title_mask, patches, patch_mask) -> torch.Tensor:
         """Click logits (B,) from attribute codes, title token features and image patch features."""
