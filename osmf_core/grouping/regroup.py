@@ -3,13 +3,13 @@ group features, and the GAIP tables (paper section 3.2 eq. 5-6, Algorithm 1, sec
 
   1. viewers      distinct (product, user) of the log window with the user's attributes; products with
                   fewer than `min_users` viewers are counted and skipped
-  2. embed        e_u|t in a mapInPandas: the trained PAAG is loaded once per Python worker and run on
-                  Arrow batches
-  3. cluster      applyInPandas over buckets of products (a hash of the product id): each call computes
-                  the viewers' preference profiles when cluster_on = "profile" (PAAGEmbedder.profile, on
-                  each product's rows in user order, so a rerun computes exactly the same numbers),
+  2-3. embed and cluster, in one applyInPandas over buckets of products (a hash of the product id): the
+                  shuffle moves each viewer's 20 attribute codes, not a d-wide embedding. Each call (the
+                  trained PAAG loaded once per Python worker) computes e_u|t of its rows and, when
+                  cluster_on = "profile", the viewers' preference profiles (PAAGEmbedder.profile), both on
+                  each product's rows in user order, so a rerun computes exactly the same numbers; it
                   clusters all its products together (osmf_core.grouping.kmeans), merges small groups and
-                  computes the group features; it returns user rows and group rows in one tagged frame
+                  computes the group features, and returns user rows and group rows in one tagged frame
 
 What K-Means clusters (cluster_on):
   eut      e_u|t itself, as the paper does. On the simulated world its largest directions are what every
@@ -152,7 +152,7 @@ def validate(spark: SparkSession, cfg: RegroupConfig, warehouse: str) -> tuple[d
     return start, end
 
 
-# ---------------------------------------------------------------------------------- step 1-2
+# ---------------------------------------------------------------------------------- step 1
 def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date) -> tuple[DataFrame, DataFrame]:
     """(impressions of the window with product_id, distinct (product, user) rows with attributes)."""
     imps = (read_table(spark, C.IMPRESSIONS, warehouse)
@@ -174,26 +174,7 @@ def _embedder(model: str, warehouse: str, profiles: bool):
     return _EMBEDDERS[key]
 
 
-EMBED_SCHEMA = T.StructType([T.StructField("product_id", T.LongType(), False),
-                             T.StructField("user_id", T.LongType(), False),
-                             T.StructField("embedding", T.ArrayType(T.FloatType(), False), False)])
-
-
-def embed(rows: DataFrame, model: str, warehouse: str, profiles: bool = False) -> DataFrame:
-    """e_u|t of every (product, user) row, batched through the trained model. `profiles`: load the embedder
-    that the clustering step will use for profiles too, so a worker loads the model once, not twice."""
-    attrs = list(C.USER_ATTRIBUTES)
-
-    def run(frames):
-        emb = _embedder(model, warehouse, profiles)
-        for pdf in frames:
-            e = emb(pdf[attrs].to_numpy(np.int64), pdf["product_id"].to_numpy())
-            yield pd.DataFrame({"product_id": pdf["product_id"], "user_id": pdf["user_id"], "embedding": list(e)})
-
-    return rows.mapInPandas(run, EMBED_SCHEMA)
-
-
-# ---------------------------------------------------------------------------------- step 3
+# ---------------------------------------------------------------------------------- step 2-3
 _VEC = T.ArrayType(T.FloatType(), True)
 CLUSTER_SCHEMA = T.StructType([
     T.StructField("kind", T.StringType(), False),  # "user" or "group"
@@ -215,14 +196,19 @@ def cluster_frame(pdf: pd.DataFrame, cfg: RegroupConfig, profile=None) -> pd.Dat
     K-Means runs on profile(embedding, product_ids) of the rows sorted by (product, user) when a profile
     function is given (PAAGEmbedder.profile), else on the embedding (e_u|t); the group features are always
     in embedding space."""
+    pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
+    emb = np.stack(pdf["embedding"].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 1), np.float32)
+    return cluster_arrays(pdf["product_id"].to_numpy(), pdf["user_id"].to_numpy(), emb, cfg, profile)
+
+
+def cluster_arrays(product_ids: np.ndarray, uid: np.ndarray, emb: np.ndarray, cfg: RegroupConfig,
+                   profile=None) -> pd.DataFrame:
+    """cluster_frame on rows already sorted by (product, user), as arrays: ids (n,), embeddings (n, d)."""
     import torch
     torch.set_num_threads(1)  # one task per core, and the same arithmetic on any executor
-    pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
-    pids, starts = np.unique(pdf["product_id"].to_numpy(), return_index=True)
-    bounds = list(starts) + [len(pdf)]
-    emb = np.stack(pdf["embedding"].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 1), np.float32)
-    space = profile(emb, pdf["product_id"].to_numpy()) if profile is not None and len(pdf) else emb
-    uid = pdf["user_id"].to_numpy()
+    pids, starts = np.unique(product_ids, return_index=True)
+    bounds = list(starts) + [len(product_ids)]
+    space = profile(emb, product_ids) if profile is not None and len(emb) else emb
     spans = list(zip(bounds[:-1], bounds[1:]))
     xs = [space[lo:hi] for lo, hi in spans]
     users, groups = [], []
@@ -255,16 +241,21 @@ def _silhouette_after_merge(x, labels, cfg: RegroupConfig) -> float:
     return silhouette(x, labels, None if len(x) <= cfg.exact_max else cfg.sample_size, cfg.seed)
 
 
-def cluster(embedded: DataFrame, cfg: RegroupConfig, total_rows: int, warehouse: str) -> DataFrame:
-    """Products hashed into buckets of about `rows_per_call` rows; one applyInPandas call per bucket."""
+def cluster(rows: DataFrame, cfg: RegroupConfig, total_rows: int, warehouse: str) -> DataFrame:
+    """(product, user, attributes) rows: products hashed into buckets of about `rows_per_call` rows; one
+    applyInPandas call per bucket embeds its rows (e_u|t) and clusters its products."""
     buckets = max(1, -(-total_rows // cfg.rows_per_call))
-    keyed = embedded.withColumn("bucket", F.pmod(F.xxhash64("product_id", F.lit(cfg.seed)), F.lit(buckets)))
+    keyed = rows.withColumn("bucket", F.pmod(F.xxhash64("product_id", F.lit(cfg.seed)), F.lit(buckets)))
+    attrs, profiles = list(C.USER_ATTRIBUTES), cfg.cluster_on == "profile"
 
     def run(pdf):
-        profile = _embedder(cfg.model, warehouse, True).profile if cfg.cluster_on == "profile" else None
-        return cluster_frame(pdf.drop(columns="bucket"), cfg, profile)
+        emb = _embedder(cfg.model, warehouse, profiles)
+        pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
+        pids = pdf["product_id"].to_numpy()
+        eut = emb(pdf[attrs].to_numpy(np.int64), pids)
+        return cluster_arrays(pids, pdf["user_id"].to_numpy(), eut, cfg, emb.profile if profiles else None)
 
-    return keyed.groupBy("bucket").applyInPandas(run, CLUSTER_SCHEMA)
+    return keyed.select("bucket", "product_id", "user_id", *attrs).groupBy("bucket").applyInPandas(run, CLUSTER_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------- step 4
@@ -289,8 +280,7 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
         f"{n_rows:,} (product, user) rows")
     t_embed = time.perf_counter()
-    profiles = cfg.cluster_on == "profile"
-    result = cluster(embed(rows, cfg.model, warehouse, profiles), cfg, n_rows, warehouse).persist()
+    result = cluster(rows, cfg, n_rows, warehouse).persist()
     n_result = result.count()  # runs embedding and clustering once
     t_cluster = time.perf_counter()
     date = F.lit(end).cast("date")
