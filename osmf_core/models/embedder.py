@@ -21,10 +21,10 @@ class PAAGEmbedder:
     def __init__(self, model_path: str | Path, warehouse: str, profiles: bool = False):
         self.model, blob = load_model(model_path)
         self.bank = FeatureBank.load(warehouse, blob["text_encoder"], blob["image_encoder"] if profiles else None)
-        with torch.no_grad():  # the title tokens of every product and their attention keys and values,
-            # projected once (not once per row)
-            self.tokens = self.model.title_tokens(torch.from_numpy(self.bank.title))
-            self.keys, self.values = self.model.ca_title.keys_values(self.tokens)
+        with torch.no_grad():  # the attention keys and values of every product's title tokens, projected once
+            # (not once per row)
+            tokens = self.model.title_tokens(torch.from_numpy(self.bank.title))
+            self.keys, self.values = self.model.ca_title.keys_values(tokens)
         self.mask = torch.from_numpy(self.bank.title_mask)
         self.creatives: dict[int, np.ndarray] = {}
         self.width = 0

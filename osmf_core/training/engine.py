@@ -15,8 +15,8 @@ place that chooses the ZeRO stage, the precision, the optimizer and compilation 
                 embeddings, head and loss) eager; measured on a GPU (docs/benchmarks.md). Scope `model`:
                 DeepSpeed's engine.compile, the whole trained module as one graph (dynamic shapes: batches
                 differ in length), so nothing in the forward reads the GPU back and the CPU queues steps
-                ahead; compiling a 1.7B model this way took longer than the bench's 200 s on an H100 and its
-                step is not measured yet, so it stays opt-in.
+                ahead; a 1.7B bench run with it did not finish within its 200 s on an H100 (where the time
+                went was not recorded) and its step is not measured yet, so it stays opt-in.
   checkpointing activation checkpointing in the language model: recomputes each layer in the backward pass,
                 so larger batches fit (about a third more compute).
 """
@@ -135,7 +135,7 @@ def install_output_hooks(module: torch.nn.Module) -> int:
     """Install transformers' output-capturing hooks in every transformers model inside `module` now, as their
     first forward pass would: installing them takes a lock that torch.compile cannot trace, so a whole-model
     graph compiled before would break there on its first call and be compiled a second time after it. How
-    many models had hooks to install (0 where transformers has no such hooks)."""
+    many transformers models it found (0 where transformers has no such hooks)."""
     try:
         from transformers.utils.output_capturing import maybe_install_capturing_hooks
     except ImportError:  # a transformers without them: nothing to install
