@@ -55,6 +55,22 @@ def test_large_products_use_a_sampled_silhouette_close_to_the_exact_one():
     assert abs(r.silhouette - silhouette_score(x, r.labels)) < 0.02
 
 
+def test_restarts_seeded_on_a_sample_find_what_restarts_on_every_user_find():
+    """Above exact_max the restarts are seeded and pruned on `seed_max` users and only the best of each K
+    runs on all of them: on separated groups the same K*, partition and (nearly) silhouette as seeding on
+    every user, and every user still gets a label."""
+    for seed, k in ((6, 5), (1, 3)):
+        x, y = _blobs(6000, k, seed=seed, std=1.0)
+        base = dict(exact_max=500, sample_size=600, seed=0)
+        (sampled,) = cluster_products([x], ClusterConfig(seed_max=400, **base))
+        (every,) = cluster_products([x], ClusterConfig(seed_max=20_000, **base))
+        assert sampled.k_star == every.k_star == k and len(sampled.labels) == len(x)
+        assert adjusted_rand_score(every.labels, sampled.labels) > 0.99 and adjusted_rand_score(y, sampled.labels) > 0.95
+        assert sampled.silhouette == pytest.approx(every.silhouette, abs=1e-3)  # the same silhouette sample
+    with pytest.raises(ValueError, match="seed_max"):
+        ClusterConfig(seed_max=5)
+
+
 def test_pruned_restarts_find_what_every_restart_to_convergence_finds():
     """Only the best restart of each K goes on after `prune_after` iterations: on separated groups that
     gives the same K*, the same partition and (nearly) the same silhouette as no pruning, for large

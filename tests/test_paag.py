@@ -131,9 +131,9 @@ def test_a_model_saved_before_the_fusion_switch_loads_as_the_additive_block(tmp_
 
 
 @pytest.mark.parametrize("fusion", ["gate", "add"])
-def test_attention_from_keys_and_values_projected_once_equals_the_attention_layer(fusion):
-    """The regroup's path (keys and values of a title's or creative's tokens projected once for all users,
-    CrossAttention.attend) against nn.MultiheadAttention in CrossAttention.forward, which projects them again
+def test_attention_folded_once_equals_the_attention_layer(fusion):
+    """The regroup's path (a title's or creative's tokens folded into the attention once for all users,
+    CrossAttention.fold and attend) against nn.MultiheadAttention in CrossAttention.forward, which projects them again
     for every (user, tokens) pair: the same e_u|t, and the same score of every user for every creative, with
     a padded token in each set."""
     torch.manual_seed(1)
@@ -142,8 +142,9 @@ def test_attention_from_keys_and_values_projected_once_equals_the_attention_laye
     pmask[:, 0] = False
     with torch.no_grad():
         u, t, v = model.user_embedding(attrs), model.title_tokens(title), model.patch_tokens(patch)
-        torch.testing.assert_close(model.ca_title.attend(u, *model.ca_title.keys_values(t), tmask),
-                                   model.ca_title(u, t, tmask))
+        for i in range(len(u)):  # each title folded once (CrossAttention.fold), then any query attends to it
+            torch.testing.assert_close(model.ca_title.attend(u, model.ca_title.fold(t[i], tmask[i]))[i],
+                                       model.ca_title(u, t, tmask)[i])
         eut = model.ca_title(u, t, tmask)
         n, m = len(eut), len(v)  # every user against every creative, through the attention layer pair by pair
         pairwise = model.h_u(model.ca_image(eut.repeat_interleave(m, 0), v.repeat(n, 1, 1), pmask.repeat(n, 1)))

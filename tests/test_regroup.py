@@ -145,7 +145,8 @@ def test_the_clustered_space_is_the_profile_and_group_features_stay_in_e_u_t_spa
     profile is computed on the rows in (product, user) order whatever order they arrive in."""
     import pandas as pd
     from sklearn.metrics import adjusted_rand_score
-    from osmf_core.grouping.regroup import RegroupConfig, cluster_frame
+    from osmf_core.grouping.batch import cluster_frame
+    from osmf_core.grouping.regroup import RegroupConfig
     rng = np.random.default_rng(0)
     n = 200
     by_eut, by_profile = np.arange(n) // 100, np.arange(n) % 2
@@ -159,8 +160,9 @@ def test_the_clustered_space_is_the_profile_and_group_features_stay_in_e_u_t_spa
 
     out = cluster_frame(pdf.sample(frac=1.0, random_state=0), RegroupConfig(**CFG),
                         profile_of if with_profile else None)
-    users = out[out["kind"] == "user"].sort_values("user_id")
-    labels = users["group_id"].to_numpy(int)
+    users = out[out["kind"] == "users"]  # one row: the product's viewers and their groups
+    assert len(users) == 1 and sorted(users["user_ids"].iloc[0]) == list(range(n))
+    labels = pd.Series(users["group_ids"].iloc[0], index=users["user_ids"].iloc[0]).sort_index().to_numpy(int)
     assert adjusted_rand_score(by_profile if with_profile else by_eut, labels) == 1.0
     groups = out[out["kind"] == "group"]
     assert len(groups) == 2
@@ -181,3 +183,22 @@ def test_the_default_regroup_clusters_profiles_and_publishes_e_u_t_centroids(spa
     for _, g in groups[groups["product_id"] == pid].iterrows():
         np.testing.assert_allclose(g["centroid"], eut[(rows["group_id"] == g["group_id"]).to_numpy()].mean(0),
                                    atol=1e-4)
+
+
+def test_products_are_packed_into_even_buckets_and_the_buckets_dealt_evenly_to_the_tasks(spark):
+    """pack: the largest product first, each into the lightest bucket (longest processing time first);
+    bucket_labels: bucket b's value goes to task b mod tasks under the hash partitioning the job uses."""
+    from pyspark.sql import functions as F
+    from osmf_core.grouping.regroup import bucket_labels, pack
+    sizes = {1: 50, 2: 40, 3: 30, 4: 20, 5: 10, 6: 10}
+    assert pack(sizes, 2) == {1: 0, 2: 1, 3: 1, 4: 0, 5: 0, 6: 1}  # loads 80 and 80
+    rng = np.random.default_rng(0)
+    heavy = {i: int(s) for i, s in enumerate(rng.pareto(1.2, 2000) * 100 + 10)}
+    loads = np.bincount(list(pack(heavy, 16).values()), weights=[heavy[i] for i in pack(heavy, 16)], minlength=16)
+    assert loads.max() - loads.mean() <= max(heavy.values())  # within one product of the mean
+    for n, tasks in ((7, 2), (32, 2), (40, 8)):
+        labels = bucket_labels(spark, n, tasks)
+        assert len(set(labels)) == n
+        got = (spark.createDataFrame([(v, b) for b, v in enumerate(labels)], "bucket int, b int")
+               .repartition(tasks, "bucket").select("b", F.spark_partition_id().alias("task")).collect())
+        assert sorted((r["b"], r["task"]) for r in got) == [(b, b % tasks) for b in range(n)]

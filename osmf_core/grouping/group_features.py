@@ -1,6 +1,6 @@
 """What a regroup publishes per group (section 3.2, eq. 6): groups below the minimum size merged into the
-nearest, the centroid and the percentile points (pure numpy), and from the window's impressions the
-groups' CTR per creative and the preference pairs between creatives (Spark).
+nearest, the centroid and the percentile points (pure numpy), and from the groups' CTR per creative
+(counted by the clustering call, osmf_core.grouping.batch) the preference pairs between creatives (Spark).
 """
 from __future__ import annotations
 
@@ -49,15 +49,6 @@ def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, p
         lo = min(j * point_users, n - point_users)
         out.append(x[order[lo:lo + point_users]].mean(0))
     return np.stack(out).astype(np.float32)
-
-
-def group_ctr(imps: DataFrame, user_groups: DataFrame, min_exposure: int) -> tuple[DataFrame, DataFrame]:
-    """(kept rows, all rows) of impressions, clicks and CTR per (product, creative, group)."""
-    allrows = (imps.join(user_groups.select("product_id", "user_id", "group_id"), ["product_id", "user_id"])
-               .groupBy("product_id", "creative_id", "group_id")
-               .agg(F.count("*").alias("impressions"), F.sum("clicked").alias("clicks"))
-               .withColumn("ctr", F.col("clicks") / F.col("impressions")))
-    return allrows.where(F.col("impressions") >= min_exposure), allrows
 
 
 def pairs(ctr: DataFrame, min_exposure: int, ratio: float) -> DataFrame:

@@ -12,7 +12,8 @@ The silhouette (osmf_core.grouping.silhouette) of each K's best restart picks K:
            bench-regroup` and written to its report; `silhouette_sampled` gives s(i) of anchor users
            against ALL users, chunked, which the benchmark uses to compute the exact value).
 Products with more than `fit_max` users fit their centroids on a random `fit_max` users; every user is
-then assigned to its nearest centroid. Restarts are pruned: after `prune_after` Lloyd iterations only the
+then assigned to its nearest centroid. Above exact_max, the restarts are seeded and pruned on a random
+`seed_max` of those users, and only the best restart of each K runs on all of them. Restarts are pruned: after `prune_after` Lloyd iterations only the
 restart of least inertia of each K goes on to convergence (the other restarts of a K rarely overtake it
 later, and they would cost most of the iterations).
 
@@ -44,6 +45,7 @@ class ClusterConfig:
     exact_max: int = 3000  # exact silhouette up to this many users, sampled above
     sample_size: int = 3000  # anchor users of the sampled silhouette
     fit_max: int = 20_000  # K-Means fitted on at most this many users, then all assigned
+    seed_max: int = 2_000  # above exact_max: restarts seeded and pruned on at most this many of the fit users
     prune_after: int = 5  # Lloyd iterations of every restart before only the best per K goes on (0: never)
     batch_floats: int = 1 << 25  # memory budget of one batched call, in float32 elements (128 MiB)
     pad_ratio: float = 1.25  # a batch of small products spans sizes n..pad_ratio x n (little padding)
@@ -58,6 +60,8 @@ class ClusterConfig:
             raise ValueError(f"prune_after must be >= 0, got {self.prune_after}")
         if self.fit_max < self.sample_size:
             raise ValueError("fit_max must be >= sample_size")
+        if self.seed_max <= self.k_max:
+            raise ValueError(f"seed_max must be > k_max, got {self.seed_max}")
         if self.pad_ratio < 1:
             raise ValueError(f"pad_ratio must be >= 1, got {self.pad_ratio}")
 
@@ -179,14 +183,18 @@ def _pick(labels, cents, inertia, cfg: ClusterConfig):
     return lab, cen
 
 
-def _fit(x, mask, cents, kvalid, cfg: ClusterConfig):
+def _fit(x, mask, cents, kvalid, cfg: ClusterConfig, full=None):
     """K-Means of every labeling from its seeds -> labels (P, nK, N) and centroids (P, nK, K, d) of the best
     restart of each K. Every restart runs `prune_after` Lloyd iterations; then only the best of each K (least
-    inertia) goes on to convergence."""
+    inertia) goes on to convergence. With `full` (one product's users (1, N', d), x a sample of them), the
+    restarts run on the sample and the best of each K goes on to convergence on all of `full`."""
     first = min(cfg.prune_after or cfg.max_iter, cfg.max_iter)
     labels, cents, inertia = _lloyd(x, mask, cents, kvalid, first, cfg.tol)
     lab, cen = _pick(labels, cents, inertia, cfg)
-    if first < cfg.max_iter:
+    if full is not None:
+        ones = torch.ones(1, full.shape[1], dtype=torch.bool)
+        lab, cen, _ = _lloyd(full, ones, cen, kvalid[::cfg.restarts], cfg.max_iter, cfg.tol)
+    elif first < cfg.max_iter:
         lab, cen, _ = _lloyd(x, mask, cen, kvalid[::cfg.restarts], cfg.max_iter - first, cfg.tol)
     return lab, cen
 
@@ -222,8 +230,11 @@ def _cluster_large(a: np.ndarray, cfg: ClusterConfig, gen: torch.Generator, rng:
     x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     fit = x if len(x) <= cfg.fit_max else x[torch.from_numpy(rng.choice(len(x), cfg.fit_max, replace=False))]
     kvalid = _labelings(cfg)
-    ones = torch.ones(1, len(fit), dtype=torch.bool)
-    _, cen = _fit(fit[None], ones, _kmeanspp(fit[None], ones, kvalid, gen, cfg.restarts), kvalid, cfg)
+    sample = torch.from_numpy(rng.choice(len(x), cfg.sample_size, replace=False))  # the silhouette's users
+    seed = fit if len(fit) <= cfg.seed_max else fit[torch.from_numpy(rng.choice(len(fit), cfg.seed_max, replace=False))]
+    ones = torch.ones(1, len(seed), dtype=torch.bool)
+    _, cen = _fit(seed[None], ones, _kmeanspp(seed[None], ones, kvalid, gen, cfg.restarts), kvalid, cfg,
+                  full=None if seed is fit else fit[None])
     cen = cen[0]  # (nK, K, d)
     nk = len(cfg.ks)
     # assign every user to the nearest centroid of each K
@@ -232,7 +243,6 @@ def _cluster_large(a: np.ndarray, cfg: ClusterConfig, gen: torch.Generator, rng:
     for lo in range(0, len(x), 65_536):
         d2 = _sqdist(x[None, lo:lo + 65_536], cen[None])[0]  # (nK, n, K)
         labels[:, lo:lo + 65_536] = torch.where(kvalid[::cfg.restarts][:, None, :], d2, inf).argmin(-1)
-    sample = torch.from_numpy(rng.choice(len(x), cfg.sample_size, replace=False))
     sil = silhouette_one(x[sample], labels[:, sample], cfg.k_max)
     return _finish(cfg.ks, sil, labels, cen, len(x), sampled=True, fit_on=len(fit))
 

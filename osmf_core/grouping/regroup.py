@@ -1,15 +1,14 @@
 """The nightly regroup in Spark: e_u|t of every viewer, per-product K-Means with K* by silhouette,
 group features, and the GAIP tables (paper section 3.2 eq. 5-6, Algorithm 1, section 4).
 
-  1. viewers      distinct (product, user) of the log window with the user's attributes; products with
-                  fewer than `min_users` viewers are counted and skipped
-  2-3. embed and cluster, in one applyInPandas over buckets of products (a hash of the product id): the
-                  shuffle moves each viewer's 20 attribute codes, not a d-wide embedding. Each call (the
-                  trained PAAG loaded once per Python worker) computes e_u|t of its rows and, when
-                  cluster_on = "profile", the viewers' preference profiles (PAAGEmbedder.profile), both on
-                  each product's rows in user order, so a rerun computes exactly the same numbers; it
-                  clusters all its products together (osmf_core.grouping.kmeans), merges small groups and
-                  computes the group features, and returns user rows and group rows in one tagged frame
+  1. viewers      distinct (product, user) of the log window, persisted and counted per product; products
+                  with fewer than `min_users` viewers are counted and skipped; the rest join the users'
+                  attributes
+  2-3. embed and cluster, in one applyInArrow over buckets of products (a hash of the product id): the
+                  shuffle moves each viewer's 20 attribute codes, not a d-wide embedding. Each call
+                  (osmf_core.grouping.batch) computes e_u|t and the preference profiles of its rows,
+                  clusters all its products together, merges small groups, computes the group features
+                  and returns user rows and group rows in one tagged table
 
 What K-Means clusters (cluster_on):
   eut      e_u|t itself, as the paper does. On the simulated world its largest directions are what every
@@ -31,12 +30,13 @@ What K-Means clusters (cluster_on):
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -46,10 +46,9 @@ from osmf_core.data.config import ConfigError
 from osmf_core.data.ledger import publish, roll_back_unpublished
 from osmf_core.data.reader import require_tables
 from osmf_core.data.store import exists_in, read_table, write_table
-from osmf_core.grouping.group_features import group_ctr, group_points, merge_small, pairs
-from osmf_core.grouping.kmeans import PERCENTILES, ClusterConfig, cluster_products
-from osmf_core.grouping.silhouette import silhouette
-from osmf_core.models.embedder import PAAGEmbedder
+from osmf_core.grouping.batch import CLUSTER_SCHEMA, cluster_call
+from osmf_core.grouping.group_features import pairs
+from osmf_core.grouping.kmeans import PERCENTILES, ClusterConfig
 from osmf_core.models.paag import load_model
 
 STAGE = "regroup"
@@ -73,7 +72,7 @@ class RegroupConfig:
     restarts: int = 32  # k-means++ seedings per K (see ClusterConfig)
     exact_max: int = 3000  # exact silhouette up to this many viewers, sampled above
     sample_size: int = 3000  # users in the sampled silhouette
-    rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInPandas call
+    rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInArrow call (one task)
     # group features
     min_exposure: int = 30  # group_ctr keeps (creative, group) rows with at least this many impressions
     pair_min_exposure: int = 100  # pairs: both creatives at least this many impressions in the group
@@ -153,177 +152,158 @@ def validate(spark: SparkSession, cfg: RegroupConfig, warehouse: str) -> tuple[d
 
 
 # ---------------------------------------------------------------------------------- step 1
-def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date) -> tuple[DataFrame, DataFrame]:
-    """(impressions of the window with product_id, distinct (product, user) rows with attributes)."""
+def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date) -> DataFrame:
+    """The distinct (product, user) pairs of the window, each with the user's impressions on the product as
+    two lists (shown_creatives, shown_clicked), from which the clustering call counts the groups'
+    impressions and clicks. Persisted: counted per product, then clustered, from one scan."""
     imps = (read_table(spark, C.IMPRESSIONS, warehouse)
             .where(F.col("event_date").between(F.lit(start), F.lit(end)))
             .join(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"), "creative_id"))
-    users = read_table(spark, C.USERS, warehouse).select("user_id", *C.USER_ATTRIBUTES)
-    return imps, imps.select("product_id", "user_id").distinct().join(users, "user_id")
-
-
-_EMBEDDERS: dict = {}  # one PAAG per Python worker process, reused across tasks
-
-
-def _embedder(model: str, warehouse: str, profiles: bool):
-    key = (model, warehouse, profiles)
-    if key not in _EMBEDDERS:
-        import torch
-        torch.set_num_threads(1)  # one task per core: Spark already runs the cores in parallel
-        _EMBEDDERS[key] = PAAGEmbedder(model, warehouse, profiles=profiles)
-    return _EMBEDDERS[key]
+    return (imps.groupBy("product_id", "user_id")
+            .agg(F.collect_list("creative_id").alias("shown_creatives"), F.collect_list("clicked").alias("shown_clicked"))
+            .persist(StorageLevel.MEMORY_AND_DISK))
 
 
 # ---------------------------------------------------------------------------------- step 2-3
-_VEC = T.ArrayType(T.FloatType(), True)
-CLUSTER_SCHEMA = T.StructType([
-    T.StructField("kind", T.StringType(), False),  # "user" or "group"
-    T.StructField("product_id", T.LongType(), False),
-    T.StructField("user_id", T.LongType(), True),
-    T.StructField("group_id", T.IntegerType(), False),
-    T.StructField("k_star", T.IntegerType(), True),
-    T.StructField("silhouette", T.DoubleType(), True),
-    T.StructField("size", T.LongType(), True),
-    T.StructField("centroid", _VEC, True),
-    T.StructField("points", T.ArrayType(_VEC, True), True),
-    T.StructField("merges", T.IntegerType(), True),
-    T.StructField("sampled", T.BooleanType(), True),
-])
+def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], warehouse: str) -> DataFrame:
+    """(product, user, attributes) rows of the products in `sizes` (product id -> rows): products packed into
+    buckets of about `rows_per_call` rows, the buckets dealt evenly to one task per core; one applyInArrow
+    call per bucket embeds its rows (e_u|t) and clusters its products (grouping.batch)."""
+    spark = rows.sparkSession
+    tasks = spark.sparkContext.defaultParallelism
+    n = max(-(-sum(sizes.values()) // cfg.rows_per_call), tasks)
+    label = bucket_labels(spark, n, tasks)
+    of = {pid: label[b] for pid, b in pack(sizes, n).items()}
+    buckets = spark.createDataFrame(list(of.items()), "product_id long, bucket int")
+    keyed = rows.join(F.broadcast(buckets), "product_id").repartition(tasks, "bucket")
+    return (keyed.select("bucket", "product_id", "user_id", "shown_creatives", "shown_clicked", *C.USER_ATTRIBUTES)
+            .groupBy("bucket").applyInArrow(lambda table: cluster_call(table, cfg, warehouse), CLUSTER_SCHEMA))
 
 
-def cluster_frame(pdf: pd.DataFrame, cfg: RegroupConfig, profile=None) -> pd.DataFrame:
-    """Cluster every product in a frame of (product_id, user_id, embedding) rows; tagged user and group rows.
-    K-Means runs on profile(embedding, product_ids) of the rows sorted by (product, user) when a profile
-    function is given (PAAGEmbedder.profile), else on the embedding (e_u|t); the group features are always
-    in embedding space."""
-    pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
-    emb = np.stack(pdf["embedding"].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 1), np.float32)
-    return cluster_arrays(pdf["product_id"].to_numpy(), pdf["user_id"].to_numpy(), emb, cfg, profile)
+def pack(sizes: dict[int, int], n: int) -> dict[int, int]:
+    """Products into n buckets of about equal rows: the largest first, each into the lightest bucket
+    (longest processing time first: no bucket exceeds the mean by more than one product)."""
+    load = [(0, b) for b in range(n)]
+    heapq.heapify(load)
+    out = {}
+    for pid, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+        rows, b = heapq.heappop(load)
+        out[pid] = b
+        heapq.heappush(load, (rows + size, b))
+    return out
 
 
-def cluster_arrays(product_ids: np.ndarray, uid: np.ndarray, emb: np.ndarray, cfg: RegroupConfig,
-                   profile=None) -> pd.DataFrame:
-    """cluster_frame on rows already sorted by (product, user), as arrays: ids (n,), embeddings (n, d)."""
-    import torch
-    torch.set_num_threads(1)  # one task per core, and the same arithmetic on any executor
-    pids, starts = np.unique(product_ids, return_index=True)
-    bounds = list(starts) + [len(product_ids)]
-    space = profile(emb, product_ids) if profile is not None and len(emb) else emb
-    spans = list(zip(bounds[:-1], bounds[1:]))
-    xs = [space[lo:hi] for lo, hi in spans]
-    users, groups = [], []
-    for pid, x, (lo, hi), res in zip(pids, xs, spans, cluster_products(xs, cfg.cluster)):
-        labels, _, merges = merge_small(x, res.labels, cfg.min_group_size)
-        k = int(labels.max()) + 1
-        sil = res.silhouette if merges == 0 else _silhouette_after_merge(x, labels, cfg)
-        users.append(pd.DataFrame({"kind": "user", "product_id": pid, "user_id": uid[lo:hi], "group_id": labels}))
-        e = emb[lo:hi]
-        for g in range(k):
-            members = e[labels == g]
-            centroid = members.mean(0)
-            groups.append({"kind": "group", "product_id": pid, "group_id": g, "k_star": k, "silhouette": sil,
-                           "size": len(members), "centroid": centroid,
-                           "points": list(group_points(members, centroid, cfg.percentiles, cfg.point_users)),
-                           "merges": merges, "sampled": res.sampled})
-    out = pd.concat([*users, pd.DataFrame(groups)], ignore_index=True) if users else \
-        pd.DataFrame(columns=CLUSTER_SCHEMA.fieldNames())
-    for c in ("user_id", "k_star", "size", "merges"):  # pandas holds them as floats next to NaN
-        out[c] = out[c].astype("Int64")
-    group_row = (out["kind"] == "group").to_numpy()
-    for c in ("silhouette", "centroid", "points", "sampled"):  # nulls, not NaN, on user rows
-        out[c] = pd.Series([v if g else None for g, v in zip(group_row, out[c])], dtype=object)
-    return out[CLUSTER_SCHEMA.fieldNames()]
-
-
-def _silhouette_after_merge(x, labels, cfg: RegroupConfig) -> float:
-    if len(np.unique(labels)) < 2:
-        return 0.0
-    return silhouette(x, labels, None if len(x) <= cfg.exact_max else cfg.sample_size, cfg.seed)
-
-
-def cluster(rows: DataFrame, cfg: RegroupConfig, total_rows: int, warehouse: str) -> DataFrame:
-    """(product, user, attributes) rows: products hashed into buckets of about `rows_per_call` rows; one
-    applyInPandas call per bucket embeds its rows (e_u|t) and clusters its products."""
-    buckets = max(1, -(-total_rows // cfg.rows_per_call))
-    keyed = rows.withColumn("bucket", F.pmod(F.xxhash64("product_id", F.lit(cfg.seed)), F.lit(buckets)))
-    attrs, profiles = list(C.USER_ATTRIBUTES), cfg.cluster_on == "profile"
-
-    def run(pdf):
-        emb = _embedder(cfg.model, warehouse, profiles)
-        pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
-        pids = pdf["product_id"].to_numpy()
-        eut = emb(pdf[attrs].to_numpy(np.int64), pids)
-        return cluster_arrays(pids, pdf["user_id"].to_numpy(), eut, cfg, emb.profile if profiles else None)
-
-    return keyed.select("bucket", "product_id", "user_id", *attrs).groupBy("bucket").applyInPandas(run, CLUSTER_SCHEMA)
+def bucket_labels(spark: SparkSession, n: int, tasks: int) -> list[int]:
+    """n distinct bucket values, bucket b's sent by Spark's hash partitioning into `tasks` partitions
+    (pmod(murmur3(v), tasks), what repartition(tasks, "bucket") computes) to partition b mod tasks: the
+    buckets are dealt to the tasks like cards, so that the even buckets of `pack` make even tasks (the
+    values 0..n-1 themselves would fall unevenly)."""
+    v = F.col("id").cast("int")
+    per = (spark.range(64 * n).select(v.alias("v"), F.pmod(F.hash(v), F.lit(tasks)).alias("p"))
+           .groupBy("p").agg(F.sort_array(F.collect_list("v")).alias("vs")).collect())
+    values = {r["p"]: r["vs"] for r in per}
+    return [values[b % tasks][b // tasks] for b in range(n)]
 
 
 # ---------------------------------------------------------------------------------- step 4
 
 
-def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> dict:
-    """Write the GAIP tables of one run date; return the metrics."""
-    t0 = time.perf_counter()
-    start, end = validate(spark, cfg, warehouse)
-    undone = roll_back_unpublished(spark, warehouse)
-    if undone:
-        log(f"[regroup] undid the commits of a run that did not finish, in {', '.join(undone)}")
-    imps, rows = viewers(spark, warehouse, start, end)
-    counts = rows.groupBy("product_id").count()
-    n_products = counts.count()
-    kept = counts.where(F.col("count") >= cfg.min_users)
-    rows = rows.join(kept.select("product_id"), "product_id").persist()
-    n_rows, n_kept = rows.count(), kept.count()
-    if n_rows == 0:
-        raise ConfigError(f"no product has {cfg.min_users} viewers in {start}..{end}: lower --min-users "
-                          "or widen --window-days")
-    log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
-        f"{n_rows:,} (product, user) rows")
-    t_embed = time.perf_counter()
-    result = cluster(rows, cfg, n_rows, warehouse).persist()
-    n_result = result.count()  # runs embedding and clustering once
-    t_cluster = time.perf_counter()
-    date = F.lit(end).cast("date")
-    where = f"run_date = '{end.isoformat()}'"
-    user_groups = result.where(F.col("kind") == "user").select(
-        date.alias("run_date"), "product_id", "user_id", "group_id")
-    groups = result.where(F.col("kind") == "group").select(
-        date.alias("run_date"), "product_id", "group_id", "k_star", "silhouette", "size", "centroid", "points",
-        F.lit(list(cfg.percentiles)).cast(T.ArrayType(T.IntegerType())).alias("percentiles"))
-    write_table(user_groups, C.USER_GROUPS, warehouse, replace_where=where)
-    write_table(groups, C.GROUPS, warehouse, replace_where=where)
-    ug = read_table(spark, C.USER_GROUPS, warehouse).where(F.col("run_date") == F.lit(end))
-    ctr, ctr_all = group_ctr(imps, ug, cfg.min_exposure)
-    write_table(ctr.withColumn("run_date", date), C.GROUP_CTR, warehouse, replace_where=where)
-    ctr_written = read_table(spark, C.GROUP_CTR, warehouse).where(F.col("run_date") == F.lit(end))
-    write_table(pairs(ctr_written.drop("run_date"), cfg.pair_min_exposure, cfg.pair_ctr_ratio)
-                .withColumn("run_date", date), C.PAIRS, warehouse, replace_where=where)
-    g = result.where(F.col("kind") == "group").groupBy("product_id").agg(
+class Laps:
+    """Seconds of each stage of a run, in order (`lap(name)` closes the stage that ran since the last lap)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t = self._t0 = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._t
+        self._t = now
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+def _summary(result: DataFrame):
+    """Products, groups, mean K* and silhouette, merges and sampled silhouettes of the clustering output."""
+    return result.where(F.col("kind") == "group").groupBy("product_id").agg(
         F.first("k_star").alias("k"), F.first("silhouette").alias("s"), F.first("merges").alias("m"),
         F.first("sampled").cast("int").alias("sampled")).agg(
         F.count("*").alias("products"), F.sum("k").alias("groups"), F.avg("k").alias("k"), F.avg("s").alias("s"),
         F.sum("m").alias("m"), F.sum("sampled").alias("sampled")).first()
-    n_ctr_all = ctr_all.count()
-    n_ctr = ctr_written.count()
-    n_pairs = read_table(spark, C.PAIRS, warehouse).where(F.col("run_date") == F.lit(end)).count()
-    seconds = time.perf_counter() - t0
+
+
+def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) -> dict:
+    """Write the GAIP tables of one run date; return the metrics (with the seconds of each stage)."""
+    laps = Laps()
+    start, end = validate(spark, cfg, warehouse)
+    undone = roll_back_unpublished(spark, warehouse)
+    if undone:
+        log(f"[regroup] undid the commits of a run that did not finish, in {', '.join(undone)}")
+    laps.lap("validate")
+    seen = viewers(spark, warehouse, start, end)
+    counts = seen.groupBy("product_id").count()
+    enough = F.col("count") >= cfg.min_users
+    c = counts.agg(F.count("*").alias("products"), F.sum(F.when(enough, 1).otherwise(0)).alias("kept"),
+                   F.sum(F.when(enough, F.col("count")).otherwise(0)).alias("rows")).first()
+    n_products, n_kept, n_rows = int(c["products"]), int(c["kept"] or 0), int(c["rows"] or 0)
+    if n_rows == 0:
+        seen.unpersist()
+        raise ConfigError(f"no product has {cfg.min_users} viewers in {start}..{end}: lower --min-users "
+                          "or widen --window-days")
+    log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
+        f"{n_rows:,} (product, user) rows")
+    users = read_table(spark, C.USERS, warehouse).select("user_id", *C.USER_ATTRIBUTES)
+    sizes = {r["product_id"]: r["count"] for r in counts.where(enough).collect()}
+    rows = seen.join(users, "user_id")
+    laps.lap("viewers")
+    result = cluster(rows, cfg, sizes, warehouse).persist()
+    n_result = result.count()  # runs embedding and clustering once
+    seen.unpersist()
+    laps.lap("embed_cluster")
+    date = F.lit(end).cast("date")
+    where = f"run_date = '{end.isoformat()}'"
+    user_groups = result.where(F.col("kind") == "users").select(
+        date.alias("run_date"), "product_id", F.inline(F.arrays_zip(F.col("user_ids").alias("user_id"),
+                                                                   F.col("group_ids").alias("group_id"))))
+    groups = result.where(F.col("kind") == "group").select(
+        date.alias("run_date"), "product_id", "group_id", "k_star", "silhouette", "size", "centroid", "points",
+        F.lit(list(cfg.percentiles)).cast(T.ArrayType(T.IntegerType())).alias("percentiles"))
+    ctr_all = result.where(F.col("kind") == "ctr").select(
+        "product_id", "creative_id", "group_id", "impressions", "clicks",
+        (F.col("clicks") / F.col("impressions")).alias("ctr"))
+    ctr = ctr_all.where(F.col("impressions") >= cfg.min_exposure)
+    pair_rows = pairs(ctr, cfg.pair_min_exposure, cfg.pair_ctr_ratio).persist()
+    writes = ((user_groups, C.USER_GROUPS), (groups, C.GROUPS), (ctr.withColumn("run_date", date), C.GROUP_CTR),
+              (pair_rows.withColumn("run_date", date), C.PAIRS))
+    with ThreadPoolExecutor(len(writes) + 1) as pool:  # four tables, each its own commit, written at once
+        done = [pool.submit(write_table, df, t, warehouse, where) for df, t in writes]
+        summary = pool.submit(_summary, result)
+        for f in done:
+            f.result()
+        g = summary.result()
+    n_ctr_all, n_ctr, n_pairs = ctr_all.count(), ctr.count(), pair_rows.count()
+    result.unpersist()
+    pair_rows.unpersist()
+    laps.lap("write")
     metrics = {
         "products_in_window": n_products, "products_grouped": int(g["products"]),
         "products_skipped_few_viewers": n_products - n_kept, "rows_embedded": n_rows,
         "groups": int(g["groups"]), "mean_k_star": float(g["k"]), "mean_silhouette": float(g["s"]),
         "groups_merged": int(g["m"]), "products_sampled_silhouette": int(g["sampled"]),
         "group_ctr_rows": n_ctr, "group_ctr_rows_low_exposure": n_ctr_all - n_ctr, "pairs": n_pairs,
-        "embed_cluster_seconds": t_cluster - t_embed, "seconds": seconds,
-        "rows_per_s": n_rows / seconds, "cluster_output_rows": n_result,
+        "embed_cluster_seconds": laps.seconds["embed_cluster"], "cluster_output_rows": n_result,
+        **{f"seconds_{k}": v for k, v in laps.seconds.items()},
     }
+    metrics.update(seconds=laps.total, rows_per_s=n_rows / laps.total)  # up to the metrics write and publish
     mdf = spark.createDataFrame([(end, STAGE, k, float(v)) for k, v in metrics.items()],
                                 "run_date date, stage string, name string, value double")
     write_table(mdf, C.METRICS, warehouse, replace_where=f"{where} and stage = '{STAGE}'")
     run_id = publish(spark, warehouse, STAGE, end).run_id  # last: readers see the run from here on, whole
-    rows.unpersist()
-    result.unpersist()
     log(f"[regroup] {metrics['products_grouped']} products -> {metrics['groups']} groups "
         f"(mean K* {metrics['mean_k_star']:.2f}, mean silhouette {metrics['mean_silhouette']:.3f}, "
         f"{metrics['groups_merged']} merges); group_ctr {n_ctr:,} rows (+{n_ctr_all - n_ctr:,} below "
-        f"{cfg.min_exposure} impressions); {n_pairs:,} pairs; {n_rows / seconds:,.0f} rows/s")
+        f"{cfg.min_exposure} impressions); {n_pairs:,} pairs; {metrics['rows_per_s']:,.0f} rows/s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in laps.seconds.items()) + ")")
     return {"run_date": end.isoformat(), "run_id": run_id, **metrics, "config": asdict(cfg)}

@@ -21,10 +21,8 @@ class PAAGEmbedder:
     def __init__(self, model_path: str | Path, warehouse: str, profiles: bool = False):
         self.model, blob = load_model(model_path)
         self.bank = FeatureBank.load(warehouse, blob["text_encoder"], blob["image_encoder"] if profiles else None)
-        with torch.no_grad():  # the attention keys and values of every product's title tokens, projected once
-            # (not once per row)
-            tokens = self.model.title_tokens(torch.from_numpy(self.bank.title))
-            self.keys, self.values = self.model.ca_title.keys_values(tokens)
+        with torch.no_grad():  # every product's title tokens, projected once (not once per row)
+            self.tokens = self.model.title_tokens(torch.from_numpy(self.bank.title))
         self.mask = torch.from_numpy(self.bank.title_mask)
         self.creatives: dict[int, np.ndarray] = {}
         self.width = 0
@@ -43,18 +41,28 @@ class PAAGEmbedder:
 
     @torch.no_grad()
     def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """attrs (B, 20) integer codes in catalog order, product_ids (B,) -> e_u|t (B, d) float32."""
-        out = []
-        rows_all = torch.from_numpy(self.bank.title_rows(product_ids))
-        for lo in range(0, len(product_ids), batch_size):
-            a = torch.from_numpy(np.asarray(attrs[lo:lo + batch_size], dtype=np.int64))
-            rows = rows_all[lo:lo + batch_size]
-            u = self.model.user_embedding(a)
-            out.append(self.model.ca_title.attend(u, self.keys[rows], self.values[rows], self.mask[rows]).numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.cfg.d), np.float32)
+        """attrs (B, 20) integer codes in catalog order, product_ids (B,) -> e_u|t (B, d) float32.
+        e_u is computed once per distinct attribute row, and each product's title is folded into the
+        attention once (CrossAttention.fold) for all its rows."""
+        attrs = np.asarray(attrs, dtype=np.int64)
+        product_ids = np.asarray(product_ids)
+        out = np.zeros((len(product_ids), self.model.cfg.d), np.float32)
+        if not len(out):
+            return out
+        distinct, inverse = np.unique(attrs, axis=0, return_inverse=True)
+        eu = torch.cat([self.model.user_embedding(torch.from_numpy(distinct[lo:lo + batch_size]))
+                        for lo in range(0, len(distinct), batch_size)])
+        inverse = torch.from_numpy(inverse.reshape(-1))
+        rows = self.bank.title_rows(product_ids)
+        for r, idx in _spans(rows):
+            folded = self.model.ca_title.fold(self.tokens[r], self.mask[r])
+            for lo in range(0, len(idx), batch_size):
+                take = idx[lo:lo + batch_size]
+                out[take] = self.model.ca_title.attend(eu[inverse[torch.from_numpy(take)]], folded).numpy()
+        return out
 
     @torch.no_grad()
-    def profile(self, eut: np.ndarray, product_ids: np.ndarray, pairs_per_call: int = 4096) -> np.ndarray:
+    def profile(self, eut: np.ndarray, product_ids: np.ndarray, pairs_per_call: int = 32768) -> np.ndarray:
         """The preference profile of each (user, product) row: the user branch of the click logit,
         h_u|c(e_u|c), for every creative of the product (in creative id order), minus its mean over those
         creatives, so it says which of the product's creatives the user prefers and not how much the user
@@ -64,15 +72,22 @@ class PAAGEmbedder:
             raise ValueError("built without profiles=True")
         product_ids = np.asarray(product_ids)
         out = np.zeros((len(product_ids), self.width), np.float32)
-        for pid in np.unique(product_ids):
-            idx = np.flatnonzero(product_ids == pid)
+        for pid, idx in _spans(product_ids):
             crs = self.creatives.get(int(pid))
             if crs is None:
                 raise KeyError(f"product {pid} has no creative with image features: run the features job")
             m = len(crs)
-            v, vm = self.patches[crs], self.patch_mask[crs]  # (m, N, d)
+            folded = self.model.ca_image.fold(self.patches[crs], self.patch_mask[crs])  # (m, N, d): once
             step = max(1, pairs_per_call // m)
             for lo in range(0, len(idx), step):
-                s = self.model.creative_scores(torch.from_numpy(eut[idx[lo:lo + step]]), v, vm)
+                s = self.model.creative_scores(torch.from_numpy(eut[idx[lo:lo + step]]), folded=folded)
                 out[idx[lo:lo + step], :m] = (s - s.mean(1, keepdim=True)).numpy()
         return out
+
+
+def _spans(keys: np.ndarray):
+    """(key, indices of its rows) for each distinct key, in key order; rows in their order within a key."""
+    order = np.argsort(keys, kind="stable")
+    ks, starts = np.unique(keys[order], return_index=True)
+    for k, lo, hi in zip(ks, starts, [*starts[1:], len(keys)]):
+        yield k, order[lo:hi]

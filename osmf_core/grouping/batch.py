@@ -1,0 +1,166 @@
+"""One clustering call of the regroup: the (product, user, attributes) rows of a bucket of products in, as
+an Arrow table (Spark's applyInArrow), tagged user and group rows out, as an Arrow table.
+
+Each call (the trained PAAG loaded once per Python worker) computes e_u|t of its rows and, when the regroup
+clusters preference profiles, the viewers' profiles (PAAGEmbedder.profile), both on each product's rows
+in user order, so a rerun computes exactly the same numbers; it clusters all its products together
+(osmf_core.grouping.kmeans), merges small groups and computes the group features, and counts the
+impressions and clicks of each (creative, group) from the rows' impressions. Arrow in and out: the
+ids and codes arrive as numpy views, and the user rows' empty group columns leave as null arrays, with no
+Python object per row.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
+
+from osmf_core.data import catalog as C
+from osmf_core.grouping.group_features import group_points, merge_small
+from osmf_core.grouping.kmeans import cluster_products
+from osmf_core.grouping.silhouette import silhouette
+from osmf_core.models.embedder import PAAGEmbedder
+
+_VEC = T.ArrayType(T.FloatType(), True)
+CLUSTER_SCHEMA = T.StructType([
+    T.StructField("kind", T.StringType(), False),  # "users", "group" or "ctr"
+    T.StructField("product_id", T.LongType(), False),
+    T.StructField("user_ids", T.ArrayType(T.LongType(), False), True),  # "users": one row per product, its
+    T.StructField("group_ids", T.ArrayType(T.IntegerType(), False), True),  # viewers and their groups
+    T.StructField("group_id", T.IntegerType(), True),
+    T.StructField("k_star", T.IntegerType(), True),
+    T.StructField("silhouette", T.DoubleType(), True),
+    T.StructField("size", T.LongType(), True),
+    T.StructField("centroid", _VEC, True),
+    T.StructField("points", T.ArrayType(_VEC, True), True),
+    T.StructField("merges", T.IntegerType(), True),
+    T.StructField("sampled", T.BooleanType(), True),
+    T.StructField("creative_id", T.LongType(), True),  # "ctr" rows: a (creative, group)'s impressions, clicks
+    T.StructField("impressions", T.LongType(), True),
+    T.StructField("clicks", T.LongType(), True),
+])
+ARROW_SCHEMA = to_arrow_schema(CLUSTER_SCHEMA)
+
+_EMBEDDERS: dict = {}  # one PAAG per Python worker process, reused across tasks
+
+
+def embedder(model: str, warehouse: str, profiles: bool) -> PAAGEmbedder:
+    key = (model, warehouse, profiles)
+    if key not in _EMBEDDERS:
+        import torch
+        torch.set_num_threads(1)  # one task per core: Spark already runs the cores in parallel
+        _EMBEDDERS[key] = PAAGEmbedder(model, warehouse, profiles=profiles)
+    return _EMBEDDERS[key]
+
+
+def cluster_call(table: pa.Table, cfg, warehouse: str) -> pa.Table:
+    """The applyInArrow function: (product_id, user_id, shown_creatives, shown_clicked, attributes...) rows ->
+    CLUSTER_SCHEMA rows; the two lists are the creative and the 0/1 click of each impression of the row's
+    user on the row's product, which become the "ctr" rows: impressions and clicks per (product, creative,
+    group). cfg: a RegroupConfig."""
+    profiles = cfg.cluster_on == "profile"
+    emb = embedder(cfg.model, warehouse, profiles)
+    product_ids, uid = table.column("product_id").to_numpy(), table.column("user_id").to_numpy()
+    order = np.lexsort((uid, product_ids))
+    attrs = np.stack([table.column(a).to_numpy() for a in C.USER_ATTRIBUTES], 1)[order]
+    eut = emb(attrs.astype(np.int64), product_ids[order])
+    labels, groups = cluster_rows(product_ids[order], eut, cfg, emb.profile if profiles else None)
+    row_labels = np.empty_like(labels)
+    row_labels[order] = labels
+    return pa.concat_tables([tagged(product_ids[order], uid[order], labels, groups),
+                             ctr_rows(table.column("shown_creatives"), table.column("shown_clicked"), product_ids,
+                                      row_labels)])
+
+
+def ctr_rows(creatives: pa.ChunkedArray, clicked: pa.ChunkedArray, product_ids: np.ndarray,
+             labels: np.ndarray) -> pa.Table:
+    """Impressions and clicks per (product, creative, group) from each row's impressions (two lists of
+    the same lengths: creative ids and 0/1 clicks), rows in the order of product_ids and labels."""
+    creatives, clicked = creatives.combine_chunks(), clicked.combine_chunks()
+    row = pc.list_parent_indices(creatives).to_numpy()
+    f = pd.DataFrame({"product_id": product_ids[row], "creative_id": pc.list_flatten(creatives).to_numpy(),
+                      "group_id": labels[row], "clicks": pc.list_flatten(clicked).to_numpy().astype(np.int64)})
+    agg = f.groupby(["product_id", "creative_id", "group_id"], sort=True)["clicks"].agg(["size", "sum"])
+    n = len(agg)
+    cols = {"kind": pa.repeat("ctr", n).cast(pa.string()),
+            **{c: pa.array(agg.index.get_level_values(c).to_numpy(), ARROW_SCHEMA.field(c).type)
+               for c in ("product_id", "creative_id", "group_id")},
+            "impressions": pa.array(agg["size"].to_numpy(), pa.int64()), "clicks": pa.array(agg["sum"].to_numpy(), pa.int64())}
+    return _table(cols, n)
+
+
+def cluster_frame(pdf: pd.DataFrame, cfg, profile=None) -> pd.DataFrame:
+    """Cluster every product in a frame of (product_id, user_id, embedding) rows; tagged users and group rows.
+    K-Means runs on profile(embedding, product_ids) of the rows sorted by (product, user) when a profile
+    function is given (PAAGEmbedder.profile), else on the embedding (e_u|t); the group features are always
+    in embedding space."""
+    pdf = pdf.sort_values(["product_id", "user_id"], kind="stable")
+    emb = np.stack(pdf["embedding"].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 1), np.float32)
+    return cluster_arrays(pdf["product_id"].to_numpy(), pdf["user_id"].to_numpy(), emb, cfg, profile).to_pandas()
+
+
+def cluster_arrays(product_ids: np.ndarray, uid: np.ndarray, emb: np.ndarray, cfg, profile=None) -> pa.Table:
+    """cluster_frame on rows already sorted by (product, user), as arrays: ids (n,), embeddings (n, d)."""
+    return tagged(product_ids, uid, *cluster_rows(product_ids, emb, cfg, profile))
+
+
+def cluster_rows(product_ids: np.ndarray, emb: np.ndarray, cfg, profile=None) -> tuple[np.ndarray, list[dict]]:
+    """Rows sorted by (product, user): K-Means on their profiles (or e_u|t), small groups merged ->
+    (each row's group id, the group rows)."""
+    import torch
+    torch.set_num_threads(1)  # one task per core, and the same arithmetic on any executor
+    pids, starts = np.unique(product_ids, return_index=True)
+    bounds = list(starts) + [len(product_ids)]
+    space = profile(emb, product_ids) if profile is not None and len(emb) else emb
+    spans = list(zip(bounds[:-1], bounds[1:]))
+    xs = [space[lo:hi] for lo, hi in spans]
+    labels_all = np.zeros(len(product_ids), np.int32)
+    groups = []
+    for pid, x, (lo, hi), res in zip(pids, xs, spans, cluster_products(xs, cfg.cluster)):
+        labels, _, merges = merge_small(x, res.labels, cfg.min_group_size)
+        labels_all[lo:hi] = labels
+        k = int(labels.max()) + 1
+        sil = res.silhouette if merges == 0 else _silhouette_after_merge(x, labels, cfg)
+        groups += group_rows(int(pid), emb[lo:hi], labels, cfg, k_star=k, silhouette=sil, merges=merges,
+                             sampled=bool(res.sampled))
+    return labels_all, groups
+
+
+def group_rows(pid: int, e: np.ndarray, labels: np.ndarray, cfg, **product) -> list[dict]:
+    """The group rows of one product: size, e_u|t centroid and percentile points of each group, with the
+    product's K*, silhouette, merges and sampled flag."""
+    rows = []
+    for g in range(int(labels.max()) + 1):
+        members = e[labels == g]
+        centroid = members.mean(0)
+        rows.append({"kind": "group", "product_id": pid, "group_id": g, "size": len(members),
+                     "centroid": centroid.tolist(), **product,
+                     "points": group_points(members, centroid, cfg.percentiles, cfg.point_users).tolist()})
+    return rows
+
+
+def tagged(product_ids: np.ndarray, uid: np.ndarray, labels: np.ndarray, groups: list[dict]) -> pa.Table:
+    """Rows sorted by product -> one "users" row per product (its viewers and their groups, as two lists:
+    a few rows to cache, not one per viewer) and the group rows, in one CLUSTER_SCHEMA table."""
+    pids, starts = np.unique(product_ids, return_index=True)
+    offsets = pa.array(np.append(starts, len(uid)).astype(np.int32))
+    lists = {c: pa.ListArray.from_arrays(offsets, pa.array(v, t)).cast(ARROW_SCHEMA.field(c).type)
+             for c, v, t in (("user_ids", uid, pa.int64()), ("group_ids", labels, pa.int32()))}
+    users = _table({"kind": pa.repeat("users", len(pids)).cast(pa.string()),
+                    "product_id": pa.array(pids, pa.int64()), **lists}, len(pids))
+    return pa.concat_tables([users, pa.Table.from_pylist(groups, schema=ARROW_SCHEMA)])
+
+
+def _table(cols: dict, n: int) -> pa.Table:
+    """A CLUSTER_SCHEMA table of n rows from some of its columns; the others null."""
+    return pa.table([cols[f.name] if f.name in cols else pa.nulls(n, f.type) for f in ARROW_SCHEMA],
+                    schema=ARROW_SCHEMA)
+
+
+def _silhouette_after_merge(x, labels, cfg) -> float:
+    if len(np.unique(labels)) < 2:
+        return 0.0
+    return silhouette(x, labels, None if len(x) <= cfg.exact_max else cfg.sample_size, cfg.seed)
