@@ -11,6 +11,9 @@ Python object per row.
 """
 from __future__ import annotations
 
+import resource
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -26,7 +29,7 @@ from osmf_core.models.embedder import PAAGEmbedder
 
 _VEC = T.ArrayType(T.FloatType(), True)
 CLUSTER_SCHEMA = T.StructType([
-    T.StructField("kind", T.StringType(), False),  # "users", "group" or "ctr"
+    T.StructField("kind", T.StringType(), False),  # "users", "group", "ctr", "call" (or "stats": grouping.split)
     T.StructField("product_id", T.LongType(), False),
     T.StructField("user_ids", T.ArrayType(T.LongType(), False), True),  # "users": one row per product, its
     T.StructField("group_ids", T.ArrayType(T.IntegerType(), False), True),  # viewers and their groups
@@ -41,6 +44,8 @@ CLUSTER_SCHEMA = T.StructType([
     T.StructField("creative_id", T.LongType(), True),  # "ctr" rows: a (creative, group)'s impressions, clicks
     T.StructField("impressions", T.LongType(), True),
     T.StructField("clicks", T.LongType(), True),
+    T.StructField("rows_in", T.LongType(), True),  # "call" rows: one per call, the rows it was given and the
+    T.StructField("peak_rss_mib", T.DoubleType(), True),  # peak memory of its Python worker so far
 ])
 ARROW_SCHEMA = to_arrow_schema(CLUSTER_SCHEMA)
 
@@ -56,23 +61,54 @@ def embedder(model: str, warehouse: str, profiles: bool) -> PAAGEmbedder:
     return _EMBEDDERS[key]
 
 
+@dataclass
+class Embedded:
+    """A call's rows sorted by (product, user): ids, e_u|t, and the space K-Means works in (the preference
+    profiles, or e_u|t itself); `order` maps sorted rows back to the table's."""
+
+    order: np.ndarray
+    product_ids: np.ndarray
+    uid: np.ndarray
+    eut: np.ndarray
+    space: np.ndarray
+
+
+def embed_table(table: pa.Table, cfg, warehouse: str) -> Embedded:
+    """e_u|t and the clustered space of a table of (product_id, user_id, attributes...) rows."""
+    emb = embedder(cfg.model, warehouse, cfg.cluster_on == "profile")
+    product_ids, uid = table.column("product_id").to_numpy(), table.column("user_id").to_numpy()
+    order = np.lexsort((uid, product_ids))
+    pids = product_ids[order]
+    attrs = np.stack([table.column(a).to_numpy() for a in C.USER_ATTRIBUTES], 1)[order]
+    eut = emb(attrs.astype(np.int64), pids)
+    space = emb.profile(eut, pids) if cfg.cluster_on == "profile" and len(eut) else eut
+    return Embedded(order, pids, uid[order], eut, space)
+
+
 def cluster_call(table: pa.Table, cfg, warehouse: str) -> pa.Table:
     """The applyInArrow function: (product_id, user_id, shown_creatives, shown_clicked, attributes...) rows ->
     CLUSTER_SCHEMA rows; the two lists are the creative and the 0/1 click of each impression of the row's
     user on the row's product, which become the "ctr" rows: impressions and clicks per (product, creative,
     group). cfg: a RegroupConfig."""
-    profiles = cfg.cluster_on == "profile"
-    emb = embedder(cfg.model, warehouse, profiles)
-    product_ids, uid = table.column("product_id").to_numpy(), table.column("user_id").to_numpy()
-    order = np.lexsort((uid, product_ids))
-    attrs = np.stack([table.column(a).to_numpy() for a in C.USER_ATTRIBUTES], 1)[order]
-    eut = emb(attrs.astype(np.int64), product_ids[order])
-    labels, groups = cluster_rows(product_ids[order], eut, cfg, emb.profile if profiles else None)
+    e = embed_table(table, cfg, warehouse)
+    labels, groups = cluster_rows(e.product_ids, e.eut, cfg, space=e.space)
+    return pa.concat_tables([tagged(e.product_ids, e.uid, labels, groups), ctr_of(table, e, labels),
+                             call_row(table.num_rows)])
+
+
+def ctr_of(table: pa.Table, e: Embedded, labels: np.ndarray) -> pa.Table:
+    """ctr_rows of a call's table, from the labels of its sorted rows."""
     row_labels = np.empty_like(labels)
-    row_labels[order] = labels
-    return pa.concat_tables([tagged(product_ids[order], uid[order], labels, groups),
-                             ctr_rows(table.column("shown_creatives"), table.column("shown_clicked"), product_ids,
-                                      row_labels)])
+    row_labels[e.order] = labels
+    return ctr_rows(table.column("shown_creatives"), table.column("shown_clicked"),
+                    table.column("product_id").to_numpy(), row_labels)
+
+
+def call_row(rows_in: int) -> pa.Table:
+    """The "call" row: the rows a call was given and its worker's peak resident memory so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return _table({"kind": pa.array(["call"]), "product_id": pa.array([0], pa.int64()),
+                   "rows_in": pa.array([rows_in], pa.int64()), "peak_rss_mib": pa.array([peak])}, 1)
 
 
 def ctr_rows(creatives: pa.ChunkedArray, clicked: pa.ChunkedArray, product_ids: np.ndarray,
@@ -104,17 +140,18 @@ def cluster_frame(pdf: pd.DataFrame, cfg, profile=None) -> pd.DataFrame:
 
 def cluster_arrays(product_ids: np.ndarray, uid: np.ndarray, emb: np.ndarray, cfg, profile=None) -> pa.Table:
     """cluster_frame on rows already sorted by (product, user), as arrays: ids (n,), embeddings (n, d)."""
-    return tagged(product_ids, uid, *cluster_rows(product_ids, emb, cfg, profile))
+    return tagged(product_ids, uid, *cluster_rows(product_ids, emb, cfg, profile=profile))
 
 
-def cluster_rows(product_ids: np.ndarray, emb: np.ndarray, cfg, profile=None) -> tuple[np.ndarray, list[dict]]:
-    """Rows sorted by (product, user): K-Means on their profiles (or e_u|t), small groups merged ->
-    (each row's group id, the group rows)."""
+def cluster_rows(product_ids: np.ndarray, emb: np.ndarray, cfg, profile=None, space=None) -> tuple[np.ndarray, list[dict]]:
+    """Rows sorted by (product, user): K-Means on their profiles (`space`, or profile(emb, product_ids), or
+    e_u|t itself), small groups merged -> (each row's group id, the group rows)."""
     import torch
     torch.set_num_threads(1)  # one task per core, and the same arithmetic on any executor
     pids, starts = np.unique(product_ids, return_index=True)
     bounds = list(starts) + [len(product_ids)]
-    space = profile(emb, product_ids) if profile is not None and len(emb) else emb
+    if space is None:
+        space = profile(emb, product_ids) if profile is not None and len(emb) else emb
     spans = list(zip(bounds[:-1], bounds[1:]))
     xs = [space[lo:hi] for lo, hi in spans]
     labels_all = np.zeros(len(product_ids), np.int32)

@@ -49,6 +49,7 @@ from osmf_core.data.store import exists_in, read_table, write_table
 from osmf_core.grouping.batch import CLUSTER_SCHEMA, cluster_call
 from osmf_core.grouping.group_features import pairs
 from osmf_core.grouping.kmeans import PERCENTILES, ClusterConfig
+from osmf_core.grouping.split import cluster_split
 from osmf_core.models.paag import load_model
 
 STAGE = "regroup"
@@ -73,6 +74,8 @@ class RegroupConfig:
     exact_max: int = 3000  # exact silhouette up to this many viewers, sampled above
     sample_size: int = 3000  # users in the sampled silhouette
     rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInArrow call (one task)
+    # products with more viewers are clustered across tasks: fitted on a sample, assigned in shards (grouping.split)
+    split_above: int = 250_000
     # group features
     min_exposure: int = 30  # group_ctr keeps (creative, group) rows with at least this many impressions
     pair_min_exposure: int = 100  # pairs: both creatives at least this many impressions in the group
@@ -258,7 +261,13 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     sizes = {r["product_id"]: r["count"] for r in counts.where(enough).collect()}
     rows = seen.join(users, "user_id")
     laps.lap("viewers")
-    result = cluster(rows, cfg, sizes, warehouse).persist()
+    whole = {p: n for p, n in sizes.items() if n <= cfg.split_above}
+    result = cluster(rows, cfg, whole, warehouse)
+    if len(whole) < len(sizes):
+        log(f"[regroup] {len(sizes) - len(whole)} products above {cfg.split_above:,} viewers: clustered across tasks")
+        result = result.unionByName(cluster_split(rows, cfg, {p: n for p, n in sizes.items() if p not in whole},
+                                                  warehouse, log))
+    result = result.persist()
     n_result = result.count()  # runs embedding and clustering once
     seen.unpersist()
     laps.lap("embed_cluster")
@@ -270,9 +279,9 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     groups = result.where(F.col("kind") == "group").select(
         date.alias("run_date"), "product_id", "group_id", "k_star", "silhouette", "size", "centroid", "points",
         F.lit(list(cfg.percentiles)).cast(T.ArrayType(T.IntegerType())).alias("percentiles"))
-    ctr_all = result.where(F.col("kind") == "ctr").select(
-        "product_id", "creative_id", "group_id", "impressions", "clicks",
-        (F.col("clicks") / F.col("impressions")).alias("ctr"))
+    ctr_all = (result.where(F.col("kind") == "ctr").groupBy("product_id", "creative_id", "group_id")  # a split
+               .agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))  # product's shards
+               .withColumn("ctr", F.col("clicks") / F.col("impressions")))
     ctr = ctr_all.where(F.col("impressions") >= cfg.min_exposure)
     pair_rows = pairs(ctr, cfg.pair_min_exposure, cfg.pair_ctr_ratio).persist()
     writes = ((user_groups, C.USER_GROUPS), (groups, C.GROUPS), (ctr.withColumn("run_date", date), C.GROUP_CTR),
@@ -280,9 +289,11 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     with ThreadPoolExecutor(len(writes) + 1) as pool:  # four tables, each its own commit, written at once
         done = [pool.submit(write_table, df, t, warehouse, where) for df, t in writes]
         summary = pool.submit(_summary, result)
+        calls = pool.submit(lambda: result.where(F.col("kind") == "call").agg(
+            F.count("*").alias("n"), F.max("rows_in").alias("rows"), F.max("peak_rss_mib").alias("rss")).first())
         for f in done:
             f.result()
-        g = summary.result()
+        g, calls = summary.result(), calls.result()
     n_ctr_all, n_ctr, n_pairs = ctr_all.count(), ctr.count(), pair_rows.count()
     result.unpersist()
     pair_rows.unpersist()
@@ -294,6 +305,8 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
         "groups_merged": int(g["m"]), "products_sampled_silhouette": int(g["sampled"]),
         "group_ctr_rows": n_ctr, "group_ctr_rows_low_exposure": n_ctr_all - n_ctr, "pairs": n_pairs,
         "embed_cluster_seconds": laps.seconds["embed_cluster"], "cluster_output_rows": n_result,
+        "products_split": len(sizes) - len(whole), "cluster_calls": int(calls["n"]),
+        "max_rows_per_call": int(calls["rows"]), "peak_worker_rss_mib": float(calls["rss"]),
         **{f"seconds_{k}": v for k, v in laps.seconds.items()},
     }
     metrics.update(seconds=laps.total, rows_per_s=n_rows / laps.total)  # up to the metrics write and publish

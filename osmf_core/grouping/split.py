@@ -1,0 +1,180 @@
+"""Products too large for one task (more than `split_above` viewers): K-Means fitted on a bounded sample of
+the product's viewers, every viewer assigned in parallel across tasks, and the group features from
+per-task statistics, with the k-anonymity guarantee of grouping.batch. No task holds more than a shard of
+about `rows_per_call` viewers, or the sample.
+
+  fit      one task per product: a sample of about `fit_max` viewers (chosen by a hash of the user id, so
+           a rerun draws the same sample) embedded and clustered as grouping.batch clusters a product: K*,
+           the silhouette (of the sample, as batch's sampled silhouette) and the centroids in the
+           clustered space
+  assign   one task per shard (a hash of the user id, about rows_per_call viewers each): e_u|t, the
+           profile, the nearest centroid; the shard's viewers and their groups, its (creative, group)
+           impressions and clicks, and per group the count and the sum of e_u|t. A group smaller than
+           min_group_size loses its centroid and the product is assigned again (batch merges such a
+           group into the nearest; here each of its viewers goes to their own nearest)
+  targets  each group's e_u|t centroid (sum / count); each viewer's distance to it, one small row per
+           viewer, and Spark's percentile_approx of them per group: the percentile distances
+  points   per shard, for each percentile the viewers nearest its distance (as many as the entry's
+           blocks need); merged across shards, the j-th block of point_users nearest viewers is averaged
+           into the point, as group_points does on one frame: no point describes fewer than point_users
+Each pass computes e_u|t and the profiles of its shard again (three passes over the large products' rows)
+rather than keeping 128 floats per viewer between them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from osmf_core.grouping.batch import (ARROW_SCHEMA, CLUSTER_SCHEMA, _table, call_row, ctr_of, embed_table,
+                                      tagged)
+from osmf_core.grouping.kmeans import cluster_products
+
+FIT_SCHEMA = "product_id long, k_star int, silhouette double, centroids array<array<float>>, fit_on long"
+DIST_SCHEMA = "product_id long, group_id int, dist double"
+CAND_SCHEMA = "product_id long, group_id int, percentile int, gap double, user_id long, vector array<float>"
+
+
+def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str, log=print) -> DataFrame:
+    """CLUSTER_SCHEMA rows ("users" per shard, "ctr" per shard, "call", "group") of the products in `sizes`
+    (product id -> viewers), each clustered across tasks. cfg: a RegroupConfig."""
+    spark = rows.sparkSession
+    big = spark.createDataFrame([(int(p), int(n), -(-int(n) // cfg.rows_per_call)) for p, n in sizes.items()],
+                                "product_id long, n long, shards int")
+    keyed = rows.join(F.broadcast(big), "product_id")
+    uniform = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed)), F.lit(1 << 30)) / float(1 << 30)
+    sample = keyed.where(uniform < F.lit(cfg.cluster.fit_max) / F.col("n"))
+    fits = {r["product_id"]: r for r in sample.groupBy("product_id").applyInArrow(
+        lambda t: _fit(t, cfg, warehouse), FIT_SCHEMA).collect()}
+    cents = {p: np.asarray(f["centroids"], np.float32) for p, f in fits.items()}
+    sharded = keyed.withColumn("shard", F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards")))
+    by_shard = sharded.groupBy("product_id", "shard")
+    merges = dict.fromkeys(cents, 0)
+    while True:
+        assigned = by_shard.applyInArrow(_bound(_assign, cfg, warehouse, dict(cents)), CLUSTER_SCHEMA).persist()
+        stats = assigned.where(F.col("kind") == "stats").groupBy("product_id", "group_id").agg(
+            F.sum("size").alias("size"), F.array_agg("centroid").alias("sums")).collect()
+        size = {(r["product_id"], r["group_id"]): r["size"] for r in stats}
+        small = {p for (p, g), n in size.items() if n < cfg.min_group_size and len(cents[p]) > 1}
+        if not small:
+            break
+        for p in small:  # the smallest group's centroid goes; its viewers are assigned again with the rest
+            g = min((n, g) for (q, g), n in size.items() if q == p)[1]
+            cents[p] = np.delete(cents[p], g, axis=0)
+            merges[p] += 1
+        log(f"[regroup] {len(small)} large products had a group below {cfg.min_group_size} viewers: assigning again")
+        assigned.unpersist()
+    centroid = {(r["product_id"], r["group_id"]): np.sum(r["sums"], 0) / r["size"] for r in stats}
+    entries = sorted(set(cfg.percentiles))
+    dist = by_shard.applyInArrow(lambda t: _distances(t, cfg, warehouse, cents, centroid), DIST_SCHEMA)
+    targets = {(r["product_id"], r["group_id"]): dict(zip(entries, r["t"])) for r in dist.groupBy(
+        "product_id", "group_id").agg(F.percentile_approx("dist", [p / 100 for p in entries], 1_000_000).alias("t"))
+        .collect()}
+    need = {p: cfg.percentiles.count(p) * cfg.point_users for p in entries}
+    cands = by_shard.applyInArrow(lambda t: _candidates(t, cfg, warehouse, cents, centroid, targets, need),
+                                  CAND_SCHEMA).toPandas()
+    groups = _group_rows(cands, cfg, fits, size, centroid, merges)
+    group_df = spark.createDataFrame([tuple(g.get(f) for f in CLUSTER_SCHEMA.fieldNames()) for g in groups],
+                                     CLUSTER_SCHEMA)
+    return assigned.where(F.col("kind") != "stats").unionByName(group_df)
+
+
+def _bound(fn, *args):
+    """fn(table, *args) as the one-argument function applyInArrow calls (a two-argument one gets the key)."""
+    return lambda table: fn(table, *args)
+
+
+def _fit(table: pa.Table, cfg, warehouse: str) -> pa.Table:
+    e = embed_table(table, cfg, warehouse)
+    (res,) = cluster_products([e.space], cfg.cluster)
+    return pa.table({"product_id": pa.array([int(e.product_ids[0])], pa.int64()),
+                     "k_star": pa.array([res.k_star], pa.int32()), "silhouette": [res.silhouette],
+                     "centroids": pa.array([res.centroids.tolist()], pa.list_(pa.list_(pa.float32()))),
+                     "fit_on": pa.array([len(e.space)], pa.int64())})
+
+
+def _nearest(space: np.ndarray, cents: np.ndarray) -> np.ndarray:
+    d2 = (space * space).sum(1)[:, None] - 2.0 * space @ cents.T + (cents * cents).sum(1)[None, :]
+    return d2.argmin(1).astype(np.int32)
+
+
+def _assign(table: pa.Table, cfg, warehouse: str, cents: dict) -> pa.Table:
+    """One shard: its viewers' groups ("users"), (creative, group) counts ("ctr"), per group the count and
+    the sum of e_u|t ("stats": size and centroid), and the "call" row."""
+    e = embed_table(table, cfg, warehouse)
+    pid = int(e.product_ids[0])
+    labels = _nearest(e.space, cents[pid])
+    stats = [(g, int((labels == g).sum()), e.eut[labels == g].sum(0, dtype=np.float64).astype(np.float32).tolist())
+             for g in range(len(cents[pid]))]
+    n = len(stats)
+    stat_rows = _table({"kind": pa.repeat("stats", n).cast(pa.string()), "product_id": pa.array([pid] * n, pa.int64()),
+                        "group_id": pa.array([g for g, _, _ in stats], pa.int32()),
+                        "size": pa.array([c for _, c, _ in stats], pa.int64()),
+                        "centroid": pa.array([v for _, _, v in stats], ARROW_SCHEMA.field("centroid").type)}, n)
+    return pa.concat_tables([tagged(e.product_ids, e.uid, labels, []), ctr_of(table, e, labels), stat_rows,
+                             call_row(table.num_rows)])
+
+
+def _distances(table: pa.Table, cfg, warehouse: str, cents: dict, centroid: dict) -> pa.Table:
+    e = embed_table(table, cfg, warehouse)
+    pid = int(e.product_ids[0])
+    labels = _nearest(e.space, cents[pid])
+    c = np.stack([centroid[(pid, g)] for g in labels]) if len(labels) else np.zeros_like(e.eut)
+    return pa.table({"product_id": pa.array(np.full(len(labels), pid), pa.int64()),
+                     "group_id": pa.array(labels, pa.int32()),
+                     "dist": pa.array(np.linalg.norm(e.eut - c, axis=1).astype(np.float64))})
+
+
+def _candidates(table: pa.Table, cfg, warehouse: str, cents: dict, centroid: dict, targets: dict,
+                need: dict) -> pa.Table:
+    """For each group and percentile of the shard, the `need` viewers nearest the percentile's distance."""
+    e = embed_table(table, cfg, warehouse)
+    pid = int(e.product_ids[0])
+    labels = _nearest(e.space, cents[pid])
+    out = []
+    for g in np.unique(labels):
+        members = np.flatnonzero(labels == g)
+        dist = np.linalg.norm(e.eut[members] - centroid[(pid, int(g))], axis=1)
+        for p, gap, u, v in nearest(dist, e.uid[members], e.eut[members], targets[(pid, int(g))], need):
+            out.append((pid, int(g), p, gap, u, v.tolist()))
+    cols = list(zip(*out)) if out else [[] for _ in range(6)]
+    return pa.table({"product_id": pa.array(cols[0], pa.int64()), "group_id": pa.array(cols[1], pa.int32()),
+                     "percentile": pa.array(cols[2], pa.int32()), "gap": pa.array(cols[3], pa.float64()),
+                     "user_id": pa.array(cols[4], pa.int64()), "vector": pa.array(cols[5], pa.list_(pa.float32()))})
+
+
+def nearest(dist: np.ndarray, uid: np.ndarray, x: np.ndarray, targets: dict, need: dict):
+    """(percentile, gap, user id, vector) of the need[p] members nearest each target distance targets[p]
+    (ties to the smaller user id): a shard's candidates for the group's points."""
+    for p, t in targets.items():
+        gap = np.abs(dist - t)
+        for i in np.lexsort((uid, gap))[:need[p]]:
+            yield p, float(gap[i]), int(uid[i]), x[i]
+
+
+def points(near: dict, n: int, percentiles, point_users: int) -> list[np.ndarray]:
+    """The group's points from candidates merged over its shards (near[p]: vectors sorted by gap, then user
+    id): the j-th repeat of percentile p is the mean of the j-th block of point_users (group_points)."""
+    seen, out = {}, []
+    for p in percentiles:
+        j = seen.get(p, 0)
+        seen[p] = j + 1
+        lo = min(j * point_users, n - point_users)
+        out.append(near[p][lo:lo + point_users].mean(0))
+    return out
+
+
+def _group_rows(cands: pd.DataFrame, cfg, fits: dict, size: dict, centroid: dict, merges: dict) -> list[dict]:
+    """The group rows: size, e_u|t centroid and the points (`points`) of every group of the split products."""
+    cands = cands.sort_values(["product_id", "group_id", "percentile", "gap", "user_id"])
+    near = {key: np.stack(f["vector"].to_numpy()) for key, f in cands.groupby(["product_id", "group_id", "percentile"])}
+    rows = []
+    for (pid, g), n in sorted(size.items()):
+        pts = points({p: near[(pid, g, p)] for p in set(cfg.percentiles)}, n, cfg.percentiles, cfg.point_users)
+        rows.append({"kind": "group", "product_id": pid, "group_id": g, "k_star": sum(k[0] == pid for k in size),
+                     "silhouette": fits[pid]["silhouette"], "size": n, "points": [v.tolist() for v in pts],
+                     "centroid": centroid[(pid, g)].astype(np.float32).tolist(), "merges": merges[pid],
+                     "sampled": True})
+    return rows
