@@ -32,13 +32,14 @@ EVAL_ONLINE ?=
 CALIBRATE ?=
 EVALUATE ?=
 BENCH_GMLLM ?=
+BENCH_SCALE ?=
 GMLLM_DS ?= cluster/deepspeed/gmllm.json
 NUM_GPUS ?= 1
 # several nodes: DS_LAUNCH="--hostfile cluster/deepspeed/hostfile" DS_CONFIG=cluster/deepspeed/zero3_multinode.json
 DS_LAUNCH ?= --num_gpus $(NUM_GPUS)
 DS_CONFIG ?= cluster/deepspeed/paag.json
 
-.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm grm-models gmllm-no-group-model group-dpo generate eval-online bench bench-simulate bench-regroup bench-gmllm calibrate-world evaluate ddl sql clean
+.PHONY: help setup demo test test-all simulate features train-paag paag-model paag-ablation paag-baselines regroup eval-groups instructions pretrain-gmllm train-grm eval-grm grm-models gmllm-no-group-model group-dpo generate eval-online bench bench-simulate bench-regroup bench-scale bench-gmllm calibrate-world evaluate ddl sql clean
 
 help:
 	@echo "make demo            set up, then run the pipeline end to end on the embedded default world"
@@ -61,6 +62,7 @@ help:
 	@echo "make calibrate-world the v2 world's style lever on the development seed, from its truth (CALIBRATE='--style-scale 0.35')"
 	@echo "make bench           all benchmarks (bench-simulate, bench-regroup, bench-gmllm)"
 	@echo "make bench-regroup   clustering core vs a scikit-learn loop and MLlib, scaling, sampled silhouette error"
+	@echo "make bench-scale     the whole regroup on 60k/200k/600k-user worlds, local and standalone: rows/s, stages, memory"
 	@echo "make bench-gmllm     G-MLLM pre-training and GRM training steps: tokens/s, memory, MFU (BENCH_GMLLM='--shape smollm2-1.7b')"
 	@echo "make ddl             regenerate sql/ddl/ from the table catalog"
 	@echo "make sql Q=name      run sql/queries/name.sql on the local warehouse (no Q: list them; SQL='--run-date ...')"
@@ -149,10 +151,13 @@ evaluate: setup  # every world from scratch unless its result exists (EVALUATE='
 calibrate-world: setup
 	$(PY) jobs/calibrate_world.py $(CALIBRATE)
 
-bench: bench-simulate bench-regroup bench-gmllm
+bench: bench-simulate bench-regroup bench-scale bench-gmllm
 
 bench-regroup: regroup
 	$(PY) jobs/bench_regroup.py
+
+bench-scale: paag-model  # reuses the default world's encoder features and PAAG; run it alone on the machine
+	$(PY) jobs/bench_scale.py --model $(PAAG_MODEL) $(BENCH_SCALE)
 
 bench-simulate: setup
 	$(PY) jobs/bench_simulate.py

@@ -1,0 +1,193 @@
+"""The whole nightly regroup at three world sizes, in local mode and on a two-worker standalone cluster
+(jobs/bench_scale.py is its command line; `make bench-scale`).
+
+Each world is simulated with the default world's seed, product count and parameters (the v2 preset: product
+popularity Zipf-distributed, so the largest products have several times the median's viewers) and only the
+number of users changed; its catalog is therefore the default world's, and the bench reuses the encoder
+features (feat.title_tokens, feat.image_patches) of a warehouse where they were built and a PAAG trained
+there (`make paag-model`). Every regroup runs as its own job process (`jobs/regroup.py`) with the same
+settings; while it runs, the resident memory of every Spark executor JVM (in local mode the driver's JVM,
+which holds the executor) and every PySpark worker is sampled twice a second. Per world and mode: rows,
+rows/s, the seconds of each stage (gaip.metrics), the largest call, peak memory; overall the ratio of the
+largest world's rows/s to the smallest's. Writes reports/bench_scale.json.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from osmf_core.data import catalog as C
+from osmf_core.data.config import ConfigError, default_warehouse
+from osmf_core.data.reader import read_frame
+from osmf_core.data.reports import write_report
+from osmf_core.data.standalone import standalone_cluster
+from osmf_core.grouping.regroup import RegroupConfig
+
+REPO = Path(__file__).resolve().parents[3]
+FEATURES = (C.TITLE_TOKENS, C.IMAGE_PATCHES)
+MODES = ("local", "standalone")
+
+
+@dataclass
+class ScaleConfig:
+    users: tuple[int, ...] = (60_000, 200_000, 600_000)  # the worlds (60,000: the default world)
+    modes: tuple[str, ...] = MODES  # local[*] and/or a standalone cluster of two one-core workers
+    model: str = RegroupConfig.model  # trained PAAG (make paag-model) of the features' warehouse
+    features_from: str = field(default_factory=default_warehouse)  # warehouse whose encoder features are reused
+    work_dir: str = "bench/scale"  # the worlds' warehouses and the cluster's logs
+    executor_memory: str = "2g"  # each standalone executor's JVM heap
+    keep: bool = False  # keep the worlds' warehouses (and reuse them on the next run)
+    report: str = "reports/bench_scale.json"
+
+    def __post_init__(self):
+        self.users, self.modes = tuple(int(u) for u in self.users), tuple(self.modes)
+        if not self.users or min(self.users) < 1000:
+            raise ValueError(f"users must be world sizes of at least 1,000, got {self.users}")
+        if set(self.modes) - set(MODES):
+            raise ValueError(f"modes must be among {MODES}, got {self.modes}")
+
+
+class PeakMemory:
+    """Peak resident memory (MiB) of the processes whose command line holds one of `markers`, sampled in a
+    thread: the largest single process of each kind, and the largest sum over all of them at one time.
+    Whatever else runs Spark on the machine is counted too: the bench runs alone."""
+
+    KINDS = {"executor_jvm": ("CoarseGrainedExecutorBackend",), "driver_jvm": ("org.apache.spark.deploy.SparkSubmit",),
+             "python_worker": ("pyspark.daemon", "pyspark.worker")}
+
+    def __init__(self, every: float = 0.5, kinds: dict | None = None):
+        self.kinds = kinds or self.KINDS
+        self.every, self.peak = every, {**dict.fromkeys(self.kinds, 0.0), "total": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.is_set():
+            total = 0.0
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                kind, rss = _sample(pid, self.kinds)
+                if kind:
+                    self.peak[kind] = max(self.peak[kind], rss)
+                    total += rss
+            self.peak["total"] = max(self.peak["total"], total)
+            self._stop.wait(self.every)
+
+
+def _sample(pid: str, kinds: dict) -> tuple[str | None, float]:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        kind = next((k for k, marks in kinds.items() if any(m in cmd for m in marks)), None)
+        if kind is None:
+            return None, 0.0
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return kind, int(line.split()[1]) / 1024
+    except OSError:  # the process ended between listing and reading
+        pass
+    return None, 0.0
+
+
+def world(cfg: ScaleConfig, users: int) -> str:
+    """The warehouse of the world of `users` users: simulated (default seed, products and parameters), with
+    the features warehouse's encoder features copied in."""
+    wh = Path(cfg.work_dir) / f"world_{users}"
+    if (wh / "raw" / "impressions").is_dir() and cfg.keep:
+        return str(wh)
+    shutil.rmtree(wh, ignore_errors=True)
+    _job("simulate.py", "--users", str(users), "--warehouse", str(wh))
+    for t in FEATURES:
+        src = Path(t.path(cfg.features_from))
+        if not src.is_dir():
+            raise ConfigError(f"{t.fqn} is not in {cfg.features_from}: build the default world's features and "
+                              "PAAG first (make paag-model)")
+        shutil.copytree(src, t.path(str(wh)))
+    return str(wh)
+
+
+def _job(script: str, *args: str) -> None:
+    subprocess.run([sys.executable, str(REPO / "jobs" / script), *args], check=True, cwd=REPO,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def regroup_run(cfg: ScaleConfig, wh: str, mode: str) -> dict:
+    """One regroup of warehouse `wh` in `mode`: its gaip.metrics and the peak memory while it ran."""
+    args = ["--model", cfg.model, "--warehouse", wh]
+    with PeakMemory() as mem:
+        if mode == "local":
+            _job("regroup.py", *args)
+        else:
+            with standalone_cluster(workers=2, cores=1, memory=cfg.executor_memory,
+                                    work_dir=str(Path(cfg.work_dir) / "standalone")) as master:
+                _job("regroup.py", *args, "--master", master, "--conf", f"spark.executorEnv.PYTHONPATH={REPO}",
+                     "--conf", f"spark.pyspark.python={sys.executable}",
+                     "--conf", f"spark.executor.memory={cfg.executor_memory}")
+    peak = {f"peak_{k}_mib": round(v, 1) for k, v in mem.peak.items()}
+    # local mode runs the executor inside the driver's JVM
+    peak["peak_jvm_mib"] = peak["peak_executor_jvm_mib"] if mode == "standalone" else peak["peak_driver_jvm_mib"]
+    return {**latest_metrics(wh), **peak}
+
+
+def latest_metrics(wh: str) -> dict:
+    """The regroup's gaip.metrics (a bench world has one run date: a rerun replaces its rows)."""
+    m = read_frame(C.METRICS, wh, ["stage", "name", "value"])
+    m = m[m["stage"] == "regroup"]
+    return dict(zip(m["name"], m["value"].astype(float)))
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per mode: rows/s at each size and the ratio of the largest world's to the smallest's, and the
+    ratio of their peak memories."""
+    out = {}
+    for mode in sorted({r["mode"] for r in runs}):
+        rs = sorted((r for r in runs if r["mode"] == mode), key=lambda r: r["users"])
+        lo, hi = rs[0], rs[-1]
+        out[mode] = {"rows_per_s": {r["users"]: r["rows_per_s"] for r in rs},
+                     "largest_over_smallest_rows_per_s": hi["rows_per_s"] / lo["rows_per_s"],
+                     "largest_over_smallest_peak_python_worker": hi["peak_python_worker_mib"] / lo["peak_python_worker_mib"],
+                     "largest_over_smallest_peak_jvm": hi["peak_jvm_mib"] / lo["peak_jvm_mib"]}
+    return out
+
+
+STAGES = ("validate", "viewers", "embed_cluster", "write")
+
+
+def bench(cfg: ScaleConfig) -> dict:
+    runs = []
+    print(f"{'users':>9} {'mode':>10} {'rows':>12} {'rows/s':>8} " + " ".join(f"{s:>13}" for s in STAGES)
+          + f" {'split':>5} {'max call':>9} {'JVM MiB':>8} {'worker MiB':>10}")
+    for users in cfg.users:
+        t = time.perf_counter()
+        wh = world(cfg, users)
+        print(f"  world of {users:,} users ready in {time.perf_counter() - t:.0f} s: {wh}", flush=True)
+        for mode in cfg.modes:
+            m = regroup_run(cfg, wh, mode)
+            runs.append({"users": users, "mode": mode, **m})
+            print(f"{users:>9,} {mode:>10} {m['rows_embedded']:>12,.0f} {m['rows_per_s']:>8,.0f} "
+                  + " ".join(f"{m.get('seconds_' + s, float('nan')):>12.1f}s" for s in STAGES)
+                  + f" {m['products_split']:>5.0f} {m['max_rows_per_call']:>9,.0f} {m['peak_jvm_mib']:>8,.0f} "
+                  f"{m['peak_python_worker_mib']:>10,.0f}", flush=True)
+        if not cfg.keep:
+            shutil.rmtree(wh, ignore_errors=True)
+    summary = summarise(runs)
+    for mode, s in summary.items():
+        print(f"{mode}: rows/s of the largest world / the smallest {s['largest_over_smallest_rows_per_s']:.2f}; "
+              f"peak worker memory {s['largest_over_smallest_peak_python_worker']:.2f}x, JVM "
+              f"{s['largest_over_smallest_peak_jvm']:.2f}x")
+    report = {"runs": runs, "summary": summary, "cores": os.cpu_count(), "config": {
+        "users": list(cfg.users), "modes": list(cfg.modes), "executor_memory": cfg.executor_memory}}
+    write_report(cfg.report, report)
+    return report
