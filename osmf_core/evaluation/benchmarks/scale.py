@@ -176,18 +176,23 @@ def bench(cfg: ScaleConfig) -> dict:
         for mode in cfg.modes:
             m = regroup_run(cfg, wh, mode)
             runs.append({"users": users, "mode": mode, **m})
+            _write(cfg, runs)  # after every run: a stopped bench keeps what it measured
             print(f"{users:>9,} {mode:>10} {m['rows_embedded']:>12,.0f} {m['rows_per_s']:>8,.0f} "
                   + " ".join(f"{m.get('seconds_' + s, float('nan')):>12.1f}s" for s in STAGES)
                   + f" {m['products_split']:>5.0f} {m['max_rows_per_call']:>9,.0f} {m['peak_jvm_mib']:>8,.0f} "
                   f"{m['peak_python_worker_mib']:>10,.0f}", flush=True)
         if not cfg.keep:
             shutil.rmtree(wh, ignore_errors=True)
-    summary = summarise(runs)
-    for mode, s in summary.items():
+    report = _write(cfg, runs)
+    for mode, s in report["summary"].items():
         print(f"{mode}: rows/s of the largest world / the smallest {s['largest_over_smallest_rows_per_s']:.2f}; "
               f"peak worker memory {s['largest_over_smallest_peak_python_worker']:.2f}x, JVM "
               f"{s['largest_over_smallest_peak_jvm']:.2f}x")
-    report = {"runs": runs, "summary": summary, "cores": os.cpu_count(), "config": {
+    return report
+
+
+def _write(cfg: ScaleConfig, runs: list[dict]) -> dict:
+    report = {"runs": runs, "summary": summarise(runs), "cores": os.cpu_count(), "config": {
         "users": list(cfg.users), "modes": list(cfg.modes), "executor_memory": cfg.executor_memory}}
     write_report(cfg.report, report)
     return report
