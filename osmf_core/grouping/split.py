@@ -100,12 +100,18 @@ def _nearest(space: np.ndarray, cents: np.ndarray) -> np.ndarray:
     return d2.argmin(1).astype(np.int32)
 
 
+def _labelled(table: pa.Table, cfg, warehouse: str, cents: dict):
+    """A shard's rows embedded (batch.embed_table), its product, and each row's nearest centroid: what every
+    pass over a shard starts from, computed the same way each time."""
+    e = embed_table(table, cfg, warehouse)
+    pid = int(e.product_ids[0])
+    return e, pid, _nearest(e.space, cents[pid])
+
+
 def _assign(table: pa.Table, cfg, warehouse: str, cents: dict) -> pa.Table:
     """One shard: its viewers' groups ("users"), (creative, group) counts ("ctr"), per group the count and
     the sum of e_u|t ("stats": size and centroid), and the "call" row."""
-    e = embed_table(table, cfg, warehouse)
-    pid = int(e.product_ids[0])
-    labels = _nearest(e.space, cents[pid])
+    e, pid, labels = _labelled(table, cfg, warehouse, cents)
     stats = [(g, int((labels == g).sum()), e.eut[labels == g].sum(0, dtype=np.float64).astype(np.float32).tolist())
              for g in range(len(cents[pid]))]
     n = len(stats)
@@ -118,9 +124,7 @@ def _assign(table: pa.Table, cfg, warehouse: str, cents: dict) -> pa.Table:
 
 
 def _distances(table: pa.Table, cfg, warehouse: str, cents: dict, centroid: dict) -> pa.Table:
-    e = embed_table(table, cfg, warehouse)
-    pid = int(e.product_ids[0])
-    labels = _nearest(e.space, cents[pid])
+    e, pid, labels = _labelled(table, cfg, warehouse, cents)
     c = np.stack([centroid[(pid, g)] for g in labels]) if len(labels) else np.zeros_like(e.eut)
     return pa.table({"product_id": pa.array(np.full(len(labels), pid), pa.int64()),
                      "group_id": pa.array(labels, pa.int32()),
@@ -130,9 +134,7 @@ def _distances(table: pa.Table, cfg, warehouse: str, cents: dict, centroid: dict
 def _candidates(table: pa.Table, cfg, warehouse: str, cents: dict, centroid: dict, targets: dict,
                 need: dict) -> pa.Table:
     """For each group and percentile of the shard, the `need` viewers nearest the percentile's distance."""
-    e = embed_table(table, cfg, warehouse)
-    pid = int(e.product_ids[0])
-    labels = _nearest(e.space, cents[pid])
+    e, pid, labels = _labelled(table, cfg, warehouse, cents)
     out = []
     for g in np.unique(labels):
         members = np.flatnonzero(labels == g)
