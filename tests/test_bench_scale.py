@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from osmf_core.evaluation.benchmarks.scale import PeakMemory, ScaleConfig, summarise
+from osmf_core.evaluation.benchmarks.scale import PeakMemory, ScaleConfig, heap_peak, summarise
 
 
 def test_the_sampler_sees_the_peak_memory_of_a_pyspark_worker():
@@ -18,7 +18,8 @@ def test_the_sampler_sees_the_peak_memory_of_a_pyspark_worker():
 
 
 def test_the_summary_divides_the_largest_world_by_the_smallest():
-    runs = [{"users": u, "mode": mode, "rows_per_s": r, "peak_python_worker_mib": w, "peak_jvm_mib": j}
+    runs = [{"users": u, "mode": mode, "rows_per_s": r, "peak_python_worker_mib": w, "peak_jvm_mib": j,
+             "peak_jvm_heap_used_mib": j / 2}
             for u, mode, r, w, j in ((600, "local", 24_000.0, 900.0, 3000.0), (60, "local", 30_000.0, 600.0, 2000.0),
                                      (200, "local", 27_000.0, 700.0, 2500.0), (60, "standalone", 20_000.0, 500.0, 1000.0),
                                      (600, "standalone", 22_000.0, 500.0, 1500.0))]
@@ -26,6 +27,19 @@ def test_the_summary_divides_the_largest_world_by_the_smallest():
     assert s["local"]["largest_over_smallest_rows_per_s"] == pytest.approx(0.8)
     assert s["local"]["largest_over_smallest_peak_python_worker"] == pytest.approx(1.5)
     assert s["standalone"]["largest_over_smallest_rows_per_s"] == pytest.approx(1.1)
+    assert s["standalone"]["largest_over_smallest_peak_jvm_heap_used"] == pytest.approx(1.5)
     assert list(s["local"]["rows_per_s"]) == [60, 200, 600]
     with pytest.raises(ValueError, match="modes"):
         ScaleConfig(modes=("yarn",))
+
+
+def test_the_heap_peak_is_the_largest_jvm_heap_in_use_of_any_executor_in_the_event_log(tmp_path):
+    """Spark's event log lines (as logStageExecutorMetrics and task ends write them): the largest
+    JVMHeapMemory of either kind, in MiB; other metrics and events are ignored."""
+    mib = 2**20
+    (tmp_path / "app-1").write_text("\n".join([
+        '{"Event":"SparkListenerApplicationStart","App Name":"regroup"}',
+        f'{{"Event":"SparkListenerStageExecutorMetrics","Executor ID":"0","Executor Metrics":{{"JVMHeapMemory":{300 * mib},"JVMOffHeapMemory":{900 * mib}}}}}',
+        f'{{"Event":"SparkListenerTaskEnd","Task Executor Metrics":{{"JVMHeapMemory":{512 * mib},"ProcessTreeJVMRSSMemory":{4000 * mib}}}}}',
+        f'{{"Event":"SparkListenerStageExecutorMetrics","Executor ID":"1","Executor Metrics":{{"JVMHeapMemory":{128 * mib}}}}}']))
+    assert heap_peak(tmp_path) == 512.0

@@ -27,8 +27,8 @@ def test_points_from_shard_candidates_equal_the_points_of_the_whole_group():
     need = {p: PERCENTILES.count(p) * 10 for p in targets}
     cands = {p: [] for p in targets}
     for shard in np.array_split(rng.permutation(500), 4):
-        for p, gap, u, v in nearest(dist[shard], uid[shard], x[shard], targets, need):
-            cands[p].append((gap, u, v))
+        for p, gap, u in nearest(dist[shard], uid[shard], targets, need):
+            cands[p].append((gap, u, x[uid == u][0]))
     near = {p: np.stack([v for _, _, v in sorted(c, key=lambda r: (r[0], r[1]))]) for p, c in cands.items()}
     got = points(near, len(x), PERCENTILES, 10)
     np.testing.assert_allclose(np.stack(got), group_points(x, centroid, PERCENTILES, 10), atol=1e-6)
@@ -90,4 +90,6 @@ def test_a_product_of_a_million_viewers_is_grouped_in_shards_within_a_2_gib_exec
     rows = ug.join(read_table(spark, C.USERS, wh), "user_id").toPandas()
     eut = PAAGEmbedder(paag_model, wh)(rows[list(C.USER_ATTRIBUTES)].to_numpy(np.int64), rows["product_id"].to_numpy())
     for g in groups:
-        np.testing.assert_allclose(g["centroid"], eut[(rows["group_id"] == g["group_id"]).to_numpy()].mean(0), atol=1e-4)
+        members = eut[(rows["group_id"] == g["group_id"]).to_numpy()]
+        np.testing.assert_allclose(g["centroid"], members.mean(0), atol=1e-4)
+        assert np.isfinite(g["points"]).all()

@@ -74,8 +74,9 @@ class RegroupConfig:
     exact_max: int = 3000  # exact silhouette up to this many viewers, sampled above
     sample_size: int = 3000  # users in the sampled silhouette
     rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInArrow call (one task)
-    # products with more viewers are clustered across tasks: fitted on a sample, assigned in shards (grouping.split)
-    split_above: int = 250_000
+    # products with more viewers are clustered across tasks: fitted on a sample, assigned in shards
+    # (grouping.split). 0: rows_per_call, so that no call holds more than about rows_per_call rows of a product
+    split_above: int = 0
     # group features
     min_exposure: int = 30  # group_ctr keeps (creative, group) rows with at least this many impressions
     pair_min_exposure: int = 100  # pairs: both creatives at least this many impressions in the group
@@ -84,6 +85,9 @@ class RegroupConfig:
 
     def __post_init__(self):
         self.percentiles = tuple(int(p) for p in self.percentiles)
+        if self.rows_per_call < 1 or self.split_above < 0:
+            raise ValueError("rows_per_call must be >= 1 and split_above >= 0 (0: rows_per_call)")
+        self.split_above = self.split_above or self.rows_per_call
         try:
             self.k_min, self.k_max = (int(v) for v in str(self.k_range).split("-"))
         except ValueError:
@@ -259,14 +263,15 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     rows = seen.join(users, "user_id")
     laps.lap("viewers")
     whole = {p: n for p, n in sizes.items() if n <= cfg.split_above}
-    result = cluster(rows, cfg, whole, warehouse)
+    result, cached = cluster(rows, cfg, whole, warehouse), [seen]
     if len(whole) < len(sizes):
         log(f"[regroup] {len(sizes) - len(whole)} products above {cfg.split_above:,} viewers: clustered across tasks")
-        result = result.unionByName(cluster_split(rows, cfg, {p: n for p, n in sizes.items() if p not in whole},
-                                                  warehouse, log))
+        split, split_cached = cluster_split(rows, cfg, {p: n for p, n in sizes.items() if p not in whole}, warehouse, log)
+        result, cached = result.unionByName(split), cached + split_cached
     result = result.persist()
     n_result = result.count()  # runs embedding and clustering once
-    seen.unpersist()
+    for frame in cached:
+        frame.unpersist()
     laps.lap("embed_cluster")
     date = F.lit(end).cast("date")
     where = f"run_date = '{end.isoformat()}'"

@@ -12,45 +12,67 @@ about `rows_per_call` viewers, or the sample.
            impressions and clicks, and per group the count and the sum of e_u|t. A group smaller than
            min_group_size loses its centroid and the product is assigned again (batch merges such a
            group into the nearest; here each of its viewers goes to their own nearest)
-  targets  each group's e_u|t centroid (sum / count); each viewer's distance to it, one small row per
-           viewer, and Spark's percentile_approx of them per group: the percentile distances
-  points   per shard, for each percentile the viewers nearest its distance (as many as the entry's
-           blocks need); merged across shards, the j-th block of point_users nearest viewers is averaged
-           into the point, as group_points does on one frame: no point describes fewer than point_users
-Each pass computes e_u|t and the profiles of its shard again (three passes over the large products' rows)
-rather than keeping 128 floats per viewer between them.
+  targets  each group's e_u|t centroid (sum / count); per shard each viewer's group and distance to it,
+           one small row per viewer (cached), and Spark's percentile_approx of them per group: the
+           percentile distances
+  points   per shard of the distance rows, for each percentile the viewers nearest its distance (as many
+           as the entry's blocks need); merged across shards, the j-th block of point_users nearest
+           viewers is averaged into the point, as group_points does on one frame: no point describes fewer
+           than point_users. Only these few viewers per product are embedded again, for their e_u|t
+The rows are shuffled into (product, shard) partitions once and cached. The fit, assign and distance
+passes each compute e_u|t and the profiles of their rows (the sample, then every viewer twice) rather
+than keeping 128 floats per viewer between them.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from osmf_core.grouping.batch import (ARROW_SCHEMA, CLUSTER_SCHEMA, _table, call_row, ctr_of, embed_table,
-                                      tagged)
+from osmf_core.grouping.batch import (
+    ARROW_SCHEMA,
+    CLUSTER_SCHEMA,
+    _table,
+    call_row,
+    ctr_of,
+    embed_table,
+    tagged,
+)
 from osmf_core.grouping.kmeans import cluster_products
 
 FIT_SCHEMA = "product_id long, k_star int, silhouette double, centroids array<array<float>>, fit_on long"
-DIST_SCHEMA = "product_id long, group_id int, dist double"
-CAND_SCHEMA = "product_id long, group_id int, percentile int, gap double, user_id long, vector array<float>"
+DIST_SCHEMA = "product_id long, shard int, group_id int, user_id long, dist double"
+CAND_SCHEMA = "product_id long, group_id int, percentile int, gap double, user_id long"
+VEC_SCHEMA = "product_id long, user_id long, vector array<float>"
 
 
-def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str, log=print) -> DataFrame:
+def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
+                  log=print) -> tuple[DataFrame, list[DataFrame]]:
     """CLUSTER_SCHEMA rows ("users" per shard, "ctr" per shard, "call", "group") of the products in `sizes`
-    (product id -> viewers), each clustered across tasks. cfg: a RegroupConfig."""
-    spark = rows.sparkSession
+    (product id -> viewers), each clustered across tasks, and the frames it cached, which the caller
+    unpersists once it has materialised the rows. cfg: a RegroupConfig.
+
+    The rows are joined, keyed by shard and shuffled into (product, shard) partitions once, and cached
+    there: the fit's sample and the three passes read them without another join or shuffle."""
+    spark, t0 = rows.sparkSession, time.perf_counter()
     big = spark.createDataFrame([(int(p), int(n), -(-int(n) // cfg.rows_per_call)) for p, n in sizes.items()],
                                 "product_id long, n long, shards int")
-    keyed = rows.join(F.broadcast(big), "product_id")
+    shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))
+    n_parts = max(sum(-(-int(n) // cfg.rows_per_call) for n in sizes.values()), spark.sparkContext.defaultParallelism)
+    sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard)
+               .repartition(n_parts, "product_id", "shard").persist(StorageLevel.MEMORY_AND_DISK))
     uniform = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed)), F.lit(1 << 30)) / float(1 << 30)
-    sample = keyed.where(uniform < F.lit(cfg.cluster.fit_max) / F.col("n"))
+    sample = sharded.where(uniform < F.lit(cfg.cluster.fit_max) / F.col("n"))
     fits = {r["product_id"]: r for r in sample.groupBy("product_id").applyInArrow(
         lambda t: _fit(t, cfg, warehouse), FIT_SCHEMA).collect()}
     cents = {p: np.asarray(f["centroids"], np.float32) for p, f in fits.items()}
-    sharded = keyed.withColumn("shard", F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards")))
-    by_shard = sharded.groupBy("product_id", "shard")
+    log(f"[regroup] split: {len(fits)} products fitted on samples ({time.perf_counter() - t0:.1f} s)")
+    by_shard = sharded.groupBy("product_id", "shard")  # partitioned so already: no exchange
     merges = dict.fromkeys(cents, 0)
     while True:
         assigned = by_shard.applyInArrow(_bound(_assign, cfg, warehouse, dict(cents)), CLUSTER_SCHEMA).persist()
@@ -67,18 +89,27 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str, l
         log(f"[regroup] {len(small)} large products had a group below {cfg.min_group_size} viewers: assigning again")
         assigned.unpersist()
     centroid = {(r["product_id"], r["group_id"]): np.sum(r["sums"], 0) / r["size"] for r in stats}
+    log(f"[regroup] split: {len(size)} groups assigned ({time.perf_counter() - t0:.1f} s)")
     entries = sorted(set(cfg.percentiles))
-    dist = by_shard.applyInArrow(lambda t: _distances(t, cfg, warehouse, cents, centroid), DIST_SCHEMA)
+    dist = by_shard.applyInArrow(lambda t: _distances(t, cfg, warehouse, cents, centroid), DIST_SCHEMA).persist(
+        StorageLevel.MEMORY_AND_DISK)
     targets = {(r["product_id"], r["group_id"]): dict(zip(entries, r["t"])) for r in dist.groupBy(
         "product_id", "group_id").agg(F.percentile_approx("dist", [p / 100 for p in entries], 1_000_000).alias("t"))
         .collect()}
     need = {p: cfg.percentiles.count(p) * cfg.point_users for p in entries}
-    cands = by_shard.applyInArrow(lambda t: _candidates(t, cfg, warehouse, cents, centroid, targets, need),
-                                  CAND_SCHEMA).toPandas()
+    log(f"[regroup] split: percentile distances ({time.perf_counter() - t0:.1f} s)")
+    cands = dist.groupBy("product_id", "shard").applyInArrow(lambda t: _candidates(t, targets, need),
+                                                             CAND_SCHEMA).toPandas()
+    with_vec = cands.merge(_vectors(sharded, cands, cfg, warehouse), on=["product_id", "user_id"], validate="many_to_one")
+    if len(with_vec) != len(cands):
+        raise RuntimeError(f"{len(cands) - len(with_vec)} point candidates found no row to embed")
+    cands = with_vec
     groups = _group_rows(cands, cfg, fits, size, centroid, merges)
+    log(f"[regroup] split: points from {len(cands):,} candidates ({time.perf_counter() - t0:.1f} s)")
     group_df = spark.createDataFrame([tuple(g.get(f) for f in CLUSTER_SCHEMA.fieldNames()) for g in groups],
                                      CLUSTER_SCHEMA)
-    return assigned.where(F.col("kind") != "stats").unionByName(group_df)
+    dist.unpersist()
+    return assigned.where(F.col("kind") != "stats").unionByName(group_df), [sharded, assigned]
 
 
 def _bound(fn, *args):
@@ -124,36 +155,53 @@ def _assign(table: pa.Table, cfg, warehouse: str, cents: dict) -> pa.Table:
 
 
 def _distances(table: pa.Table, cfg, warehouse: str, cents: dict, centroid: dict) -> pa.Table:
+    """One shard: each viewer's group and distance (e_u|t) to the group's centroid."""
     e, pid, labels = _labelled(table, cfg, warehouse, cents)
-    c = np.stack([centroid[(pid, g)] for g in labels]) if len(labels) else np.zeros_like(e.eut)
-    return pa.table({"product_id": pa.array(np.full(len(labels), pid), pa.int64()),
-                     "group_id": pa.array(labels, pa.int32()),
-                     "dist": pa.array(np.linalg.norm(e.eut - c, axis=1).astype(np.float64))})
+    c = np.stack([centroid[(pid, g)] for g in range(len(cents[pid]))]).astype(np.float32)
+    n = len(labels)
+    return pa.table({"product_id": pa.array(np.full(n, pid), pa.int64()),
+                     "shard": pa.array(np.full(n, table.column("shard")[0].as_py() if n else 0), pa.int32()),
+                     "group_id": pa.array(labels, pa.int32()), "user_id": pa.array(e.uid, pa.int64()),
+                     "dist": pa.array(np.linalg.norm(e.eut - c[labels], axis=1).astype(np.float64))})
 
 
-def _candidates(table: pa.Table, cfg, warehouse: str, cents: dict, centroid: dict, targets: dict,
-                need: dict) -> pa.Table:
-    """For each group and percentile of the shard, the `need` viewers nearest the percentile's distance."""
-    e, pid, labels = _labelled(table, cfg, warehouse, cents)
+def _candidates(table: pa.Table, targets: dict, need: dict) -> pa.Table:
+    """One shard's distance rows: for each group and percentile, the `need` viewers nearest the
+    percentile's distance (`nearest`). No embedding: the distances are those of the pass before."""
+    pid = table.column("product_id").to_numpy()
+    group, uid, dist = (table.column(c).to_numpy() for c in ("group_id", "user_id", "dist"))
     out = []
-    for g in np.unique(labels):
-        members = np.flatnonzero(labels == g)
-        dist = np.linalg.norm(e.eut[members] - centroid[(pid, int(g))], axis=1)
-        for p, gap, u, v in nearest(dist, e.uid[members], e.eut[members], targets[(pid, int(g))], need):
-            out.append((pid, int(g), p, gap, u, v.tolist()))
-    cols = list(zip(*out)) if out else [[] for _ in range(6)]
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        key = (int(pid[0]), int(g))
+        out += [(*key, p, gap, u) for p, gap, u in nearest(dist[members], uid[members], targets[key], need)]
+    cols = list(zip(*out)) if out else [[] for _ in range(5)]
     return pa.table({"product_id": pa.array(cols[0], pa.int64()), "group_id": pa.array(cols[1], pa.int32()),
                      "percentile": pa.array(cols[2], pa.int32()), "gap": pa.array(cols[3], pa.float64()),
-                     "user_id": pa.array(cols[4], pa.int64()), "vector": pa.array(cols[5], pa.list_(pa.float32()))})
+                     "user_id": pa.array(cols[4], pa.int64())})
 
 
-def nearest(dist: np.ndarray, uid: np.ndarray, x: np.ndarray, targets: dict, need: dict):
-    """(percentile, gap, user id, vector) of the need[p] members nearest each target distance targets[p]
-    (ties to the smaller user id): a shard's candidates for the group's points."""
+def _vectors(sharded: DataFrame, cands: pd.DataFrame, cfg, warehouse: str) -> pd.DataFrame:
+    """e_u|t of the candidates only (a few hundred viewers per product), from their rows in `sharded`."""
+    want = sharded.sparkSession.createDataFrame(cands[["product_id", "user_id"]].drop_duplicates(),
+                                                "product_id long, user_id long")
+    return (sharded.join(F.broadcast(want), ["product_id", "user_id"]).groupBy("product_id")
+            .applyInArrow(lambda t: _embedded(t, cfg, warehouse), VEC_SCHEMA).toPandas())
+
+
+def _embedded(table: pa.Table, cfg, warehouse: str) -> pa.Table:
+    e = embed_table(table, cfg, warehouse)
+    return pa.table({"product_id": pa.array(e.product_ids, pa.int64()), "user_id": pa.array(e.uid, pa.int64()),
+                     "vector": pa.array(list(e.eut), pa.list_(pa.float32()))})
+
+
+def nearest(dist: np.ndarray, uid: np.ndarray, targets: dict, need: dict):
+    """(percentile, gap, user id) of the need[p] members nearest each target distance targets[p] (ties to
+    the smaller user id): a shard's candidates for the group's points."""
     for p, t in targets.items():
         gap = np.abs(dist - t)
         for i in np.lexsort((uid, gap))[:need[p]]:
-            yield p, float(gap[i]), int(uid[i]), x[i]
+            yield p, float(gap[i]), int(uid[i])
 
 
 def points(near: dict, n: int, percentiles, point_users: int) -> list[np.ndarray]:

@@ -13,6 +13,7 @@ largest world's rows/s to the smallest's. Writes reports/bench_scale.json.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -124,8 +125,12 @@ def _job(script: str, *args: str) -> None:
 
 
 def regroup_run(cfg: ScaleConfig, wh: str, mode: str) -> dict:
-    """One regroup of warehouse `wh` in `mode`: its gaip.metrics and the peak memory while it ran."""
-    args = ["--model", cfg.model, "--warehouse", wh]
+    """One regroup of warehouse `wh` in `mode`: its gaip.metrics, the peak memory while it ran (resident,
+    from /proc) and the peak JVM heap in use that Spark itself reports per executor (its event log)."""
+    events = Path(cfg.work_dir).resolve() / "events" / f"{Path(wh).name}_{mode}"
+    shutil.rmtree(events, ignore_errors=True)
+    events.mkdir(parents=True)
+    args = ["--model", cfg.model, "--warehouse", wh, *EVENT_LOG(events)]
     with PeakMemory() as mem:
         if mode == "local":
             _job("regroup.py", *args)
@@ -138,7 +143,27 @@ def regroup_run(cfg: ScaleConfig, wh: str, mode: str) -> dict:
     peak = {f"peak_{k}_mib": round(v, 1) for k, v in mem.peak.items()}
     # local mode runs the executor inside the driver's JVM
     peak["peak_jvm_mib"] = peak["peak_executor_jvm_mib"] if mode == "standalone" else peak["peak_driver_jvm_mib"]
-    return {**latest_metrics(wh), **peak}
+    return {**latest_metrics(wh), **peak, "peak_jvm_heap_used_mib": heap_peak(events)}
+
+
+def EVENT_LOG(events: Path) -> list[str]:
+    """spark-submit flags for an event log with each stage's peak executor metrics, polled twice a second."""
+    return [f for k, v in (("spark.eventLog.enabled", "true"), ("spark.eventLog.dir", events.as_uri()),
+                           ("spark.eventLog.logStageExecutorMetrics", "true"),
+                           ("spark.executor.metrics.pollingInterval", "500ms")) for f in ("--conf", f"{k}={v}")]
+
+
+def heap_peak(events: Path) -> float:
+    """The largest JVMHeapMemory (MiB) of any executor in the event logs under `events` (local mode: the
+    driver's JVM, which runs the tasks): the heap in use, not what the JVM has reserved."""
+    peak = 0
+    for f in events.iterdir():
+        for line in f.open():
+            if '"JVMHeapMemory"' in line:
+                e = json.loads(line)
+                for m in (e.get("Executor Metrics"), e.get("Task Executor Metrics")):
+                    peak = max(peak, (m or {}).get("JVMHeapMemory", 0))
+    return round(peak / 2**20, 1)
 
 
 def latest_metrics(wh: str) -> dict:
@@ -158,7 +183,8 @@ def summarise(runs: list[dict]) -> dict:
         out[mode] = {"rows_per_s": {r["users"]: r["rows_per_s"] for r in rs},
                      "largest_over_smallest_rows_per_s": hi["rows_per_s"] / lo["rows_per_s"],
                      "largest_over_smallest_peak_python_worker": hi["peak_python_worker_mib"] / lo["peak_python_worker_mib"],
-                     "largest_over_smallest_peak_jvm": hi["peak_jvm_mib"] / lo["peak_jvm_mib"]}
+                     "largest_over_smallest_peak_jvm": hi["peak_jvm_mib"] / lo["peak_jvm_mib"],
+                     "largest_over_smallest_peak_jvm_heap_used": hi["peak_jvm_heap_used_mib"] / lo["peak_jvm_heap_used_mib"]}
     return out
 
 
@@ -168,7 +194,7 @@ STAGES = ("validate", "viewers", "embed_cluster", "write")
 def bench(cfg: ScaleConfig) -> dict:
     runs = []
     print(f"{'users':>9} {'mode':>10} {'rows':>12} {'rows/s':>8} " + " ".join(f"{s:>13}" for s in STAGES)
-          + f" {'split':>5} {'max call':>9} {'JVM MiB':>8} {'worker MiB':>10}")
+          + f" {'split':>5} {'max call':>9} {'JVM MiB':>8} {'heap MiB':>8} {'worker MiB':>10}")
     for users in cfg.users:
         t = time.perf_counter()
         wh = world(cfg, users)
@@ -180,6 +206,7 @@ def bench(cfg: ScaleConfig) -> dict:
             print(f"{users:>9,} {mode:>10} {m['rows_embedded']:>12,.0f} {m['rows_per_s']:>8,.0f} "
                   + " ".join(f"{m.get('seconds_' + s, float('nan')):>12.1f}s" for s in STAGES)
                   + f" {m['products_split']:>5.0f} {m['max_rows_per_call']:>9,.0f} {m['peak_jvm_mib']:>8,.0f} "
+                  f"{m['peak_jvm_heap_used_mib']:>8,.0f} "
                   f"{m['peak_python_worker_mib']:>10,.0f}", flush=True)
         if not cfg.keep:
             shutil.rmtree(wh, ignore_errors=True)
@@ -187,7 +214,8 @@ def bench(cfg: ScaleConfig) -> dict:
     for mode, s in report["summary"].items():
         print(f"{mode}: rows/s of the largest world / the smallest {s['largest_over_smallest_rows_per_s']:.2f}; "
               f"peak worker memory {s['largest_over_smallest_peak_python_worker']:.2f}x, JVM "
-              f"{s['largest_over_smallest_peak_jvm']:.2f}x")
+              f"{s['largest_over_smallest_peak_jvm']:.2f}x resident, "
+              f"{s['largest_over_smallest_peak_jvm_heap_used']:.2f}x heap in use")
     return report
 
 
