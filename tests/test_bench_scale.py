@@ -37,7 +37,8 @@ def test_the_heap_peak_is_the_largest_jvm_heap_in_use_of_any_executor_in_the_eve
     """Spark's event log lines (as logStageExecutorMetrics and task ends write them): the largest
     JVMHeapMemory of either kind, in MiB; other metrics and events are ignored."""
     mib = 2**20
-    (tmp_path / "app-1").write_text("\n".join([
+    (tmp_path / "eventlog_v2_app-1").mkdir()  # Spark 4 writes a folder per application
+    (tmp_path / "eventlog_v2_app-1" / "events_1_app-1").write_text("\n".join([
         '{"Event":"SparkListenerApplicationStart","App Name":"regroup"}',
         f'{{"Event":"SparkListenerStageExecutorMetrics","Executor ID":"0","Executor Metrics":{{"JVMHeapMemory":{300 * mib},"JVMOffHeapMemory":{900 * mib}}}}}',
         f'{{"Event":"SparkListenerTaskEnd","Task Executor Metrics":{{"JVMHeapMemory":{512 * mib},"ProcessTreeJVMRSSMemory":{4000 * mib}}}}}',

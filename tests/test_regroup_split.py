@@ -63,7 +63,7 @@ def test_a_product_of_a_million_viewers_is_grouped_in_shards_within_a_2_gib_exec
     from osmf_core.grouping.regroup import RegroupConfig, regroup
     wh, pid = million_wh
     assert spark.sparkContext.getConf().get("spark.driver.memory") == "2g"  # local mode: the executors' JVM
-    cfg = RegroupConfig(model=paag_model, **{**REGROUP, "rows_per_call": 125_000}, split_above=200_000)
+    cfg = RegroupConfig(model=paag_model, **{**REGROUP, "rows_per_call": 125_000}, split_above=200_000, tasks=3)
     m = regroup(spark, cfg, wh, log=lambda *_: None)
     assert m["products_split"] == 1
     assert m["max_rows_per_call"] <= 140_000  # shards of about rows_per_call: no call held the product's viewers
@@ -71,6 +71,8 @@ def test_a_product_of_a_million_viewers_is_grouped_in_shards_within_a_2_gib_exec
     ug = read_table(spark, C.USER_GROUPS, wh).where(F.col("product_id") == pid)
     n = ug.count()
     assert n >= 1_000_000 and ug.select("user_id").distinct().count() == n  # every viewer, exactly once
+    # the other products in one bucket per task (their rows are far below rows_per_call), the large one in shards
+    assert m["cluster_calls"] == 3 + -(-n // cfg.rows_per_call)
     groups = read_table(spark, C.GROUPS, wh).where(F.col("product_id") == pid).orderBy("group_id").collect()
     sizes = dict(ug.groupBy("group_id").count().collect())
     assert [g["group_id"] for g in groups] == list(range(len(groups))) and len(groups) == groups[0]["k_star"] >= 1

@@ -74,9 +74,11 @@ class RegroupConfig:
     exact_max: int = 3000  # exact silhouette up to this many viewers, sampled above
     sample_size: int = 3000  # users in the sampled silhouette
     rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInArrow call (one task)
-    # products with more viewers are clustered across tasks: fitted on a sample, assigned in shards
-    # (grouping.split). 0: rows_per_call, so that no call holds more than about rows_per_call rows of a product
-    split_above: int = 0
+    # tasks the clustering's buckets are dealt to. 0: the cores Spark has when the clustering starts (under
+    # dynamic allocation set it to the cores of the executors the job will have, e.g. 16 x 4 = 64)
+    tasks: int = 0
+    # products with more viewers are clustered across tasks: fitted on a sample, assigned in shards (grouping.split)
+    split_above: int = 250_000
     # group features
     min_exposure: int = 30  # group_ctr keeps (creative, group) rows with at least this many impressions
     pair_min_exposure: int = 100  # pairs: both creatives at least this many impressions in the group
@@ -85,9 +87,8 @@ class RegroupConfig:
 
     def __post_init__(self):
         self.percentiles = tuple(int(p) for p in self.percentiles)
-        if self.rows_per_call < 1 or self.split_above < 0:
-            raise ValueError("rows_per_call must be >= 1 and split_above >= 0 (0: rows_per_call)")
-        self.split_above = self.split_above or self.rows_per_call
+        if self.rows_per_call < 1 or self.split_above < 1 or self.tasks < 0:
+            raise ValueError("rows_per_call and split_above must be >= 1, tasks >= 0 (0: Spark's cores)")
         try:
             self.k_min, self.k_max = (int(v) for v in str(self.k_range).split("-"))
         except ValueError:
@@ -174,10 +175,10 @@ def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date) -
 # ---------------------------------------------------------------------------------- step 2-3
 def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], warehouse: str) -> DataFrame:
     """(product, user, attributes) rows of the products in `sizes` (product id -> rows): products packed into
-    buckets of about `rows_per_call` rows, the buckets dealt evenly to one task per core; one applyInArrow
-    call per bucket embeds its rows (e_u|t) and clusters its products (grouping.batch)."""
+    buckets of about `rows_per_call` rows, the buckets dealt evenly to `cfg.tasks` tasks (one per core); one
+    applyInArrow call per bucket embeds its rows (e_u|t) and clusters its products (grouping.batch)."""
     spark = rows.sparkSession
-    tasks = spark.sparkContext.defaultParallelism
+    tasks = cfg.tasks or spark.sparkContext.defaultParallelism
     n = max(-(-sum(sizes.values()) // cfg.rows_per_call), tasks)
     label = bucket_labels(spark, n, tasks)
     of = {pid: label[b] for pid, b in pack(sizes, n).items()}

@@ -63,7 +63,7 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
     big = spark.createDataFrame([(int(p), int(n), -(-int(n) // cfg.rows_per_call)) for p, n in sizes.items()],
                                 "product_id long, n long, shards int")
     shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))
-    n_parts = max(sum(-(-int(n) // cfg.rows_per_call) for n in sizes.values()), spark.sparkContext.defaultParallelism)
+    n_parts = max(sum(-(-int(n) // cfg.rows_per_call) for n in sizes.values()), cfg.tasks or spark.sparkContext.defaultParallelism)
     sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard)
                .repartition(n_parts, "product_id", "shard").persist(StorageLevel.MEMORY_AND_DISK))
     uniform = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed)), F.lit(1 << 30)) / float(1 << 30)

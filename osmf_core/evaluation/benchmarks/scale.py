@@ -147,9 +147,11 @@ def regroup_run(cfg: ScaleConfig, wh: str, mode: str) -> dict:
 
 
 def EVENT_LOG(events: Path) -> list[str]:
-    """spark-submit flags for an event log with each stage's peak executor metrics, polled twice a second."""
+    """spark-submit flags for a plain event log (one uncompressed JSON file) with each stage's peak executor
+    metrics, polled twice a second."""
     return [f for k, v in (("spark.eventLog.enabled", "true"), ("spark.eventLog.dir", events.as_uri()),
                            ("spark.eventLog.logStageExecutorMetrics", "true"),
+                           ("spark.eventLog.compress", "false"), ("spark.eventLog.rolling.enabled", "false"),
                            ("spark.executor.metrics.pollingInterval", "500ms")) for f in ("--conf", f"{k}={v}")]
 
 
@@ -157,7 +159,7 @@ def heap_peak(events: Path) -> float:
     """The largest JVMHeapMemory (MiB) of any executor in the event logs under `events` (local mode: the
     driver's JVM, which runs the tasks): the heap in use, not what the JVM has reserved."""
     peak = 0
-    for f in events.iterdir():
+    for f in (f for f in events.rglob("*") if f.is_file() and not f.name.startswith(".")):
         for line in f.open():
             if '"JVMHeapMemory"' in line:
                 e = json.loads(line)
