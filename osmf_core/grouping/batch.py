@@ -45,11 +45,17 @@ CLUSTER_SCHEMA = T.StructType([
     T.StructField("impressions", T.LongType(), True),
     T.StructField("clicks", T.LongType(), True),
     T.StructField("rows_in", T.LongType(), True),  # "call" rows: one per call, the rows it was given and the
-    T.StructField("peak_rss_mib", T.DoubleType(), True),  # peak memory of its Python worker so far
+    T.StructField("peak_rss_mib", T.DoubleType(), True),  # peak memory of its Python worker so far, and
+    T.StructField("fixed_rss_mib", T.DoubleType(), True),  # that peak once the worker had loaded PAAG and features
 ])
 ARROW_SCHEMA = to_arrow_schema(CLUSTER_SCHEMA)
 
 _EMBEDDERS: dict = {}  # one PAAG per Python worker process, reused across tasks
+_FIXED_MIB: list[float] = [0.0]  # the worker's peak resident memory when its embedder was loaded
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def embedder(model: str, warehouse: str, profiles: bool) -> PAAGEmbedder:
@@ -58,6 +64,7 @@ def embedder(model: str, warehouse: str, profiles: bool) -> PAAGEmbedder:
         import torch
         torch.set_num_threads(1)  # one task per core: Spark already runs the cores in parallel
         _EMBEDDERS[key] = PAAGEmbedder(model, warehouse, profiles=profiles)
+        _FIXED_MIB[0] = _peak_mib()
     return _EMBEDDERS[key]
 
 
@@ -105,10 +112,11 @@ def ctr_of(table: pa.Table, e: Embedded, labels: np.ndarray) -> pa.Table:
 
 
 def call_row(rows_in: int) -> pa.Table:
-    """The "call" row: the rows a call was given and its worker's peak resident memory so far."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """The "call" row: the rows a call was given, its worker's peak resident memory so far, and what that
+    peak was when the worker had just loaded its PAAG and feature bank (the part no call size changes)."""
     return _table({"kind": pa.array(["call"]), "product_id": pa.array([0], pa.int64()),
-                   "rows_in": pa.array([rows_in], pa.int64()), "peak_rss_mib": pa.array([peak])}, 1)
+                   "rows_in": pa.array([rows_in], pa.int64()), "peak_rss_mib": pa.array([_peak_mib()]),
+                   "fixed_rss_mib": pa.array([_FIXED_MIB[0]])}, 1)
 
 
 def ctr_rows(creatives: pa.ChunkedArray, clicked: pa.ChunkedArray, product_ids: np.ndarray,

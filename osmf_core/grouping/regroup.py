@@ -293,7 +293,8 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
         done = [pool.submit(write_table, df, t, warehouse, where) for df, t in writes]
         summary = pool.submit(_summary, result)
         calls = pool.submit(lambda: result.where(F.col("kind") == "call").agg(
-            F.count("*").alias("n"), F.max("rows_in").alias("rows"), F.max("peak_rss_mib").alias("rss")).first())
+            F.count("*").alias("n"), F.max("rows_in").alias("rows"), F.max("peak_rss_mib").alias("rss"),
+            F.max("fixed_rss_mib").alias("fixed")).first())
         for f in done:
             f.result()
         g, calls = summary.result(), calls.result()
@@ -310,6 +311,7 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
         "embed_cluster_seconds": laps.seconds["embed_cluster"], "cluster_output_rows": n_result,
         "products_split": len(sizes) - len(whole), "cluster_calls": int(calls["n"]),
         "max_rows_per_call": int(calls["rows"]), "peak_worker_rss_mib": float(calls["rss"]),
+        "worker_fixed_rss_mib": float(calls["fixed"]),
         **{f"seconds_{k}": v for k, v in laps.seconds.items()},
     }
     metrics.update(seconds=laps.total, rows_per_s=n_rows / laps.total)  # up to the metrics write and publish

@@ -196,7 +196,7 @@ STAGES = ("validate", "viewers", "embed_cluster", "write")
 def bench(cfg: ScaleConfig) -> dict:
     runs = []
     print(f"{'users':>9} {'mode':>10} {'rows':>12} {'rows/s':>8} " + " ".join(f"{s:>13}" for s in STAGES)
-          + f" {'split':>5} {'max call':>9} {'JVM MiB':>8} {'heap MiB':>8} {'worker MiB':>10}")
+          + f" {'split':>5} {'max call':>9} {'JVM MiB':>8} {'heap MiB':>8} {'worker MiB':>10} {'fixed MiB':>9}")
     for users in cfg.users:
         t = time.perf_counter()
         wh = world(cfg, users)
@@ -209,7 +209,7 @@ def bench(cfg: ScaleConfig) -> dict:
                   + " ".join(f"{m.get('seconds_' + s, float('nan')):>12.1f}s" for s in STAGES)
                   + f" {m['products_split']:>5.0f} {m['max_rows_per_call']:>9,.0f} {m['peak_jvm_mib']:>8,.0f} "
                   f"{m['peak_jvm_heap_used_mib']:>8,.0f} "
-                  f"{m['peak_python_worker_mib']:>10,.0f}", flush=True)
+                  f"{m['peak_python_worker_mib']:>10,.0f} {m['worker_fixed_rss_mib']:>9,.0f}", flush=True)
         if not cfg.keep:
             shutil.rmtree(wh, ignore_errors=True)
     report = _write(cfg, runs)
