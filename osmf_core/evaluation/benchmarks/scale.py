@@ -43,6 +43,7 @@ class ScaleConfig:
     features_from: str = field(default_factory=default_warehouse)  # warehouse whose encoder features are reused
     work_dir: str = "bench/scale"  # the worlds' warehouses and the cluster's logs
     executor_memory: str = "2g"  # each standalone executor's JVM heap
+    split_above: int = 0  # the regroup's --split-above (0: its default)
     keep: bool = False  # keep the worlds' warehouses (and reuse them on the next run)
     report: str = "reports/bench_scale.json"
 
@@ -130,7 +131,8 @@ def regroup_run(cfg: ScaleConfig, wh: str, mode: str) -> dict:
     events = Path(cfg.work_dir).resolve() / "events" / f"{Path(wh).name}_{mode}"
     shutil.rmtree(events, ignore_errors=True)
     events.mkdir(parents=True)
-    args = ["--model", cfg.model, "--warehouse", wh, *EVENT_LOG(events)]
+    args = ["--model", cfg.model, "--warehouse", wh, *EVENT_LOG(events),
+            *(["--split-above", str(cfg.split_above)] if cfg.split_above else [])]
     with PeakMemory() as mem:
         if mode == "local":
             _job("regroup.py", *args)
@@ -223,6 +225,7 @@ def bench(cfg: ScaleConfig) -> dict:
 
 def _write(cfg: ScaleConfig, runs: list[dict]) -> dict:
     report = {"runs": runs, "summary": summarise(runs), "cores": os.cpu_count(), "config": {
-        "users": list(cfg.users), "modes": list(cfg.modes), "executor_memory": cfg.executor_memory}}
+        "users": list(cfg.users), "modes": list(cfg.modes), "executor_memory": cfg.executor_memory,
+        "split_above": cfg.split_above or RegroupConfig.split_above}}
     write_report(cfg.report, report)
     return report
