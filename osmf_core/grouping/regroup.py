@@ -75,7 +75,7 @@ class RegroupConfig:
     sample_size: int = 3000  # users in the sampled silhouette
     rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInArrow call (one task)
     # tasks the clustering's buckets are dealt to. 0: the cores Spark has when the clustering starts (under
-    # dynamic allocation set it to the cores of the executors the job will have, e.g. 16 x 4 = 64)
+    # dynamic allocation set it to the cores of the executors the job will have, e.g. 20 x 4 = 80)
     tasks: int = 0
     # products with more viewers are clustered across tasks: fitted on a sample, assigned in shards (grouping.split)
     split_above: int = 250_000

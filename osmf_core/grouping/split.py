@@ -34,15 +34,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from osmf_core.grouping.batch import (
-    ARROW_SCHEMA,
-    CLUSTER_SCHEMA,
-    _table,
-    call_row,
-    ctr_of,
-    embed_table,
-    tagged,
-)
+from osmf_core.grouping.batch import (ARROW_SCHEMA, CLUSTER_SCHEMA, _table, call_row, ctr_of, embed_table,
+                                      tagged)
 from osmf_core.grouping.kmeans import cluster_products
 
 FIT_SCHEMA = "product_id long, k_star int, silhouette double, centroids array<array<float>>, fit_on long"
@@ -58,12 +51,14 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
     unpersists once it has materialised the rows. cfg: a RegroupConfig.
 
     The rows are joined, keyed by shard and shuffled into (product, shard) partitions once, and cached
-    there: the fit's sample and the three passes read them without another join or shuffle."""
+    there: the fit's sample, the two passes and the candidates' embedding read them without another join
+    or shuffle."""
     spark, t0 = rows.sparkSession, time.perf_counter()
     big = spark.createDataFrame([(int(p), int(n), -(-int(n) // cfg.rows_per_call)) for p, n in sizes.items()],
                                 "product_id long, n long, shards int")
     shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))
-    n_parts = max(sum(-(-int(n) // cfg.rows_per_call) for n in sizes.values()), cfg.tasks or spark.sparkContext.defaultParallelism)
+    n_parts = max(sum(-(-int(n) // cfg.rows_per_call) for n in sizes.values()),
+                  cfg.tasks or spark.sparkContext.defaultParallelism)
     sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard)
                .repartition(n_parts, "product_id", "shard").persist(StorageLevel.MEMORY_AND_DISK))
     uniform = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed)), F.lit(1 << 30)) / float(1 << 30)
@@ -100,7 +95,8 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
     log(f"[regroup] split: percentile distances ({time.perf_counter() - t0:.1f} s)")
     cands = dist.groupBy("product_id", "shard").applyInArrow(lambda t: _candidates(t, targets, need),
                                                              CAND_SCHEMA).toPandas()
-    with_vec = cands.merge(_vectors(sharded, cands, cfg, warehouse), on=["product_id", "user_id"], validate="many_to_one")
+    with_vec = cands.merge(_vectors(sharded, cands, cfg, warehouse), on=["product_id", "user_id"],
+                           validate="many_to_one")
     if len(with_vec) != len(cands):
         raise RuntimeError(f"{len(cands) - len(with_vec)} point candidates found no row to embed")
     cands = with_vec
@@ -157,7 +153,7 @@ def _assign(table: pa.Table, cfg, warehouse: str, cents: dict) -> pa.Table:
 def _distances(table: pa.Table, cfg, warehouse: str, cents: dict, centroid: dict) -> pa.Table:
     """One shard: each viewer's group and distance (e_u|t) to the group's centroid."""
     e, pid, labels = _labelled(table, cfg, warehouse, cents)
-    c = np.stack([centroid[(pid, g)] for g in range(len(cents[pid]))]).astype(np.float32)
+    c = np.stack([centroid[(pid, g)] for g in range(len(cents[pid]))])  # float64, as the sums
     n = len(labels)
     return pa.table({"product_id": pa.array(np.full(n, pid), pa.int64()),
                      "shard": pa.array(np.full(n, table.column("shard")[0].as_py() if n else 0), pa.int32()),
