@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from delta.tables import DeltaTable
 
@@ -47,22 +46,19 @@ def roll_back_unpublished(spark, warehouse: str, stage: str = REGROUP, tables=RE
     later run never publishes a killed run's commits along with its own. Returns the tables changed."""
     rows = [r for r in spark_ledger(spark, warehouse) if r["stage"] == stage]
     published_at = rows[-1]["versions"] if rows else {}
-
-    def undo(t: C.Table) -> str | None:
+    undone = []
+    for t in tables:
         if not table_exists(spark, t, warehouse):
-            return None
+            continue
         table = DeltaTable.forPath(spark, t.path(warehouse))
         if t.fqn in published_at:
             if current_version(spark, t, warehouse) > published_at[t.fqn]:
                 table.restoreToVersion(published_at[t.fqn])
-                return t.fqn
+                undone.append(t.fqn)
         elif not table.toDF().isEmpty():
             table.delete()
-            return t.fqn
-        return None
-
-    with ThreadPoolExecutor(len(tables)) as pool:  # the tables are independent: checked at once
-        return [fqn for fqn in pool.map(undo, tables) if fqn]
+            undone.append(t.fqn)
+    return undone
 
 
 def read_published(spark, t: C.Table, warehouse: str, run: Run):

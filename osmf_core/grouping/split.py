@@ -54,11 +54,10 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
     there: the fit's sample, the two passes and the candidates' embedding read them without another join
     or shuffle."""
     spark, t0 = rows.sparkSession, time.perf_counter()
-    big = spark.createDataFrame([(int(p), int(n), -(-int(n) // cfg.rows_per_call)) for p, n in sizes.items()],
-                                "product_id long, n long, shards int")
+    products = [(int(p), int(n), -(-int(n) // cfg.rows_per_call)) for p, n in sizes.items()]  # id, viewers, shards
+    big = spark.createDataFrame(products, "product_id long, n long, shards int")
     shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))
-    n_parts = max(sum(-(-int(n) // cfg.rows_per_call) for n in sizes.values()),
-                  cfg.tasks or spark.sparkContext.defaultParallelism)
+    n_parts = max(sum(k for _, _, k in products), cfg.tasks or spark.sparkContext.defaultParallelism)
     sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard)
                .repartition(n_parts, "product_id", "shard").persist(StorageLevel.MEMORY_AND_DISK))
     uniform = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed)), F.lit(1 << 30)) / float(1 << 30)

@@ -131,7 +131,7 @@ def regroup_run(cfg: ScaleConfig, wh: str, mode: str) -> dict:
     events = Path(cfg.work_dir).resolve() / "events" / f"{Path(wh).name}_{mode}"
     shutil.rmtree(events, ignore_errors=True)
     events.mkdir(parents=True)
-    args = ["--model", cfg.model, "--warehouse", wh, *EVENT_LOG(events),
+    args = ["--model", cfg.model, "--warehouse", wh, *event_log_flags(events),
             *(["--split-above", str(cfg.split_above)] if cfg.split_above else [])]
     with PeakMemory() as mem:
         if mode == "local":
@@ -148,7 +148,7 @@ def regroup_run(cfg: ScaleConfig, wh: str, mode: str) -> dict:
     return {**latest_metrics(wh), **peak, "peak_jvm_heap_used_mib": heap_peak(events)}
 
 
-def EVENT_LOG(events: Path) -> list[str]:
+def event_log_flags(events: Path) -> list[str]:
     """spark-submit flags for a plain event log (one uncompressed JSON file) with each stage's peak executor
     metrics, polled twice a second."""
     return [f for k, v in (("spark.eventLog.enabled", "true"), ("spark.eventLog.dir", events.as_uri()),
