@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from osmf_core.evaluation.benchmarks.scale import PeakMemory, ScaleConfig, heap_peak, summarise
+from osmf_core.evaluation.benchmarks.scale import PeakMemory, ScaleConfig, cost_line, heap_peak, summarise
 
 
 def test_the_sampler_sees_the_peak_memory_of_a_pyspark_worker():
@@ -19,7 +19,7 @@ def test_the_sampler_sees_the_peak_memory_of_a_pyspark_worker():
 
 def test_the_summary_divides_the_largest_world_by_the_smallest():
     runs = [{"users": u, "mode": mode, "rows_per_s": r, "peak_python_worker_mib": w, "peak_jvm_mib": j,
-             "peak_jvm_heap_used_mib": j / 2}
+             "peak_jvm_heap_used_mib": j / 2, "rows_embedded": 10_000.0 * u, "seconds": 20 + 10_000.0 * u / 50_000}
             for u, mode, r, w, j in ((600, "local", 24_000.0, 900.0, 3000.0), (60, "local", 30_000.0, 600.0, 2000.0),
                                      (200, "local", 27_000.0, 700.0, 2500.0), (60, "standalone", 20_000.0, 500.0, 1000.0),
                                      (600, "standalone", 22_000.0, 500.0, 1500.0))]
@@ -29,6 +29,14 @@ def test_the_summary_divides_the_largest_world_by_the_smallest():
     assert s["standalone"]["largest_over_smallest_rows_per_s"] == pytest.approx(1.1)
     assert s["standalone"]["largest_over_smallest_peak_jvm_heap_used"] == pytest.approx(1.5)
     assert list(s["local"]["rows_per_s"]) == [60, 200, 600]
+    # seconds = 20 + rows / 50,000 in every world: the line gives back the fixed part and the marginal rate
+    assert s["local"]["fixed_seconds"] == pytest.approx(20.0)
+    assert s["local"]["marginal_rows_per_s"] == pytest.approx(50_000.0)
+    assert s["local"]["marginal_rows_per_s_by_step"] == pytest.approx([50_000.0, 50_000.0])
+    assert s["local"]["line_max_residual"] == pytest.approx(0.0, abs=1e-9)
+    bent = cost_line([1e6, 3e6, 9e6], [40.0, 80.0, 260.0])  # the last world slower per row: 30,000 rows/s
+    assert bent["marginal_rows_per_s_by_step"] == pytest.approx([50_000.0, 6e6 / 180])
+    assert bent["line_max_residual"] > 0.05
     with pytest.raises(ValueError, match="modes"):
         ScaleConfig(modes=("yarn",))
 

@@ -202,3 +202,47 @@ def test_products_are_packed_into_even_buckets_and_the_buckets_dealt_evenly_to_t
         got = (spark.createDataFrame([(v, b) for b, v in enumerate(labels)], "bucket int, b int")
                .repartition(tasks, "bucket").select("b", F.spark_partition_id().alias("task")).collect())
         assert sorted((r["b"], r["task"]) for r in got) == [(b, b % tasks) for b in range(n)]
+
+
+def test_a_call_embeds_from_its_own_products_features_as_from_the_whole_bank(spark, regrouped):
+    """A clustering call receives the feature rows of its products only (regroup.feature_rows, cogrouped):
+    its bank holds those products and their creatives, and gives the e_u|t and preference profiles that
+    the warehouse's whole bank gives. A product whose features did not come is a one-line KeyError."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from osmf_core.grouping.batch import bank_of, embed_table, feature_rows
+    from osmf_core.models.embedder import PAAGEmbedder
+    wh, cfg, _ = regrouped
+    whole = PAAGEmbedder(cfg.model, wh, profiles=True)
+    two = [int(p) for p in whole.bank.product_ids[[0, -1]]]
+    feats = feature_rows(spark, cfg, wh).where(F.col("product_id").isin(two)).toArrow()
+    bank = bank_of(feats)
+    creatives = read_table(spark, C.CREATIVES, wh).where(F.col("product_id").isin(two)).toPandas()
+    assert bank.product_ids.tolist() == sorted(two)
+    assert bank.creative_ids.tolist() == sorted(creatives["creative_id"])
+    assert dict(zip(bank.creative_ids, bank.creative_products)) == dict(zip(creatives["creative_id"],
+                                                                           creatives["product_id"]))
+    users = read_table(spark, C.USERS, wh).orderBy("user_id").limit(40).toPandas()
+    rows = users.assign(product_id=np.repeat(two, 20)[::-1].copy())  # unsorted: the call sorts
+    table = pa.Table.from_pandas(rows[["product_id", "user_id", *C.USER_ATTRIBUTES]], preserve_index=False)
+    e = embed_table(table, feats, cfg)
+    ordered = rows.iloc[e.order]
+    eut = whole(ordered[list(C.USER_ATTRIBUTES)].to_numpy(np.int64), ordered["product_id"].to_numpy())
+    np.testing.assert_allclose(e.eut, eut, atol=1e-5)
+    prof = whole.profile(eut, ordered["product_id"].to_numpy())
+    width = creatives.groupby("product_id").size().max()
+    assert e.space.shape == (40, width)
+    np.testing.assert_allclose(e.space, prof[:, :width], atol=1e-5)
+    assert not prof[:, width:].any()
+    with pytest.raises(KeyError, match=f"no features for products \\[{max(two)}\\]"):
+        embed_table(table, feats.filter(pc.not_equal(feats["product_id"], max(two))), cfg)
+
+
+def test_a_cogroup_refuses_keys_of_two_types(spark):
+    """An int key and a long key hash apart, yet Spark would take the two sides as co-partitioned."""
+    from osmf_core.grouping.batch import cogroup
+    ints = spark.createDataFrame([(1, 2)], "shard int, x int")
+    longs = spark.createDataFrame([(1, 2)], "shard long, y int")
+    with pytest.raises(TypeError, match="cogroup key shard: IntegerType\\(\\) in the rows, LongType\\(\\)"):
+        cogroup(ints, longs, ["shard"])
+    assert cogroup(ints, ints.withColumnRenamed("x", "y"), ["shard"]) is not None

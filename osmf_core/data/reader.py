@@ -156,7 +156,8 @@ def example_batches(warehouse: str, split: str, batch_size: int, seed: int | Non
 
 @dataclass
 class FeatureBank:
-    """Frozen-encoder features of every product title and creative image, padded, indexed by id."""
+    """Frozen-encoder features of product titles and creative images, padded, indexed by id: every product's
+    (`load`), or a few products' from rows handed over with them (`from_rows`, the regroup's calls)."""
 
     product_ids: np.ndarray  # sorted
     title: np.ndarray  # (P, T, text_dim) float32
@@ -164,9 +165,24 @@ class FeatureBank:
     creative_ids: np.ndarray  # sorted
     patches: np.ndarray  # (C, N, image_dim) float32
     patch_mask: np.ndarray  # (C, N) bool
+    creative_products: np.ndarray | None = None  # (C,) each creative's product, when the rows carried it
+    projected: bool = False  # the tokens are already PAAG's d-wide projections of the features (the regroup's)
 
     @staticmethod
-    def _load(t: C.Table, warehouse: str, encoder: str, id_col: str, n_col: str):
+    def _padded(ids: np.ndarray, counts: np.ndarray, feats, dim: int):
+        """Rows of n x dim features (or longer, zero past n), flattened -> ids sorted, (R, max n, dim), mask."""
+        order = np.argsort(ids, kind="stable")
+        width = int(counts.max()) if len(counts) else 1
+        out = np.zeros((len(ids), width, dim), dtype=np.float32)
+        mask = np.zeros((len(ids), width), dtype=bool)
+        for row, i in enumerate(order):  # rows hold n x dim features, or max_n x dim zero-padded
+            f = np.asarray(feats[i], dtype=np.float32).reshape(-1, dim)[:counts[i]]
+            out[row, :counts[i]] = f
+            mask[row, :counts[i]] = True
+        return ids[order], out, mask, order
+
+    @classmethod
+    def _load(cls, t: C.Table, warehouse: str, encoder: str, id_col: str, n_col: str):
         ids, feats, counts, dim = [], [], [], None
         for g in read_columns(t, warehouse, [id_col, "encoder", n_col, "dim", "features"]):
             keep = g["encoder"] == encoder
@@ -177,16 +193,7 @@ class FeatureBank:
                 dim = int(g["dim"][keep][0])
         if dim is None:
             raise ValueError(f"{t.fqn} has no features from encoder {encoder!r}: run the features job")
-        ids, counts = np.concatenate(ids), np.concatenate(counts)
-        order = np.argsort(ids)
-        width = int(counts.max())
-        out = np.zeros((len(ids), width, dim), dtype=np.float32)
-        mask = np.zeros((len(ids), width), dtype=bool)
-        for row, i in enumerate(order):  # rows hold n x dim features, or max_n x dim zero-padded
-            f = np.asarray(feats[i], dtype=np.float32).reshape(-1, dim)[:counts[i]]
-            out[row, :counts[i]] = f
-            mask[row, :counts[i]] = True
-        return ids[order], out, mask
+        return cls._padded(np.concatenate(ids), np.concatenate(counts), feats, dim)[:3]
 
     @classmethod
     def load(cls, warehouse: str, text_encoder: str, image_encoder: str | None) -> "FeatureBank":
@@ -197,12 +204,31 @@ class FeatureBank:
             cid, patches, pmask = cls._load(C.IMAGE_PATCHES, warehouse, image_encoder, "creative_id", "n_patches")
         return cls(pid, title, tmask, cid, patches, pmask)
 
+    @classmethod
+    def from_rows(cls, rows: dict, projected: bool = False) -> "FeatureBank":
+        """The bank of the products in `rows` (grouping.batch.FEATURE_SCHEMA): columns product_id, is_title,
+        creative_id (an image row's), items (its tokens or patches), dim and features (flat, as in feat.title_tokens
+        and feat.image_patches), each a numpy array (features: one array per row), one encoder per kind."""
+        pid, cid = np.asarray(rows["product_id"], np.int64), rows["creative_id"]
+        image = ~np.asarray(rows["is_title"], bool)
+        feats, n, dim = rows["features"], np.asarray(rows["items"], np.int64), np.asarray(rows["dim"], np.int64)
+
+        def part(sel: np.ndarray, ids: np.ndarray):
+            idx = np.flatnonzero(sel)
+            d = int(dim[idx[0]]) if len(idx) else 1
+            return cls._padded(ids[idx], n[idx], [feats[i] for i in idx], d)
+
+        tid, title, tmask, _ = part(~image, pid)
+        cids = np.asarray(cid, np.int64) if image.any() else np.zeros(len(pid), np.int64)
+        ccid, patches, pmask, order = part(image, cids)
+        return cls(tid, title, tmask, ccid, patches, pmask, pid[np.flatnonzero(image)][order], projected)
+
     @staticmethod
     def _rows(sorted_ids: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
         rows = np.searchsorted(sorted_ids, wanted)
-        rows = np.minimum(rows, len(sorted_ids) - 1)
-        if len(wanted) and not (sorted_ids[rows] == wanted).all():
-            missing = np.unique(wanted[sorted_ids[rows] != wanted])[:5]
+        rows = np.minimum(rows, max(len(sorted_ids) - 1, 0))
+        if len(wanted) and (not len(sorted_ids) or not (sorted_ids[rows] == wanted).all()):
+            missing = np.unique(wanted[sorted_ids[rows] != wanted] if len(sorted_ids) else wanted)[:5]
             raise KeyError(f"no features for {what} {missing.tolist()}: rerun the features job")
         return rows
 

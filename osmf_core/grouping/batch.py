@@ -1,7 +1,9 @@
-"""One clustering call of the regroup: the (product, user, attributes) rows of a bucket of products in, as
-an Arrow table (Spark's applyInArrow), tagged user and group rows out, as an Arrow table.
+"""One clustering call of the regroup: the (product, user, attributes) rows of a bucket of products and the
+title and image features of those products in, as two Arrow tables (Spark's cogrouped applyInArrow),
+tagged user and group rows out, as an Arrow table.
 
-Each call (the trained PAAG loaded once per Python worker) computes e_u|t of its rows and, when the regroup
+A worker holds the trained PAAG (loaded once per Python worker) and, during a call, the features of that
+call's products only: its memory does not grow with the catalogue. Each call computes e_u|t of its rows and, when the regroup
 clusters preference profiles, the viewers' profiles (PAAGEmbedder.profile), both on each product's rows
 in user order, so a rerun computes exactly the same numbers; it clusters all its products together
 (osmf_core.grouping.kmeans), merges small groups and computes the group features, and counts the
@@ -18,14 +20,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from osmf_core.data import catalog as C
+from osmf_core.data.reader import FeatureBank
+from osmf_core.data.store import read_table
 from osmf_core.grouping.group_features import group_points, merge_small
 from osmf_core.grouping.kmeans import cluster_products
 from osmf_core.grouping.silhouette import silhouette
 from osmf_core.models.embedder import PAAGEmbedder
+from osmf_core.models.paag import load_model
 
 _VEC = T.ArrayType(T.FloatType(), True)
 CLUSTER_SCHEMA = T.StructType([
@@ -50,22 +56,98 @@ CLUSTER_SCHEMA = T.StructType([
 ])
 ARROW_SCHEMA = to_arrow_schema(CLUSTER_SCHEMA)
 
-_EMBEDDERS: dict = {}  # one PAAG per Python worker process, reused across tasks
-_FIXED_MIB: list[float] = [0.0]  # the worker's peak resident memory when its embedder was loaded
+FEATURE_SCHEMA = "product_id long, is_title boolean, creative_id long, items int, dim int, features array<float>"
+
+_EMBEDDERS: dict = {}  # one PAAG per Python worker process, reused across tasks (the weights, no features)
+_FIXED_MIB: list[float] = [0.0]  # the worker's peak resident memory when its PAAG was loaded
 
 
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def embedder(model: str, warehouse: str, profiles: bool) -> PAAGEmbedder:
-    key = (model, warehouse, profiles)
+def embedder(model: str, profiles: bool) -> PAAGEmbedder:
+    """The worker's PAAG (loaded on its first call), without features: each call brings its products'."""
+    key = (model, profiles)
     if key not in _EMBEDDERS:
         import torch
         torch.set_num_threads(1)  # one task per core: Spark already runs the cores in parallel
-        _EMBEDDERS[key] = PAAGEmbedder(model, warehouse, profiles=profiles)
+        _EMBEDDERS[key] = PAAGEmbedder(model, None, profiles=profiles)
         _FIXED_MIB[0] = _peak_mib()
     return _EMBEDDERS[key]
+
+
+def feature_rows(spark, cfg, warehouse: str):
+    """FEATURE_SCHEMA rows: each product's title tokens and, when the regroup clusters preference profiles,
+    each of its creatives' image patches, from the encoders the PAAG model was trained on, projected by the
+    model (batch.project). The clustering calls receive their own products' rows of it (a cogroup), so no
+    worker holds the whole catalogue's. cfg: a RegroupConfig."""
+    blob = load_model(cfg.model)[1]
+    titles = (read_table(spark, C.TITLE_TOKENS, warehouse).where(F.col("encoder") == blob["text_encoder"])
+              .select("product_id", F.lit(True).alias("is_title"), F.lit(0).cast("long").alias("creative_id"),
+                      F.col("n_tokens").alias("items"), "dim", "features"))
+    if cfg.cluster_on != "profile":
+        return titles.mapInArrow(lambda batches: project(batches, cfg), FEATURE_SCHEMA)
+    images = (read_table(spark, C.IMAGE_PATCHES, warehouse).where(F.col("encoder") == blob["image_encoder"])
+              .join(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"), "creative_id")
+              .select("product_id", F.lit(False).alias("is_title"), "creative_id", F.col("n_patches").alias("items"),
+                      "dim", "features"))
+    return titles.unionByName(images).mapInArrow(lambda batches: project(batches, cfg), FEATURE_SCHEMA)
+
+
+def _columns(feats: pa.Table) -> dict:
+    """FEATURE_SCHEMA rows as numpy columns, `features` as one array (a view) per row."""
+    cols = {c: feats.column(c).to_numpy() for c in ("product_id", "is_title", "creative_id", "items", "dim")}
+    arr = feats.column("features").combine_chunks() if feats.num_rows else pa.array([], pa.list_(pa.float32()))
+    values, offsets = arr.values.to_numpy(zero_copy_only=False), arr.offsets.to_numpy()
+    cols["features"] = [values[offsets[i]:offsets[i + 1]] for i in range(len(arr))]
+    return cols
+
+
+def bank_of(feats: pa.Table) -> FeatureBank:
+    """The feature bank of a table of FEATURE_SCHEMA rows: a call's products' title and image tokens,
+    already projected by PAAG (`project`)."""
+    return FeatureBank.from_rows(_columns(feats), projected=True)
+
+
+def project(batches, cfg):
+    """mapInArrow over FEATURE_SCHEMA rows of the frozen encoders' features: the same rows with PAAG's
+    d-wide projections of their tokens (title_tokens, patch_tokens: per token, so a call's bank is the
+    whole bank's), before they are shuffled to the calls (3x fewer floats for a title, 10x for an image)."""
+    import torch
+    model = embedder(cfg.model, cfg.cluster_on == "profile").model
+    d = model.cfg.d
+    for batch in batches:
+        t = pa.Table.from_batches([batch])
+        cols = _columns(t)
+        items = cols["items"].astype(np.int64)
+        out = [np.zeros(0, np.float32)] * t.num_rows
+        for title, fn in ((True, model.title_tokens), (False, model.patch_tokens)):
+            idx = np.flatnonzero(cols["is_title"] == title)
+            if not len(idx):
+                continue
+            x = np.concatenate([cols["features"][i].reshape(-1, int(cols["dim"][i]))[:items[i]] for i in idx])
+            with torch.no_grad():
+                y = fn(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+            for i, part in zip(idx, np.split(y, np.cumsum(items[idx])[:-1])):
+                out[i] = part.reshape(-1)
+        offsets = np.concatenate([[0], np.cumsum([len(o) for o in out])]).astype(np.int32)
+        feats = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(out), pa.float32()))
+        yield pa.RecordBatch.from_arrays([t.column(c).combine_chunks() for c in t.column_names[:4]]
+                                         + [pa.array(np.full(t.num_rows, d, np.int32)), feats],
+                                         names=t.column_names)
+
+
+def cogroup(rows, feats, keys: list[str]):
+    """rows.groupBy(keys).cogroup(feats.groupBy(keys)), both DataFrames partitioned alike by `keys`. Spark
+    takes two sides hash-partitioned on the same number of keys as co-partitioned whatever the keys' types,
+    and an int hashes apart from the same long: a key of two types would send a product's features to
+    another task than its rows, so that is refused here."""
+    for k in keys:
+        if rows.schema[k].dataType != feats.schema[k].dataType:
+            raise TypeError(f"cogroup key {k}: {rows.schema[k].dataType} in the rows, {feats.schema[k].dataType} "
+                            "in the features")
+    return rows.groupBy(*keys).cogroup(feats.groupBy(*keys))
 
 
 @dataclass
@@ -80,9 +162,10 @@ class Embedded:
     space: np.ndarray
 
 
-def embed_table(table: pa.Table, cfg, warehouse: str) -> Embedded:
-    """e_u|t and the clustered space of a table of (product_id, user_id, attributes...) rows."""
-    emb = embedder(cfg.model, warehouse, cfg.cluster_on == "profile")
+def embed_table(table: pa.Table, feats: pa.Table, cfg) -> Embedded:
+    """e_u|t and the clustered space of a table of (product_id, user_id, attributes...) rows, from the
+    FEATURE_SCHEMA rows of their products (`feats`)."""
+    emb = embedder(cfg.model, cfg.cluster_on == "profile").with_bank(bank_of(feats))
     product_ids, uid = table.column("product_id").to_numpy(), table.column("user_id").to_numpy()
     order = np.lexsort((uid, product_ids))
     pids = product_ids[order]
@@ -92,12 +175,12 @@ def embed_table(table: pa.Table, cfg, warehouse: str) -> Embedded:
     return Embedded(order, pids, uid[order], eut, space)
 
 
-def cluster_call(table: pa.Table, cfg, warehouse: str) -> pa.Table:
-    """The applyInArrow function: (product_id, user_id, shown_creatives, shown_clicked, attributes...) rows ->
-    CLUSTER_SCHEMA rows; the two lists are the creative and the 0/1 click of each impression of the row's
-    user on the row's product, which become the "ctr" rows: impressions and clicks per (product, creative,
-    group). cfg: a RegroupConfig."""
-    e = embed_table(table, cfg, warehouse)
+def cluster_call(table: pa.Table, feats: pa.Table, cfg) -> pa.Table:
+    """The cogrouped applyInArrow function: (product_id, user_id, shown_creatives, shown_clicked,
+    attributes...) rows and the FEATURE_SCHEMA rows of their products -> CLUSTER_SCHEMA rows; the two lists
+    are the creative and the 0/1 click of each impression of the row's user on the row's product, which
+    become the "ctr" rows: impressions and clicks per (product, creative, group). cfg: a RegroupConfig."""
+    e = embed_table(table, feats, cfg)
     labels, groups = cluster_rows(e.product_ids, e.eut, cfg, space=e.space)
     return pa.concat_tables([tagged(e.product_ids, e.uid, labels, groups), ctr_of(table, e, labels),
                              call_row(table.num_rows)])
@@ -113,7 +196,7 @@ def ctr_of(table: pa.Table, e: Embedded, labels: np.ndarray) -> pa.Table:
 
 def call_row(rows_in: int) -> pa.Table:
     """The "call" row: the rows a call was given, its worker's peak resident memory so far, and what that
-    peak was when the worker had just loaded its PAAG and feature bank (the part no call size changes)."""
+    peak was when the worker had just loaded its PAAG (the part no call size changes)."""
     return _table({"kind": pa.array(["call"]), "product_id": pa.array([0], pa.int64()),
                    "rows_in": pa.array([rows_in], pa.int64()), "peak_rss_mib": pa.array([_peak_mib()]),
                    "fixed_rss_mib": pa.array([_FIXED_MIB[0]])}, 1)

@@ -4,8 +4,10 @@ group features, and the GAIP tables (paper section 3.2 eq. 5-6, Algorithm 1, sec
   1. viewers      distinct (product, user) of the log window, persisted and counted per product; products
                   with fewer than `min_users` viewers are counted and skipped; the rest join the users'
                   attributes
-  2-3. embed and cluster, in one applyInArrow over buckets of products (a hash of the product id): the
-                  shuffle moves each viewer's 20 attribute codes, not a d-wide embedding. Each call
+  2-3. embed and cluster, in one cogrouped applyInArrow over buckets of products (a hash of the product
+                  id): the shuffle moves each viewer's 20 attribute codes, not a d-wide embedding, and
+                  each product's title and image tokens (projected by PAAG) to its bucket's call only, so
+                  no worker holds the catalogue's features. Each call
                   (osmf_core.grouping.batch) computes e_u|t and the preference profiles of its rows,
                   clusters all its products together, merges small groups, computes the group features
                   and returns user rows and group rows in one tagged table
@@ -46,7 +48,7 @@ from osmf_core.data.config import ConfigError
 from osmf_core.data.ledger import publish, roll_back_unpublished
 from osmf_core.data.reader import require_tables
 from osmf_core.data.store import exists_in, read_table, write_table
-from osmf_core.grouping.batch import CLUSTER_SCHEMA, cluster_call
+from osmf_core.grouping.batch import CLUSTER_SCHEMA, cluster_call, cogroup, feature_rows
 from osmf_core.grouping.group_features import pairs
 from osmf_core.grouping.kmeans import PERCENTILES, ClusterConfig
 from osmf_core.grouping.split import cluster_split
@@ -173,19 +175,25 @@ def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date) -
 
 
 # ---------------------------------------------------------------------------------- step 2-3
-def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], warehouse: str) -> DataFrame:
+def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], feats: DataFrame) -> DataFrame:
     """(product, user, attributes) rows of the products in `sizes` (product id -> rows): products packed into
     buckets of about `rows_per_call` rows, the buckets dealt evenly to `cfg.tasks` tasks (one per core); one
-    applyInArrow call per bucket embeds its rows (e_u|t) and clusters its products (grouping.batch)."""
+    cogrouped applyInArrow call per bucket gets its rows and its products' features (`feats`: feature_rows),
+    embeds the rows (e_u|t) and clusters its products (grouping.batch)."""
     spark = rows.sparkSession
     tasks = cfg.tasks or spark.sparkContext.defaultParallelism
     n = max(-(-sum(sizes.values()) // cfg.rows_per_call), tasks)
     label = bucket_labels(spark, n, tasks)
     of = {pid: label[b] for pid, b in pack(sizes, n).items()}
-    buckets = spark.createDataFrame(list(of.items()), "product_id long, bucket int")
-    keyed = rows.join(F.broadcast(buckets), "product_id").repartition(tasks, "bucket")
-    return (keyed.select("bucket", "product_id", "user_id", "shown_creatives", "shown_clicked", *C.USER_ATTRIBUTES)
-            .groupBy("bucket").applyInArrow(lambda table: cluster_call(table, cfg, warehouse), CLUSTER_SCHEMA))
+
+    def keyed(df: DataFrame) -> DataFrame:  # its own copy of the small frame for each side of the cogroup
+        return df.join(F.broadcast(spark.createDataFrame(list(of.items()), "product_id long, bucket int")),
+                       "product_id").repartition(tasks, "bucket")
+    keyed_rows = keyed(rows).select("bucket", "product_id", "user_id", "shown_creatives", "shown_clicked",
+                                    *C.USER_ATTRIBUTES)
+    # the features partitioned as the rows: a bucket's products' features go to its task, no other
+    return cogroup(keyed_rows, keyed(feats), ["bucket"]).applyInArrow(
+        lambda table, f: cluster_call(table, f, cfg), CLUSTER_SCHEMA)
 
 
 def pack(sizes: dict[int, int], n: int) -> dict[int, int]:
@@ -264,10 +272,11 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     rows = seen.join(users, "user_id")
     laps.lap("viewers")
     whole = {p: n for p, n in sizes.items() if n <= cfg.split_above}
-    result, cached = cluster(rows, cfg, whole, warehouse), [seen]
+    feats = feature_rows(spark, cfg, warehouse)
+    result, cached = cluster(rows, cfg, whole, feats), [seen]
     if len(whole) < len(sizes):
         log(f"[regroup] {len(sizes) - len(whole)} products above {cfg.split_above:,} viewers: clustered across tasks")
-        split, split_cached = cluster_split(rows, cfg, {p: n for p, n in sizes.items() if p not in whole}, warehouse, log)
+        split, split_cached = cluster_split(rows, cfg, {p: n for p, n in sizes.items() if p not in whole}, feats, log)
         result, cached = result.unionByName(split), cached + split_cached
     result = result.persist()
     n_result = result.count()  # runs embedding and clustering once

@@ -33,22 +33,26 @@ import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
-from osmf_core.grouping.batch import (ARROW_SCHEMA, CLUSTER_SCHEMA, _table, call_row, ctr_of, embed_table,
-                                      tagged)
+from osmf_core.grouping.batch import (ARROW_SCHEMA, CLUSTER_SCHEMA, _table, call_row, cogroup, ctr_of,
+                                      embed_table, tagged)
 from osmf_core.grouping.kmeans import cluster_products
 
+SHARD = ["product_id", "shard"]
 FIT_SCHEMA = "product_id long, k_star int, silhouette double, centroids array<array<float>>, fit_on long"
 DIST_SCHEMA = "product_id long, shard int, group_id int, user_id long, dist double"
 CAND_SCHEMA = "product_id long, group_id int, percentile int, gap double, user_id long"
 VEC_SCHEMA = "product_id long, user_id long, vector array<float>"
 
 
-def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
+def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
                   log=print) -> tuple[DataFrame, list[DataFrame]]:
     """CLUSTER_SCHEMA rows ("users" per shard, "ctr" per shard, "call", "group") of the products in `sizes`
     (product id -> viewers), each clustered across tasks, and the frames it cached, which the caller
-    unpersists once it has materialised the rows. cfg: a RegroupConfig.
+    unpersists once it has materialised the rows. cfg: a RegroupConfig; feats: regroup.feature_rows, of which
+    each call receives its own product's rows (cogrouped by product, or by (product, shard)).
 
     The rows are joined, keyed by shard and shuffled into (product, shard) partitions once, and cached
     there: the fit's sample, the two passes and the candidates' embedding read them without another join
@@ -56,20 +60,22 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
     spark, t0 = rows.sparkSession, time.perf_counter()
     products = [(int(p), int(n), -(-int(n) // cfg.rows_per_call)) for p, n in sizes.items()]  # id, viewers, shards
     big = spark.createDataFrame(products, "product_id long, n long, shards int")
-    shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))
+    shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))  # int on both sides of the cogroups
     n_parts = max(sum(k for _, _, k in products), cfg.tasks or spark.sparkContext.defaultParallelism)
-    sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard)
+    sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard.cast("int"))
                .repartition(n_parts, "product_id", "shard").persist(StorageLevel.MEMORY_AND_DISK))
+    by_product = feats.join(F.broadcast(big.select("product_id")), "product_id").persist()
+    per_shard = (by_product.join(F.broadcast(big), "product_id")  # a product's features, once per shard
+                 .withColumn("shard", F.explode(F.sequence(F.lit(0), F.col("shards") - 1))).drop("n", "shards")
+                 .repartition(n_parts, "product_id", "shard").persist())
     uniform = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed)), F.lit(1 << 30)) / float(1 << 30)
     sample = sharded.where(uniform < F.lit(cfg.cluster.fit_max) / F.col("n"))
-    fits = {r["product_id"]: r for r in sample.groupBy("product_id").applyInArrow(
-        lambda t: _fit(t, cfg, warehouse), FIT_SCHEMA).collect()}
+    fits = {r["product_id"]: r for r in _cogroup(sample, by_product, ["product_id"], _fit, FIT_SCHEMA, cfg).collect()}
     cents = {p: np.asarray(f["centroids"], np.float32) for p, f in fits.items()}
     log(f"[regroup] split: {len(fits)} products fitted on samples ({time.perf_counter() - t0:.1f} s)")
-    by_shard = sharded.groupBy("product_id", "shard")  # partitioned so already: no exchange
     merges = dict.fromkeys(cents, 0)
     while True:
-        assigned = by_shard.applyInArrow(_bound(_assign, cfg, warehouse, dict(cents)), CLUSTER_SCHEMA).persist()
+        assigned = _cogroup(sharded, per_shard, SHARD, _assign, CLUSTER_SCHEMA, cfg, dict(cents)).persist()
         stats = assigned.where(F.col("kind") == "stats").groupBy("product_id", "group_id").agg(
             F.sum("size").alias("size"), F.array_agg("centroid").alias("sums")).collect()
         size = {(r["product_id"], r["group_id"]): r["size"] for r in stats}
@@ -85,7 +91,7 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
     centroid = {(r["product_id"], r["group_id"]): np.sum(r["sums"], 0) / r["size"] for r in stats}
     log(f"[regroup] split: {len(size)} groups assigned ({time.perf_counter() - t0:.1f} s)")
     entries = sorted(set(cfg.percentiles))
-    dist = by_shard.applyInArrow(lambda t: _distances(t, cfg, warehouse, cents, centroid), DIST_SCHEMA).persist(
+    dist = _cogroup(sharded, per_shard, SHARD, _distances, DIST_SCHEMA, cfg, cents, centroid).persist(
         StorageLevel.MEMORY_AND_DISK)
     targets = {(r["product_id"], r["group_id"]): dict(zip(entries, r["t"])) for r in dist.groupBy(
         "product_id", "group_id").agg(F.percentile_approx("dist", [p / 100 for p in entries], 1_000_000).alias("t"))
@@ -94,7 +100,7 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
     log(f"[regroup] split: percentile distances ({time.perf_counter() - t0:.1f} s)")
     cands = dist.groupBy("product_id", "shard").applyInArrow(lambda t: _candidates(t, targets, need),
                                                              CAND_SCHEMA).toPandas()
-    with_vec = cands.merge(_vectors(sharded, cands, cfg, warehouse), on=["product_id", "user_id"],
+    with_vec = cands.merge(_vectors(sharded, by_product, cands, cfg), on=["product_id", "user_id"],
                            validate="many_to_one")
     if len(with_vec) != len(cands):
         raise RuntimeError(f"{len(cands) - len(with_vec)} point candidates found no row to embed")
@@ -104,16 +110,22 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], warehouse: str,
     group_df = spark.createDataFrame([tuple(g.get(f) for f in CLUSTER_SCHEMA.fieldNames()) for g in groups],
                                      CLUSTER_SCHEMA)
     dist.unpersist()
-    return assigned.where(F.col("kind") != "stats").unionByName(group_df), [sharded, assigned]
+    return assigned.where(F.col("kind") != "stats").unionByName(group_df), [sharded, assigned, by_product, per_shard]
 
 
-def _bound(fn, *args):
-    """fn(table, *args) as the one-argument function applyInArrow calls (a two-argument one gets the key)."""
-    return lambda table: fn(table, *args)
+def _cogroup(rows: DataFrame, feats: DataFrame, keys: list[str], fn, schema, *args) -> DataFrame:
+    """fn(rows, features, *args) -> `schema` rows for each key of `rows` (partitioned by `keys` both sides,
+    the rows' partitioning kept: the features follow them); a key with features and no rows returns none."""
+    out = to_arrow_schema(schema if isinstance(schema, T.StructType) else
+                          rows.sparkSession.createDataFrame([], schema).schema)  # parsed here, on the driver
+
+    def call(table: pa.Table, f: pa.Table) -> pa.Table:
+        return fn(table, f, *args) if table.num_rows else out.empty_table()
+    return cogroup(rows, feats, keys).applyInArrow(call, schema)
 
 
-def _fit(table: pa.Table, cfg, warehouse: str) -> pa.Table:
-    e = embed_table(table, cfg, warehouse)
+def _fit(table: pa.Table, feats: pa.Table, cfg) -> pa.Table:
+    e = embed_table(table, feats, cfg)
     (res,) = cluster_products([e.space], cfg.cluster)
     return pa.table({"product_id": pa.array([int(e.product_ids[0])], pa.int64()),
                      "k_star": pa.array([res.k_star], pa.int32()), "silhouette": [res.silhouette],
@@ -126,18 +138,18 @@ def _nearest(space: np.ndarray, cents: np.ndarray) -> np.ndarray:
     return d2.argmin(1).astype(np.int32)
 
 
-def _labelled(table: pa.Table, cfg, warehouse: str, cents: dict):
+def _labelled(table: pa.Table, feats: pa.Table, cfg, cents: dict):
     """A shard's rows embedded (batch.embed_table), its product, and each row's nearest centroid: what every
     pass over a shard starts from, computed the same way each time."""
-    e = embed_table(table, cfg, warehouse)
+    e = embed_table(table, feats, cfg)
     pid = int(e.product_ids[0])
     return e, pid, _nearest(e.space, cents[pid])
 
 
-def _assign(table: pa.Table, cfg, warehouse: str, cents: dict) -> pa.Table:
+def _assign(table: pa.Table, feats: pa.Table, cfg, cents: dict) -> pa.Table:
     """One shard: its viewers' groups ("users"), (creative, group) counts ("ctr"), per group the count and
     the sum of e_u|t ("stats": size and centroid), and the "call" row."""
-    e, pid, labels = _labelled(table, cfg, warehouse, cents)
+    e, pid, labels = _labelled(table, feats, cfg, cents)
     stats = [(g, int((labels == g).sum()), e.eut[labels == g].sum(0, dtype=np.float64).astype(np.float32).tolist())
              for g in range(len(cents[pid]))]
     n = len(stats)
@@ -149,9 +161,9 @@ def _assign(table: pa.Table, cfg, warehouse: str, cents: dict) -> pa.Table:
                              call_row(table.num_rows)])
 
 
-def _distances(table: pa.Table, cfg, warehouse: str, cents: dict, centroid: dict) -> pa.Table:
+def _distances(table: pa.Table, feats: pa.Table, cfg, cents: dict, centroid: dict) -> pa.Table:
     """One shard: each viewer's group and distance (e_u|t) to the group's centroid."""
-    e, pid, labels = _labelled(table, cfg, warehouse, cents)
+    e, pid, labels = _labelled(table, feats, cfg, cents)
     c = np.stack([centroid[(pid, g)] for g in range(len(cents[pid]))])  # float64, as the sums
     n = len(labels)
     return pa.table({"product_id": pa.array(np.full(n, pid), pa.int64()),
@@ -176,16 +188,16 @@ def _candidates(table: pa.Table, targets: dict, need: dict) -> pa.Table:
                      "user_id": pa.array(cols[4], pa.int64())})
 
 
-def _vectors(sharded: DataFrame, cands: pd.DataFrame, cfg, warehouse: str) -> pd.DataFrame:
+def _vectors(sharded: DataFrame, feats: DataFrame, cands: pd.DataFrame, cfg) -> pd.DataFrame:
     """e_u|t of the candidates only (a few hundred viewers per product), from their rows in `sharded`."""
     want = sharded.sparkSession.createDataFrame(cands[["product_id", "user_id"]].drop_duplicates(),
                                                 "product_id long, user_id long")
-    return (sharded.join(F.broadcast(want), ["product_id", "user_id"]).groupBy("product_id")
-            .applyInArrow(lambda t: _embedded(t, cfg, warehouse), VEC_SCHEMA).toPandas())
+    return _cogroup(sharded.join(F.broadcast(want), ["product_id", "user_id"]), feats, ["product_id"], _embedded,
+                    VEC_SCHEMA, cfg).toPandas()
 
 
-def _embedded(table: pa.Table, cfg, warehouse: str) -> pa.Table:
-    e = embed_table(table, cfg, warehouse)
+def _embedded(table: pa.Table, feats: pa.Table, cfg) -> pa.Table:
+    e = embed_table(table, feats, cfg)
     return pa.table({"product_id": pa.array(e.product_ids, pa.int64()), "user_id": pa.array(e.uid, pa.int64()),
                      "vector": pa.array(list(e.eut), pa.list_(pa.float32()))})
 

@@ -2,9 +2,11 @@
 a product's creatives, from a trained model file and the warehouse's encoder features."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from osmf_core.data import catalog as C
@@ -18,26 +20,52 @@ class PAAGEmbedder:
 
     Built once per process (per executor in Spark) and called on batches of attribute codes."""
 
-    def __init__(self, model_path: str | Path, warehouse: str, profiles: bool = False):
+    def __init__(self, model_path: str | Path, warehouse: str | None, profiles: bool = False,
+                 bank: FeatureBank | None = None):
+        """Over the warehouse's whole feature bank, or over `bank`; with neither, the model alone, which
+        `with_bank` puts over the bank of a few products (the regroup's calls: each brings its own)."""
         self.model, blob = load_model(model_path)
-        self.bank = FeatureBank.load(warehouse, blob["text_encoder"], blob["image_encoder"] if profiles else None)
+        self.encoders = (blob["text_encoder"], blob["image_encoder"] if profiles else None)
+        self.profiles = profiles
+        if profiles and self.model.cfg.rung != "full":
+            raise ValueError(f"preference profiles need the full PAAG (e_u|c); {model_path} is rung "
+                             f"{self.model.cfg.rung!r}")
+        if bank is None and warehouse is not None:
+            bank = FeatureBank.load(warehouse, *self.encoders)
+        if bank is not None:
+            self._use(bank, warehouse)
+
+    def with_bank(self, bank: FeatureBank) -> "PAAGEmbedder":
+        """The same model over another bank (one carrying each creative's product): shares the weights."""
+        other = copy.copy(self)
+        other._use(bank, None)
+        return other
+
+    def _use(self, bank: FeatureBank, warehouse: str | None) -> None:
+        self.bank = bank
         with torch.no_grad():  # every product's title tokens, projected once (not once per row)
-            self.tokens = self.model.title_tokens(torch.from_numpy(self.bank.title))
+            self.tokens = self._tokens(self.model.title_tokens, bank.title, bank.projected)
         self.mask = torch.from_numpy(self.bank.title_mask)
         self.creatives: dict[int, np.ndarray] = {}
         self.width = 0
-        if profiles:
-            if self.model.cfg.rung != "full":
-                raise ValueError(f"preference profiles need the full PAAG (e_u|c); {model_path} is rung "
-                                 f"{self.model.cfg.rung!r}")
-            cr = read_frame(C.CREATIVES, warehouse, ["creative_id", "product_id"])
-            cr = cr[np.isin(cr["creative_id"].to_numpy(), self.bank.creative_ids)].sort_values("creative_id")
+        if self.profiles:
+            if bank.creative_products is not None:
+                cr = pd.DataFrame({"creative_id": bank.creative_ids, "product_id": bank.creative_products})
+            else:
+                cr = read_frame(C.CREATIVES, warehouse, ["creative_id", "product_id"])
+                cr = cr[np.isin(cr["creative_id"].to_numpy(), self.bank.creative_ids)].sort_values("creative_id")
             for pid, ids in cr.groupby("product_id")["creative_id"]:
                 self.creatives[int(pid)] = np.searchsorted(self.bank.creative_ids, ids.to_numpy())
             self.width = max((len(v) for v in self.creatives.values()), default=0)
             with torch.no_grad():
-                self.patches = self.model.patch_tokens(torch.from_numpy(self.bank.patches))
+                self.patches = self._tokens(self.model.patch_tokens, bank.patches, bank.projected)
             self.patch_mask = torch.from_numpy(self.bank.patch_mask)
+
+    @staticmethod
+    def _tokens(project, feats: np.ndarray, projected: bool) -> torch.Tensor | None:
+        if not len(feats):
+            return None
+        return torch.from_numpy(feats) if projected else project(torch.from_numpy(feats))
 
     @torch.no_grad()
     def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 8192) -> np.ndarray:

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from osmf_core.data import catalog as C
 from osmf_core.data.config import ConfigError, default_warehouse
 from osmf_core.data.reader import read_frame
@@ -177,14 +179,29 @@ def latest_metrics(wh: str) -> dict:
     return dict(zip(m["name"], m["value"].astype(float)))
 
 
+def cost_line(rows: list[float], seconds: list[float]) -> dict:
+    """The run's seconds as a line in its rows, least squares over the worlds: seconds = fixed + rows / rate.
+    A job whose cost is linear in rows plus a fixed start has rows/s rising with size, and this says how
+    much of that is the fixed part: `fixed_seconds`, `marginal_rows_per_s`, the marginal rate between
+    consecutive worlds (equal for a straight line), and the largest residual as a share of a run's seconds."""
+    x, y = np.asarray(rows, float), np.asarray(seconds, float)
+    if len(x) < 2:
+        return {}
+    slope, fixed = np.polyfit(x, y, 1)
+    return {"fixed_seconds": float(fixed), "marginal_rows_per_s": float(1 / slope),
+            "marginal_rows_per_s_by_step": [float((x[i + 1] - x[i]) / (y[i + 1] - y[i])) for i in range(len(x) - 1)],
+            "line_max_residual": float(np.max(np.abs(y - (fixed + slope * x)) / y))}
+
+
 def summarise(runs: list[dict]) -> dict:
-    """Per mode: rows/s at each size and the ratio of the largest world's to the smallest's, and the
-    ratio of their peak memories."""
+    """Per mode: rows/s at each size and the ratio of the largest world's to the smallest's, the ratio of
+    their peak memories, and the cost as a line in rows (cost_line)."""
     out = {}
     for mode in sorted({r["mode"] for r in runs}):
         rs = sorted((r for r in runs if r["mode"] == mode), key=lambda r: r["users"])
         lo, hi = rs[0], rs[-1]
         out[mode] = {"rows_per_s": {r["users"]: r["rows_per_s"] for r in rs},
+                     **cost_line([r["rows_embedded"] for r in rs], [r["seconds"] for r in rs]),
                      "largest_over_smallest_rows_per_s": hi["rows_per_s"] / lo["rows_per_s"],
                      "largest_over_smallest_peak_python_worker": hi["peak_python_worker_mib"] / lo["peak_python_worker_mib"],
                      "largest_over_smallest_peak_jvm": hi["peak_jvm_mib"] / lo["peak_jvm_mib"],
@@ -220,6 +237,10 @@ def bench(cfg: ScaleConfig) -> dict:
               f"peak worker memory {s['largest_over_smallest_peak_python_worker']:.2f}x, JVM "
               f"{s['largest_over_smallest_peak_jvm']:.2f}x resident, "
               f"{s['largest_over_smallest_peak_jvm_heap_used']:.2f}x heap in use")
+        if "fixed_seconds" in s:
+            print(f"{mode}: seconds = {s['fixed_seconds']:.1f} + rows / {s['marginal_rows_per_s']:,.0f} (marginal rows/s "
+                  "between worlds " + ", ".join(f"{v:,.0f}" for v in s["marginal_rows_per_s_by_step"])
+                  + f"; largest residual {100 * s['line_max_residual']:.0f}% of a run)")
     return report
 
 
