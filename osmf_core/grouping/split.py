@@ -19,6 +19,8 @@ about `rows_per_call` viewers, or the sample.
            as the entry's blocks need); merged across shards, the j-th block of point_users nearest
            viewers is averaged into the point, as group_points does on one frame: no point describes fewer
            than point_users. Only these few viewers per product are embedded again, for their e_u|t
+Each pass is a cogroup of its rows with their product's projected features (batch.feature_rows, copied
+once per shard and cached beside the rows), so no task holds another product's features.
 The rows are shuffled into (product, shard) partitions once and cached. The fit, assign and distance
 passes each compute e_u|t and the profiles of their rows (the sample, then every viewer twice) rather
 than keeping 128 floats per viewer between them.

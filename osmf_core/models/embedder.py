@@ -18,7 +18,8 @@ class PAAGEmbedder:
     """e_u|t for (user, product) rows in batches, from a trained model and the title features; with
     `profiles`, also each user's preference profile over the product's creatives (see `profile`).
 
-    Built once per process (per executor in Spark) and called on batches of attribute codes."""
+    Built once per process and called on batches of attribute codes. The regroup's Spark workers build it
+    without features and put it over each call's own products' features (`with_bank`)."""
 
     def __init__(self, model_path: str | Path, warehouse: str | None, profiles: bool = False,
                  bank: FeatureBank | None = None):
