@@ -205,7 +205,7 @@ def test_products_are_packed_into_even_buckets_and_the_buckets_dealt_evenly_to_t
 
 
 def test_a_call_embeds_from_its_own_products_features_as_from_the_whole_bank(spark, regrouped):
-    """A clustering call receives the feature rows of its products only (regroup.feature_rows, cogrouped):
+    """A clustering call receives the feature rows of its products only (batch.feature_rows, cogrouped):
     its bank holds those products and their creatives, and gives the e_u|t and preference profiles that
     the warehouse's whole bank gives. A product whose features did not come is a one-line KeyError."""
     import pyarrow as pa

@@ -53,7 +53,7 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
                   log=print) -> tuple[DataFrame, list[DataFrame]]:
     """CLUSTER_SCHEMA rows ("users" per shard, "ctr" per shard, "call", "group") of the products in `sizes`
     (product id -> viewers), each clustered across tasks, and the frames it cached, which the caller
-    unpersists once it has materialised the rows. cfg: a RegroupConfig; feats: regroup.feature_rows, of which
+    unpersists once it has materialised the rows. cfg: a RegroupConfig; feats: batch.feature_rows, of which
     each call receives its own product's rows (cogrouped by product, or by (product, shard)).
 
     The rows are joined, keyed by shard and shuffled into (product, shard) partitions once, and cached
