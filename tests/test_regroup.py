@@ -210,7 +210,7 @@ def test_a_call_embeds_from_its_own_products_features_as_from_the_whole_bank(spa
     the warehouse's whole bank gives. A product whose features did not come is a one-line KeyError."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from osmf_core.grouping.batch import bank_of, embed_table, feature_rows
+    from osmf_core.grouping.batch import bank_of, embed_table, feature_rows, project
     from osmf_core.models.embedder import PAAGEmbedder
     wh, cfg, _ = regrouped
     whole = PAAGEmbedder(cfg.model, wh, profiles=True)
@@ -234,6 +234,7 @@ def test_a_call_embeds_from_its_own_products_features_as_from_the_whole_bank(spa
     assert e.space.shape == (40, width)
     np.testing.assert_allclose(e.space, prof[:, :width], atol=1e-5)
     assert not prof[:, width:].any()
+    assert list(project(iter([pa.RecordBatch.from_pylist([], schema=feats.schema)]), cfg)) == []  # empty: none
     with pytest.raises(KeyError, match=f"no features for products \\[{max(two)}\\]"):
         embed_table(table, feats.filter(pc.not_equal(feats["product_id"], max(two))), cfg)
 

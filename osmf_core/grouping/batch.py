@@ -52,7 +52,7 @@ CLUSTER_SCHEMA = T.StructType([
     T.StructField("clicks", T.LongType(), True),
     T.StructField("rows_in", T.LongType(), True),  # "call" rows: one per call, the rows it was given and the
     T.StructField("peak_rss_mib", T.DoubleType(), True),  # peak memory of its Python worker so far, and
-    T.StructField("fixed_rss_mib", T.DoubleType(), True),  # that peak once the worker had loaded PAAG and features
+    T.StructField("fixed_rss_mib", T.DoubleType(), True),  # that peak once the worker had loaded PAAG
 ])
 ARROW_SCHEMA = to_arrow_schema(CLUSTER_SCHEMA)
 
@@ -118,6 +118,8 @@ def project(batches, cfg):
     model = embedder(cfg.model, cfg.cluster_on == "profile").model
     d = model.cfg.d
     for batch in batches:
+        if not batch.num_rows:
+            continue
         t = pa.Table.from_batches([batch])
         cols = _columns(t)
         items = cols["items"].astype(np.int64)
