@@ -209,7 +209,7 @@ class FeatureBank:
         """The bank of the products in `rows` (grouping.batch.FEATURE_SCHEMA): columns product_id, is_title,
         creative_id (an image row's), items (its tokens or patches), dim and features (flat, as in feat.title_tokens
         and feat.image_patches), each a numpy array (features: one array per row), one encoder per kind."""
-        pid, cid = np.asarray(rows["product_id"], np.int64), rows["creative_id"]
+        pid, cid = np.asarray(rows["product_id"], np.int64), np.asarray(rows["creative_id"], np.int64)
         image = ~np.asarray(rows["is_title"], bool)
         feats, n, dim = rows["features"], np.asarray(rows["items"], np.int64), np.asarray(rows["dim"], np.int64)
 
@@ -219,17 +219,15 @@ class FeatureBank:
             return cls._padded(ids[idx], n[idx], [feats[i] for i in idx], d)
 
         tid, title, tmask, _ = part(~image, pid)
-        cids = np.asarray(cid, np.int64) if image.any() else np.zeros(len(pid), np.int64)
-        ccid, patches, pmask, order = part(image, cids)
+        ccid, patches, pmask, order = part(image, cid)
         return cls(tid, title, tmask, ccid, patches, pmask, pid[np.flatnonzero(image)][order], projected)
 
     @staticmethod
     def _rows(sorted_ids: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
-        rows = np.searchsorted(sorted_ids, wanted)
-        rows = np.minimum(rows, max(len(sorted_ids) - 1, 0))
-        if len(wanted) and (not len(sorted_ids) or not (sorted_ids[rows] == wanted).all()):
-            missing = np.unique(wanted[sorted_ids[rows] != wanted] if len(sorted_ids) else wanted)[:5]
-            raise KeyError(f"no features for {what} {missing.tolist()}: rerun the features job")
+        rows = np.minimum(np.searchsorted(sorted_ids, wanted), max(len(sorted_ids) - 1, 0))
+        found = sorted_ids[rows] == wanted if len(sorted_ids) else np.zeros(len(wanted), bool)
+        if not found.all():
+            raise KeyError(f"no features for {what} {np.unique(wanted[~found])[:5].tolist()}: rerun the features job")
         return rows
 
     def title_rows(self, product_ids: np.ndarray) -> np.ndarray:
