@@ -92,10 +92,16 @@ def test_the_cli_prints_the_table_and_writes_the_report(rows, tmp_path):
     report = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "bench_gmllm.py"), "run", "--rows", str(out),
                            "--phases", "grm", "--variants", "zero2,jobs", "--batch-size", "2", "--steps", "1",
-                           "--warmup", "1", "--report", str(report)], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           "--warmup", "1", "--report", str(report), "--profile-dir", str(tmp_path / "prof")],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "x tokens/s" in proc.stdout and "grm           2 zero2" in proc.stdout
+    # each run's profile of 3 steps after its timed one: wall and busy time a step, then the operators
+    for variant in ("zero2", "jobs"):
+        head, table = (tmp_path / "prof" / f"grm_b2_{variant}.txt").read_text().split("\n", 1)
+        wall, busy = (float(head.split(w)[1].split()[0]) for w in ("wall ", "CPU busy "))
+        assert head.startswith("3 profiled steps: wall ") and 0 < busy <= wall * 1.05
+        assert "aten::" in table and "Self CPU" in table
     got = json.loads(report.read_text())
     assert got["baseline"] == "zero2" and [r["variant"] for r in got["results"]] == ["zero2", "jobs"]
     assert [r["engine"]["zero_stage"] for r in got["results"]] == [2, 0]

@@ -84,6 +84,46 @@ def test_a_real_engine_with_the_single_gpu_plan_has_no_zero_optimizer():
         assert engine.module(**batch).logits.dtype == torch.bfloat16  # autocast: the matmuls ran in bf16
 
 
+def test_one_process_skips_the_reduce_and_clips_as_deepspeed_does():
+    """One process: build_engine turns off DeepSpeed's all-reduce of every gradient (a group of one) and its
+    throughput timer (a device wait at both ends of a step), and clips with torch's multi-tensor norm. Against
+    DeepSpeed's own stage-0 path (reduce, per-parameter clipping) from the same weights: the same weights after
+    three steps, with the gradient norm far above the clipping threshold so that clipping decides every step."""
+    import deepspeed
+    init_distributed()
+    cfg = EngineConfig(compile=False, precision="fp32")
+    weights, unused = {}, None
+    for ours in (True, False):
+        model = _tiny(seed=0)
+        if ours:
+            engine, _ = build_engine(model, list(model.parameters()), JSON, 2, 1e-2, 10, cfg)
+            assert engine.enable_backward_allreduce is False and engine.tput_timer.config.enabled is False
+        else:  # DeepSpeed's stage 0 as it comes, with the same JSON
+            ds = engine_config(JSON, 2, 1e-2, 10, plan(cfg, 1, False, 2))
+            ds.pop("timers")
+            engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=list(model.parameters()), config=ds)
+            assert engine.enable_backward_allreduce is True and engine.tput_timer.config.enabled is True
+        assert engine.gradient_clipping() == 1.0
+        batch = _batch(model)
+        for _ in range(3):
+            engine.backward(engine(**batch).loss * 1e3)  # gradients of norm >> 1: clipped every step
+            grads = {k: q.grad for k, q in model.named_parameters() if q.grad is not None}
+            assert torch.nn.utils.get_total_norm(list(grads.values())) > 10
+            if ours:
+                unused = {k for k, _ in model.named_parameters()} - set(grads)
+            engine.step()
+        weights[ours] = {k: v.detach().clone() for k, v in model.named_parameters()}
+    start = dict(_tiny(seed=0).named_parameters())
+    # a weight no loss reaches (the tiny CLIP tower's last norm: LLaVA reads the layer before it)
+    assert unused == {"llava.model.vision_tower.post_layernorm.weight", "llava.model.vision_tower.post_layernorm.bias"}
+    for k, v in weights[True].items():
+        if k in unused:  # ours leaves it as it was; DeepSpeed's reduce gives it a zero gradient, so AdamW decays it
+            assert torch.equal(v, start[k])
+        else:  # every trained weight: the same after three clipped steps, and moved
+            torch.testing.assert_close(v, weights[False][k], rtol=1e-5, atol=1e-6)
+            assert not torch.equal(v, start[k]) or not v.requires_grad
+
+
 @pytest.mark.parametrize("scope", ["model", "layers"])
 def test_a_compiled_step_gives_the_loss_of_an_eager_one(scope):
     """Two engines from the same weights, one compiled (as on a GPU by default: the whole model; or each layer
@@ -104,6 +144,34 @@ def test_a_compiled_step_gives_the_loss_of_an_eager_one(scope):
         losses[compiled] = [float(train_step(engine, lambda b: engine(**b).loss, batch)) for _ in range(5)]
     assert losses[False][4] < losses[False][0] - 0.01  # the steps train
     assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)
+
+
+def test_compiled_layers_share_their_graphs_however_deep_the_model():
+    """Regional compilation compiles a layer's graph once for all layers. Language models of 4 and of 12
+    layers (past torch's limit of 8 recompiles of one function, after which it runs the rest eager), each
+    trained on batches of two widths, one with padding: the same few graphs for both depths (text layers with
+    and without a padding mask, vision layers; with the cache, 10 for both: 4 x 2 + 2, and 8 + 2 at the
+    limit). Before the training pass stopped building a key-value cache, each layer wrote
+    its own slot of it, torch.compile specialised every layer, and from the ninth on they ran eager (seen on
+    a GPU as a step without compiled kernels)."""
+    from torch._dynamo.utils import counters
+    init_distributed()
+    texts = [render(t, k, "Nova Pro Phone 7") for t in TEMPLATES for k in range(len(TEMPLATES[t]))]
+    graphs = {}
+    for depth in (4, 12):
+        torch._dynamo.reset()
+        counters.clear()
+        cfg = dataclasses.replace(TINY, text_layers=depth)
+        tok = train_tokenizer(texts * 3 + ["USER: ASSISTANT: the product, cozy kitchen background"], cfg.vocab_size)
+        torch.manual_seed(0)
+        model = build_tiny(cfg, tok)
+        engine, p = build_engine(model, list(model.parameters()), JSON, 2, 1e-2, 10,
+                                 EngineConfig(compile=True, precision="fp32"))
+        assert p.compile_scope == "layers"
+        for batch in (_batch(model), _batch(model, max_len=40)):  # the first row is padded in the first batch only
+            train_step(engine, lambda b: engine(**b).loss, batch)
+        graphs[depth] = counters["stats"]["unique_graphs"]
+    assert graphs[12] == graphs[4] and graphs[4] <= 6
 
 
 def test_the_whole_model_compiles_into_one_graph_once():

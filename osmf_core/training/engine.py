@@ -2,7 +2,11 @@
 place that chooses the ZeRO stage, the precision, the optimizer and compilation for the machine it runs on.
 
   ZeRO          one process (one GPU, or the CPU): none (stage 0). One GPU holds every gradient and optimizer
-                state anyway, so ZeRO-2's gradient hooks, bucketing and flat partitions only cost time.
+                state anyway, so ZeRO-2's gradient hooks, bucketing and flat partitions only cost time. Nor does
+                one process all-reduce its gradients (DeepSpeed's stage 0 would copy every gradient into flat
+                buffers, reduce them over a group of one and copy them back), and it clips them with torch's
+                multi-tensor norm (DeepSpeed's stage-0 clipping takes one norm per parameter and waits for the
+                GPU twice a step).
                 Several processes: the stage of the DeepSpeed JSON (cluster/deepspeed/: ZeRO-2 on one node,
                 ZeRO-3 across nodes). --zero-stage overrides both.
   precision     auto: bf16 on a GPU that has it, else fp32. bf16 without ZeRO is torch autocast over the fp32
@@ -17,6 +21,8 @@ place that chooses the ZeRO stage, the precision, the optimizer and compilation 
                 differ in length), so nothing in the forward reads the GPU back and the CPU queues steps
                 ahead; a 1.7B bench run with it did not finish within its 200 s on an H100 (where the time
                 went was not recorded) and its step is not measured yet, so it stays opt-in.
+  timers        DeepSpeed's throughput timer off: it waits for the GPU at the start and end of every step,
+                so the CPU could never queue a step ahead (the jobs time their steps themselves).
   checkpointing activation checkpointing in the language model: recomputes each layer in the backward pass,
                 so larger batches fit (about a third more compute).
 """
@@ -90,7 +96,23 @@ def engine_config(path: str, batch_size: int, lr: float, total_steps: int | None
     params["torch_adam"] = True  # torch's AdamW: no JIT-built DeepSpeed kernel on any machine
     if p.fused_optimizer:
         params["fused"] = True
+    ds["timers"] = {"throughput": {"enabled": False}}  # it synchronises the device twice a step
     return ds
+
+
+def one_process_step(engine) -> None:
+    """What a step of one process (no ZeRO, nothing to reduce) does not need from DeepSpeed's stage 0: the
+    all-reduce of every gradient over a group of one (flat buffers filled and copied back), and clipping one
+    parameter at a time with two waits for the device; torch's clip_grad_norm_ clips the same gradients to
+    the same norm with multi-tensor kernels."""
+    engine.enable_backward_allreduce = False
+    max_norm = engine.gradient_clipping()
+    params = [p for p in engine.module.parameters() if p.requires_grad]
+
+    def clip():  # DeepSpeed calls this before the optimizer step when gradient_clipping > 0
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+
+    engine.clip_fp32_gradients = clip
 
 
 def enable_checkpointing(module: torch.nn.Module) -> bool:
@@ -114,6 +136,8 @@ def build_engine(model: torch.nn.Module, parameters, deepspeed_config: str, batc
         raise ValueError("--checkpointing: the model holds no transformers model to checkpoint")
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameters,
                                            config=engine_config(deepspeed_config, batch_size, lr, total_steps, p))
+    if world == 1 and p.zero_stage == 0:
+        one_process_step(engine)
     if p.compile and p.compile_scope == "model":
         install_output_hooks(model)
         engine.compile(compile_kwargs={"dynamic": True})

@@ -61,6 +61,7 @@ PHASES = ("pretrain", "grm")
 VARIANTS = {"jobs": {}, "model": {"compile_scope": "model"}, "eager": {"compile": False},
             "zero2": {"zero_stage": 2, "compile": False}}
 ROWS_DIR = "runs/bench_gmllm/rows"
+PROFILED_STEPS = 3  # steps run under torch.profiler after the timed ones (--profile, --profile-dir)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class BenchConfig(StepConfig):
     batch_sizes: tuple[int, ...] = ()  # batch sizes timed (default: --batch-size)
     run_timeout: int = 0  # seconds a run may take before it is stopped and reported as failed (0: no limit)
     report: str = "reports/bench_gmllm.json"  # where the report goes
+    profile_dir: str = ""  # each run's profile of PROFILED_STEPS steps after its timed ones goes here (off: "")
 
 
 @dataclass
@@ -108,7 +110,7 @@ class OneConfig(StepConfig):
     """One (phase, variant), timed in this process."""
     phase: str | None = field(default=None, metadata={"choices": PHASES})  # pretrain or grm (required)
     variant: str = field(default="jobs", metadata={"choices": tuple(VARIANTS)})  # engine variant
-    profile: str = ""  # write torch.profiler's top operators of the timed steps here
+    profile: str = ""  # write torch.profiler's top operators of PROFILED_STEPS more steps here
     local_rank: int = 0  # set by the DeepSpeed launcher
 
     def __post_init__(self):
@@ -187,15 +189,11 @@ def run_one(cfg: OneConfig) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     tokens = positions = 0
-    t0, prof, loss = None, None, None
+    t0, loss = None, None
     for i in range(warmup + cfg.steps):
         if i == warmup:
             sync()
             stage("timed steps")
-            if cfg.profile:  # the timed steps under torch.profiler (slower: the figures are then its own)
-                prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU] + (
-                    [torch.profiler.ProfilerActivity.CUDA] if cuda else []))
-                prof.__enter__()
             t0 = time.perf_counter()
         batch = batches[i % len(batches)]
         loss = train_step(engine, lambda b: step_loss(engine, cfg.phase, b, engine.device), batch)
@@ -204,11 +202,10 @@ def run_one(cfg: OneConfig) -> dict:
             positions += batch["attention_mask"].numel()
     sync()
     seconds = time.perf_counter() - t0
-    if prof is not None:
-        prof.__exit__(None, None, None)
-        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-        Path(cfg.profile).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=25))
+    if cfg.profile:  # after the clock: the figures are the unprofiled steps'
+        stage("profiled steps")
+        write_profile(cfg.profile, lambda i: train_step(engine, lambda b: step_loss(engine, cfg.phase, b, engine.device),
+                                                        batches[i % len(batches)]), PROFILED_STEPS, sync, cuda)
     step_s = seconds / cfg.steps
     peak = peak_tflops(plan.precision, cfg.peak_tflops)
     achieved = flops / step_s
@@ -226,6 +223,29 @@ def run_one(cfg: OneConfig) -> dict:
     del model, base
     gc.collect()
     return out
+
+
+def write_profile(path: str, step, n: int, sync, cuda: bool) -> None:
+    """`n` calls of step(i) under torch.profiler: to `path`, their wall time and the device's busy time per step
+    (the kernels' own time summed: a busy share well under 1 means the device waited for the CPU), then the
+    operators by their own device (CPU) time."""
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    sync()
+    with torch.profiler.profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for i in range(n):
+            step(i)
+        sync()
+        wall = (time.perf_counter() - t0) / n
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    # on a GPU the device's own events (kernels, copies; an operator's device time repeats its kernels')
+    mine = [e for e in events if not cuda or e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(getattr(e, key) for e in mine) / 1e6 / n
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(f"{n} profiled steps: wall {wall * 1e3:.1f} ms a step, "
+                          f"{'device' if cuda else 'CPU'} busy {busy * 1e3:.1f} ms a step ({busy / wall:.0%})\n"
+                          + events.table(sort_by=key, row_limit=30) + "\n")
 
 
 def versions() -> dict:
@@ -277,22 +297,29 @@ def bench(cfg: BenchConfig, script: str) -> dict:
         for batch_size in cfg.batch_sizes or (cfg.batch_size,):
             step = dataclasses.replace(cfg, batch_size=batch_size)
             for variant in cfg.variants:
-                results.append(run_child(script, step, phase, variant, env, cfg.run_timeout))
+                profile = f"{cfg.profile_dir}/{phase}_b{batch_size}_{variant}.txt" if cfg.profile_dir else ""
+                results.append(run_child(script, step, phase, variant, env, cfg.run_timeout, profile))
                 r = results[-1]
                 print(f"[bench-gmllm] {phase} batch {batch_size} {variant}: " + (
                     f"{r['params'] / 1e6:.1f}M parameters, {r['tokens_per_s']:,.0f} tokens/s" if "error" not in r
                     else f"failed ({r['error']})"), flush=True)
+                report = write_bench_report(cfg, results)  # after every run: a stopped bench keeps what it measured
     done = [r for r in results if "error" not in r]
     print(f"\nG-MLLM training throughput, shape {cfg.shape}, on {done[0]['device'] if done else 'n/a'} "
           f"(x = against {cfg.variants[0]} at the same phase and batch size)")
     show(results)
-    report = {"shape": cfg.shape, "device": done[0]["device"] if done else None, "baseline": cfg.variants[0],
-              "versions": versions(), "results": results}
-    write_report(cfg.report, report)
     failed = [r for r in results if "error" in r]
     if failed:
         raise StepFailed(f"{len(failed)} of {len(results)} runs failed: " + "; ".join(
             f"{r['phase']} batch {r['batch_size']} {r['variant']} ({r['error']})" for r in failed))
+    return report
+
+
+def write_bench_report(cfg: BenchConfig, results: list[dict]) -> dict:
+    done = [r for r in results if "error" not in r]
+    report = {"shape": cfg.shape, "device": done[0]["device"] if done else None, "baseline": cfg.variants[0],
+              "versions": versions(), "results": results}
+    write_report(cfg.report, report)
     return report
 
 
@@ -302,10 +329,12 @@ def last_stage(stderr: str) -> str:
     return f", in {' '.join(stages[-1][1:-1])} (from {stages[-1][-1]} s)" if stages else ""
 
 
-def run_child(script: str, step: StepConfig, phase: str, variant: str, env: dict, timeout: int) -> dict:
+def run_child(script: str, step: StepConfig, phase: str, variant: str, env: dict, timeout: int,
+              profile: str = "") -> dict:
     """One `script one ...` process; its RESULT, or a row with the error (an out-of-memory run is a figure
     too: that batch does not fit)."""
-    args = [sys.executable, script, "one", *flags_of(step, StepConfig), "--phase", phase, "--variant", variant]
+    args = [sys.executable, script, "one", *flags_of(step, StepConfig), "--phase", phase, "--variant", variant,
+            *(["--profile", profile] if profile else [])]
     row = {"phase": phase, "batch_size": step.batch_size, "variant": variant}
     try:
         proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

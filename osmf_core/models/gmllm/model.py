@@ -139,15 +139,18 @@ class GroupLlava(nn.Module):
             emb = torch.where((input_ids == self.group_token_id).unsqueeze(-1), e_g.unsqueeze(1), emb)
         return emb
 
+    # A whole-sequence pass keeps no key-value cache (use_cache=False; generation keeps its own): building one
+    # costs memory, and each layer writing its own slot of it made torch.compile specialise every layer, so
+    # compiled layers stopped sharing a graph and past torch's 8 recompiles ran eager (found on a GPU)
     def forward(self, input_ids, attention_mask, pixel_values=None, group_features=None, labels=None,
                 n_points: int | None = None):
         emb = self.embed(input_ids, pixel_values, group_features, n_points)
-        return self.llava(inputs_embeds=emb, attention_mask=attention_mask, labels=labels)
+        return self.llava(inputs_embeds=emb, attention_mask=attention_mask, labels=labels, use_cache=False)
 
     def hidden(self, input_ids, attention_mask, pixel_values=None, group_features=None, n_points=None):
         """Last-layer hidden states (B, L, H) of the language model."""
         emb = self.embed(input_ids, pixel_values, group_features, n_points)
-        return self.llava.model(inputs_embeds=emb, attention_mask=attention_mask).last_hidden_state
+        return self.llava.model(inputs_embeds=emb, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
