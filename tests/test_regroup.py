@@ -205,8 +205,9 @@ def test_products_are_packed_into_even_buckets_and_the_buckets_dealt_evenly_to_t
 
 
 def test_a_call_embeds_from_its_own_products_features_as_from_the_whole_bank(spark, regrouped):
-    """A clustering call receives the feature rows of its products only (batch.feature_rows, cogrouped):
-    its bank holds those products and their creatives, and gives the e_u|t and preference profiles that
+    """A clustering call receives the feature rows of its products only (batch.feature_rows, read for the
+    window's products and cogrouped): the same rows as the whole catalogue's for those products; its bank holds
+    those products and their creatives, and gives the e_u|t and preference profiles that
     the warehouse's whole bank gives. A product whose features did not come is a one-line KeyError."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -215,7 +216,9 @@ def test_a_call_embeds_from_its_own_products_features_as_from_the_whole_bank(spa
     wh, cfg, _ = regrouped
     whole = PAAGEmbedder(cfg.model, wh, profiles=True)
     two = [int(p) for p in whole.bank.product_ids[[0, -1]]]
-    feats = feature_rows(spark, cfg, wh).where(F.col("product_id").isin(two)).toArrow()
+    feats = feature_rows(spark, cfg, wh, products=two).toArrow()  # as the regroup reads them: these products only
+    key = lambda t: sorted(zip(*(t.column(c).to_pylist() for c in t.column_names)))  # noqa: E731
+    assert key(feats) == key(feature_rows(spark, cfg, wh).where(F.col("product_id").isin(two)).toArrow())
     bank = bank_of(feats)
     creatives = read_table(spark, C.CREATIVES, wh).where(F.col("product_id").isin(two)).toPandas()
     assert bank.product_ids.tolist() == sorted(two)

@@ -77,19 +77,27 @@ def embedder(model: str, profiles: bool) -> PAAGEmbedder:
     return _EMBEDDERS[key]
 
 
-def feature_rows(spark, cfg, warehouse: str):
+def feature_rows(spark, cfg, warehouse: str, products=None):
     """FEATURE_SCHEMA rows: each product's title tokens and, when the regroup clusters preference profiles,
     each of its creatives' image patches, from the encoders the PAAG model was trained on, projected by the
     model (batch.project). The clustering calls receive their own products' rows of it (a cogroup), so no
-    worker holds the whole catalogue's. cfg: a RegroupConfig."""
+    worker holds the whole catalogue's. cfg: a RegroupConfig; `products`: the ids to read (the window's, so
+    that products nobody viewed are neither read nor projected; None: every product)."""
     blob = load_model(cfg.model)[1]
-    titles = (read_table(spark, C.TITLE_TOKENS, warehouse).where(F.col("encoder") == blob["text_encoder"])
+
+    def of(df):  # only the products asked for, before the projection (a broadcast semi-join)
+        if products is None:
+            return df
+        ids = spark.createDataFrame([(int(p),) for p in products], "product_id long")
+        return df.join(F.broadcast(ids), "product_id", "left_semi")
+    titles = (of(read_table(spark, C.TITLE_TOKENS, warehouse)).where(F.col("encoder") == blob["text_encoder"])
               .select("product_id", F.lit(True).alias("is_title"), F.lit(0).cast("long").alias("creative_id"),
                       F.col("n_tokens").alias("items"), "dim", "features"))
     if cfg.cluster_on != "profile":
         return titles.mapInArrow(lambda batches: project(batches, cfg), FEATURE_SCHEMA)
+    creatives = of(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"))
     images = (read_table(spark, C.IMAGE_PATCHES, warehouse).where(F.col("encoder") == blob["image_encoder"])
-              .join(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"), "creative_id")
+              .join(creatives, "creative_id")
               .select("product_id", F.lit(False).alias("is_title"), "creative_id", F.col("n_patches").alias("items"),
                       "dim", "features"))
     return titles.unionByName(images).mapInArrow(lambda batches: project(batches, cfg), FEATURE_SCHEMA)

@@ -272,7 +272,7 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     rows = seen.join(users, "user_id")
     laps.lap("viewers")
     whole = {p: n for p, n in sizes.items() if n <= cfg.split_above}
-    feats = feature_rows(spark, cfg, warehouse)
+    feats = feature_rows(spark, cfg, warehouse, products=sizes)  # the window's products only
     result, cached = cluster(rows, cfg, whole, feats), [seen]
     if len(whole) < len(sizes):
         log(f"[regroup] {len(sizes) - len(whole)} products above {cfg.split_above:,} viewers: clustered across tasks")

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# bench-gmllm at the targets of docs/benchmarks.md on one GPU node within a fixed time: the runs go in order of
+# priority, each (a bench of its own, so each writes its own report) with what is left of the budget, so a slow
+# compile costs the runs after it and not the ones before. Each run's report and a profile of 3 steps after its
+# timed ones go to OUT; a run stopped at its limit is a row of its report, with the stage it was in.
+#   usage: cluster/bench_gmllm_gpu.sh ROWS TOKENIZER OUT [SECONDS]
+#   ROWS: what `python jobs/bench_gmllm.py export` wrote; TOKENIZER: a directory with SmolLM2's tokenizer.json
+#   and tokenizer_config.json (the small profile's cached copy); SECONDS: the budget (default 540)
+set -u
+[ $# -ge 3 ] || { echo "usage: $0 ROWS TOKENIZER OUT [SECONDS]" >&2; exit 2; }
+ROWS=$1 TOK=$2 OUT=$3 BUDGET=${4:-540}
+mkdir -p "$OUT/profiles"
+T0=$(date +%s)
+LOG=$OUT/log.txt
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOG"
+bench() {  # name, share of the budget by which it must end (percent), bench_gmllm run flags
+  local name=$1 until=$(( BUDGET * $2 / 100 )); shift 2
+  local left=$(( until - ($(date +%s) - T0) ))
+  if [ "$left" -lt 60 ]; then echo "skipped $name: $left s left" | tee -a "$LOG"; return; fi
+  echo "=== $name ($(( $(date +%s) - T0 )) s in, $left s for it)" | tee -a "$LOG"
+  timeout "$left" python jobs/bench_gmllm.py run --rows "$ROWS" --tokenizer "$TOK" --steps 10 --warmup 3 \
+    --distinct-batches 4 --flop-rows 8 --profile-dir "$OUT/profiles" --run-timeout $(( left - 8 )) \
+    --report "$OUT/$name.json" "$@" 2>&1 | grep -v "^STAGE" | tail -20 | tee -a "$LOG"
+}
+bench pre17_b16 30 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants jobs
+bench grm17_b32 50 --shape smollm2-1.7b --phases grm --batch-sizes 32 --variants jobs
+bench pre135_b64 70 --shape smollm2-135m --phases pretrain --batch-sizes 64 --variants jobs
+bench pre17_b32 85 --shape smollm2-1.7b --phases pretrain --batch-sizes 32 --variants jobs
+bench model17_b16 100 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants model
+echo "done in $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
