@@ -35,6 +35,9 @@ def test_one_process_gets_no_zero_several_get_the_json_stage():
         EngineConfig(zero_stage=5)
     with pytest.raises(ValueError, match="compile_scope"):
         EngineConfig(compile_scope="graph")
+    with pytest.raises(ValueError, match="compile_mode"):
+        EngineConfig(compile_mode="fast")
+    assert plan(EngineConfig(compile_mode="reduce-overhead"), 1, True, 2).compile_mode == "reduce-overhead"
 
 
 def test_the_single_gpu_deepspeed_config_has_no_zero_and_autocasts_over_fp32_weights():
@@ -124,17 +127,19 @@ def test_one_process_skips_the_reduce_and_clips_as_deepspeed_does():
             assert not torch.equal(v, start[k]) or not v.requires_grad
 
 
-@pytest.mark.parametrize("scope", ["model", "layers"])
-def test_a_compiled_step_gives_the_loss_of_an_eager_one(scope):
-    """Two engines from the same weights, one compiled (as on a GPU by default: the whole model; or each layer
-    alone), one eager: the same losses over five steps on the same batch (the weights move between them, so
-    the optimizer steps agree too; the schedule's warmup makes the first two steps' learning rate 0)."""
+@pytest.mark.parametrize("scope,mode", [("model", "default"), ("layers", "default"), ("layers", "reduce-overhead")])
+def test_a_compiled_step_gives_the_loss_of_an_eager_one(scope, mode):
+    """Two engines from the same weights, one compiled (the whole model, or each layer alone; reduce-overhead:
+    CUDA graphs on a GPU), one eager: the same losses over five steps on the same batch (the weights move
+    between them, so the optimizer steps agree too; the schedule's warmup makes the first two steps' learning
+    rate 0)."""
     init_distributed()
     losses = {}
     for compiled in (False, True):
         model = _tiny(seed=0)
         engine, p = build_engine(model, list(model.parameters()), JSON, 2, 1e-2, 10,
-                                 EngineConfig(compile=compiled, compile_scope=scope, precision="fp32"))
+                                 EngineConfig(compile=compiled, compile_scope=scope, compile_mode=mode,
+                                              precision="fp32"))
         layers = [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "EncoderLayer"))]
         assert p.compile is compiled and len(layers) == TINY.text_layers + TINY.vision_layers
         whole = compiled and scope == "model"

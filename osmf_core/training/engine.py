@@ -23,6 +23,8 @@ place that chooses the ZeRO stage, the precision, the optimizer and compilation 
                 went was not recorded) and its step is not measured yet, so it stays opt-in.
   timers        DeepSpeed's throughput timer off: it waits for the GPU at the start and end of every step,
                 so the CPU could never queue a step ahead (the jobs time their steps themselves).
+  mode          torch.compile's mode (--compile-mode): default; reduce-overhead replays each compiled region as
+                CUDA graphs (fewer launches where the CPU cannot keep the device busy; not yet timed).
   checkpointing activation checkpointing in the language model: recomputes each layer in the backward pass,
                 so larger batches fit (about a third more compute).
 """
@@ -36,6 +38,7 @@ from osmf_core.training.loop import ds_config
 
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_SCOPES = ("model", "layers")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")  # torch.compile's modes
 LAYER_SUFFIXES = ("DecoderLayer", "EncoderLayer")  # transformers' names of a model's repeated block
 
 
@@ -45,6 +48,7 @@ class EngineConfig:
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})  # auto: bf16 on a GPU that has it, else fp32
     compile: bool | None = None  # torch.compile the model (default: on a GPU, off on a CPU)
     compile_scope: str = field(default="layers", metadata={"choices": COMPILE_SCOPES})  # layers: each transformer layer; model: the whole trained module
+    compile_mode: str = field(default="default", metadata={"choices": COMPILE_MODES})  # torch.compile mode (reduce-overhead: CUDA graphs, fewer launches)
     checkpointing: bool = False  # activation checkpointing in the language model (bigger batches, more compute)
     zero_stage: int = -1  # ZeRO stage (-1: none on one process, the DeepSpeed JSON's on several)
 
@@ -53,6 +57,8 @@ class EngineConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope must be one of {COMPILE_SCOPES}, got {self.compile_scope!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
         if self.zero_stage not in (-1, 0, 1, 2, 3):
             raise ValueError(f"zero_stage must be -1 (automatic) or 0-3, got {self.zero_stage}")
 
@@ -64,6 +70,7 @@ class Plan:
     precision: str  # fp32 or bf16
     compile: bool
     compile_scope: str
+    compile_mode: str
     checkpointing: bool
     fused_optimizer: bool
 
@@ -75,6 +82,7 @@ def plan(cfg: EngineConfig, world_size: int, cuda: bool, json_stage: int, bf16_o
     bf16 = cuda and bf16_ok if cfg.precision == "auto" else cfg.precision == "bf16"
     return Plan(zero_stage=stage, precision="bf16" if bf16 else "fp32",
                 compile=cuda if cfg.compile is None else cfg.compile, compile_scope=cfg.compile_scope,
+                compile_mode=cfg.compile_mode,
                 checkpointing=cfg.checkpointing,
                 fused_optimizer=cuda)
 
@@ -140,18 +148,23 @@ def build_engine(model: torch.nn.Module, parameters, deepspeed_config: str, batc
         one_process_step(engine)
     if p.compile and p.compile_scope == "model":
         install_output_hooks(model)
-        engine.compile(compile_kwargs={"dynamic": True})
-    elif p.compile and not compile_layers(model):
+        engine.compile(compile_kwargs={"dynamic": True, **compile_mode(p.compile_mode)})
+    elif p.compile and not compile_layers(model, p.compile_mode):
         raise ValueError("--compile: the model holds no transformer layer to compile")
     return engine, p
 
 
-def compile_layers(module: torch.nn.Module) -> int:
+def compile_mode(mode: str) -> dict:
+    """torch.compile's keyword for `mode` (none for its default)."""
+    return {} if mode == "default" else {"mode": mode}
+
+
+def compile_layers(module: torch.nn.Module, mode: str = "default") -> int:
     """torch.compile every transformer layer inside `module` (dynamic shapes: batches differ in length, and
-    one graph serves them all); how many were compiled."""
+    one graph serves them all) in `mode`; how many were compiled."""
     layers = [m for m in module.modules() if type(m).__name__.endswith(LAYER_SUFFIXES)]
     for m in layers:
-        m.compile(dynamic=True)
+        m.compile(dynamic=True, **compile_mode(mode))
     return len(layers)
 
 

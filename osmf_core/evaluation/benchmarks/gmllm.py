@@ -14,7 +14,8 @@ are read, so a GPU node needs those two files and the exported rows, not the wei
 
 Variants (VARIANTS): `jobs`, the engine the training jobs build on this machine with the given engine flags
 (on one GPU: no ZeRO, bf16 autocast over fp32 weights, fused AdamW, each transformer layer compiled); `model`,
-the same with the whole model compiled as one graph (--compile-scope model); `eager`, the same not compiled; `zero2`, the jobs' engine before it was planned per machine (the JSON's ZeRO-2, DeepSpeed's bf16
+the same with the whole model compiled as one graph (--compile-scope model); `graphs`, the layers compiled
+with CUDA graphs (--compile-mode reduce-overhead); `eager`, the same not compiled; `zero2`, the jobs' engine before it was planned per machine (the JSON's ZeRO-2, DeepSpeed's bf16
 optimizer, not compiled).
 
 What is timed: `steps` training steps (training.loop.train_step: forward, backward, optimizer step) after
@@ -59,6 +60,7 @@ from osmf_core.training.loop import bucket_window, init_distributed, length_buck
 PHASES = ("pretrain", "grm")
 # engine variants: overrides of the jobs' EngineConfig
 VARIANTS = {"jobs": {}, "model": {"compile_scope": "model"}, "eager": {"compile": False},
+            "graphs": {"compile_mode": "reduce-overhead"},
             "zero2": {"zero_stage": 2, "compile": False}}
 ROWS_DIR = "runs/bench_gmllm/rows"
 PROFILED_STEPS = 3  # steps run under torch.profiler after the timed ones (--profile, --profile-dir)
@@ -228,7 +230,7 @@ def run_one(cfg: OneConfig) -> dict:
 def write_profile(path: str, step, n: int, sync, cuda: bool) -> None:
     """`n` calls of step(i) under torch.profiler: to `path`, their wall time and the device's busy time per step
     (the kernels' own time summed: a busy share well under 1 means the device waited for the CPU), then the
-    operators by their own device (CPU) time."""
+    operators by their own device (CPU) time, and on a GPU by their own CPU time too."""
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     sync()
     with torch.profiler.profile(activities=acts) as prof:
@@ -245,7 +247,9 @@ def write_profile(path: str, step, n: int, sync, cuda: bool) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(f"{n} profiled steps: wall {wall * 1e3:.1f} ms a step, "
                           f"{'device' if cuda else 'CPU'} busy {busy * 1e3:.1f} ms a step ({busy / wall:.0%})\n"
-                          + events.table(sort_by=key, row_limit=30) + "\n")
+                          + events.table(sort_by=key, row_limit=30) + "\n"
+                          + ("by the CPU's own time (what launches the device's work)\n"
+                             + events.table(sort_by="self_cpu_time_total", row_limit=20) + "\n" if cuda else ""))
 
 
 def versions() -> dict:
