@@ -22,9 +22,10 @@ bench() {  # name, share of the budget by which it must end (percent), bench_gml
     --distinct-batches 4 --flop-rows 8 --profile-dir "$OUT/profiles" --run-timeout $(( left - 8 )) \
     --report "$OUT/$name.json" "$@" 2>&1 | grep -v "^STAGE" | tail -20 | tee -a "$LOG"
 }
-bench pre17_b16 30 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants jobs
-bench grm17_b32 50 --shape smollm2-1.7b --phases grm --batch-sizes 32 --variants jobs
-bench pre135_b64 70 --shape smollm2-135m --phases pretrain --batch-sizes 64 --variants jobs
+bench pre17_b16 25 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants jobs
+bench graphs17_b16 40 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants graphs
+bench grm17_b32 55 --shape smollm2-1.7b --phases grm --batch-sizes 32 --variants jobs
+bench pre135_b64 70 --shape smollm2-135m --phases pretrain --batch-sizes 64 --variants jobs,graphs
 bench pre17_b32 85 --shape smollm2-1.7b --phases pretrain --batch-sizes 32 --variants jobs
 bench model17_b16 100 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants model
 echo "done in $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
