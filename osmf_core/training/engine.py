@@ -20,7 +20,8 @@ place that chooses the ZeRO stage, the precision, the optimizer and compilation 
                 DeepSpeed's engine.compile, the whole trained module as one graph (dynamic shapes: batches
                 differ in length), so nothing in the forward reads the GPU back and the CPU queues steps
                 ahead; a 1.7B bench run with it did not finish within its 200 s on an H100 (where the time
-                went was not recorded) and its step is not measured yet, so it stays opt-in.
+                went was not recorded), nor compiling within the 102 s an H200 call left it, and its step is
+                not measured yet, so it stays opt-in.
   timers        DeepSpeed's throughput timer off: it waits for the GPU at the start and end of every step,
                 so the CPU could never queue a step ahead (the jobs time their steps themselves).
   mode          torch.compile's mode (--compile-mode): default; reduce-overhead replays each compiled region as
