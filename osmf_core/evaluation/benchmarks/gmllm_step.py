@@ -1,10 +1,11 @@
 """The pieces of one timed G-MLLM benchmark run (gmllm.run_one): the model of a shape, seeded batches of the
-exported rows, their FLOPs counted in chunks, the loss of a step and the device's peak.
+exported rows, their FLOPs counted in chunks, the loss of a step, the device's peak and a profile of steps.
 
 Needs torch and transformers only (a GPU node has neither Spark nor the warehouse).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,28 @@ def peak_tflops(precision: str, override: float) -> float | None:
         return None
     name = torch.cuda.get_device_name()
     return next((p[precision] for k, p in PEAK_TFLOPS.items() if k in name), None)
+
+
+def write_profile(path: str, step, n: int, sync, cuda: bool) -> None:
+    """`n` calls of step(i) under torch.profiler: to `path`, their wall time and the device's busy time per step
+    (the kernels' own time summed: a busy share well under 1 means the device waited for the CPU), then the
+    operators by their own device (CPU) time, and on a GPU by their own CPU time too."""
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    sync()
+    with torch.profiler.profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for i in range(n):
+            step(i)
+        sync()
+        wall = (time.perf_counter() - t0) / n
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    # on a GPU the device's own events (kernels, copies; an operator's device time repeats its kernels')
+    mine = [e for e in events if not cuda or e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(getattr(e, key) for e in mine) / 1e6 / n
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(f"{n} profiled steps: wall {wall * 1e3:.1f} ms a step, "
+                          f"{'device' if cuda else 'CPU'} busy {busy * 1e3:.1f} ms a step ({busy / wall:.0%})\n"
+                          + events.table(sort_by=key, row_limit=30) + "\n"
+                          + ("by the CPU's own time (what launches the device's work)\n"
+                             + events.table(sort_by="self_cpu_time_total", row_limit=20) + "\n" if cuda else ""))
