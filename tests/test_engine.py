@@ -52,11 +52,11 @@ def test_the_single_gpu_deepspeed_config_has_no_zero_and_autocasts_over_fp32_wei
     assert "torch_autocast" not in several
 
 
-def _tiny(seed=0):
+def _tiny(seed=0, cfg=TINY):
     texts = [render(t, k, "Nova Pro Phone 7") for t in TEMPLATES for k in range(len(TEMPLATES[t]))]
-    tok = train_tokenizer(texts * 3 + ["USER: ASSISTANT: the product, cozy kitchen background"], TINY.vocab_size)
+    tok = train_tokenizer(texts * 3 + ["USER: ASSISTANT: the product, cozy kitchen background"], cfg.vocab_size)
     torch.manual_seed(seed)
-    return build_tiny(TINY, tok)
+    return build_tiny(cfg, tok)
 
 
 def _batch(model, max_len=200):
@@ -161,15 +161,11 @@ def test_compiled_layers_share_their_graphs_however_deep_the_model():
     a GPU as a step without compiled kernels)."""
     from torch._dynamo.utils import counters
     init_distributed()
-    texts = [render(t, k, "Nova Pro Phone 7") for t in TEMPLATES for k in range(len(TEMPLATES[t]))]
     graphs = {}
     for depth in (4, 12):
         torch._dynamo.reset()
         counters.clear()
-        cfg = dataclasses.replace(TINY, text_layers=depth)
-        tok = train_tokenizer(texts * 3 + ["USER: ASSISTANT: the product, cozy kitchen background"], cfg.vocab_size)
-        torch.manual_seed(0)
-        model = build_tiny(cfg, tok)
+        model = _tiny(seed=0, cfg=dataclasses.replace(TINY, text_layers=depth))
         engine, p = build_engine(model, list(model.parameters()), JSON, 2, 1e-2, 10,
                                  EngineConfig(compile=True, precision="fp32"))
         assert p.compile_scope == "layers"

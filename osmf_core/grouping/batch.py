@@ -84,12 +84,10 @@ def feature_rows(spark, cfg, warehouse: str, products=None):
     worker holds the whole catalogue's. cfg: a RegroupConfig; `products`: the ids to read (the window's, so
     that products nobody viewed are neither read nor projected; None: every product)."""
     blob = load_model(cfg.model)[1]
+    ids = None if products is None else spark.createDataFrame([(int(p),) for p in products], "product_id long")
 
     def of(df):  # only the products asked for, before the projection (a broadcast semi-join)
-        if products is None:
-            return df
-        ids = spark.createDataFrame([(int(p),) for p in products], "product_id long")
-        return df.join(F.broadcast(ids), "product_id", "left_semi")
+        return df if ids is None else df.join(F.broadcast(ids), "product_id", "left_semi")
     titles = (of(read_table(spark, C.TITLE_TOKENS, warehouse)).where(F.col("encoder") == blob["text_encoder"])
               .select("product_id", F.lit(True).alias("is_title"), F.lit(0).cast("long").alias("creative_id"),
                       F.col("n_tokens").alias("items"), "dim", "features"))

@@ -192,13 +192,14 @@ def run_one(cfg: OneConfig) -> dict:
         torch.cuda.reset_peak_memory_stats()
     tokens = positions = 0
     t0, loss = None, None
+    loss_of = lambda b: step_loss(engine, cfg.phase, b, engine.device)  # noqa: E731
     for i in range(warmup + cfg.steps):
         if i == warmup:
             sync()
             stage("timed steps")
             t0 = time.perf_counter()
         batch = batches[i % len(batches)]
-        loss = train_step(engine, lambda b: step_loss(engine, cfg.phase, b, engine.device), batch)
+        loss = train_step(engine, loss_of, batch)
         if i >= warmup:
             tokens += int(batch["attention_mask"].sum())
             positions += batch["attention_mask"].numel()
@@ -206,8 +207,8 @@ def run_one(cfg: OneConfig) -> dict:
     seconds = time.perf_counter() - t0
     if cfg.profile:  # after the clock: the figures are the unprofiled steps'
         stage("profiled steps")
-        write_profile(cfg.profile, lambda i: train_step(engine, lambda b: step_loss(engine, cfg.phase, b, engine.device),
-                                                        batches[i % len(batches)]), PROFILED_STEPS, sync, cuda)
+        write_profile(cfg.profile, lambda i: train_step(engine, loss_of, batches[i % len(batches)]), PROFILED_STEPS,
+                      sync, cuda)
     step_s = seconds / cfg.steps
     peak = peak_tflops(plan.precision, cfg.peak_tflops)
     achieved = flops / step_s
@@ -272,6 +273,7 @@ def bench(cfg: BenchConfig, script: str) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     results = []
+    report = write_bench_report(cfg, results)  # rewritten after every run: a stopped bench keeps what it measured
     for phase in cfg.phases:
         for batch_size in cfg.batch_sizes or (cfg.batch_size,):
             step = dataclasses.replace(cfg, batch_size=batch_size)
@@ -282,7 +284,7 @@ def bench(cfg: BenchConfig, script: str) -> dict:
                 print(f"[bench-gmllm] {phase} batch {batch_size} {variant}: " + (
                     f"{r['params'] / 1e6:.1f}M parameters, {r['tokens_per_s']:,.0f} tokens/s" if "error" not in r
                     else f"failed ({r['error']})"), flush=True)
-                report = write_bench_report(cfg, results)  # after every run: a stopped bench keeps what it measured
+                report = write_bench_report(cfg, results)
     done = [r for r in results if "error" not in r]
     print(f"\nG-MLLM training throughput, shape {cfg.shape}, on {done[0]['device'] if done else 'n/a'} "
           f"(x = against {cfg.variants[0]} at the same phase and batch size)")
