@@ -30,6 +30,25 @@ def test_silhouette_of_clusters_with_a_singleton_equals_scikit_learn():
     assert silhouette(x, labels) == pytest.approx(silhouette_score(x, labels), abs=1e-6)
 
 
+def test_padded_float32_silhouettes_summed_in_blocks_equal_scikit_learns_in_float64():
+    """The distances and their per-cluster sums are float32, 256 rows at a time: products of 700 and 530
+    users (blocks that end inside a product, padding after the smaller one), far from the origin."""
+    import torch
+    from osmf_core.grouping.silhouette import silhouette_exact
+    rng = np.random.default_rng(5)
+    xs = [(rng.normal(size=(n, 12)) * 3 + 50).astype(np.float32) for n in (700, 530)]
+    labels = [rng.integers(0, k, len(x)) for x, k in zip(xs, (4, 3))]
+    x = torch.zeros(2, 700, 12)
+    mask = torch.zeros(2, 700, dtype=torch.bool)
+    lab = torch.zeros(2, 1, 700, dtype=torch.long)
+    for i, (a, y) in enumerate(zip(xs, labels)):
+        x[i, :len(a)], mask[i, :len(a)], lab[i, 0, :len(a)] = torch.from_numpy(a), True, torch.from_numpy(y)
+    got = silhouette_exact(x, mask, lab, 4)[:, 0].tolist()
+    want = [silhouette_score(a.astype(np.float64), y) for a, y in zip(xs, labels)]
+    assert got == pytest.approx(want, abs=1e-6)
+    assert abs(want[0] - want[1]) > 1e-4  # two different values, each matched
+
+
 def test_batched_silhouettes_of_many_products_equal_scikit_learn():
     xs = [_blobs(int(n), int(k), seed=i)[0] for i, (n, k) in enumerate([(40, 2), (300, 4), (97, 3), (12, 2), (250, 5)])]
     for x, r in zip(xs, cluster_products(xs, ClusterConfig(seed=3))):

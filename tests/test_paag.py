@@ -12,7 +12,7 @@ from osmf_core.models.paag import PAAG, RUNGS, _masked_mean
 from osmf_core.data.store import read_table
 from osmf_core.data.reader import EXAMPLE_FIELDS, FeatureBank, example_batches
 from osmf_core.training.paag import MODEL_FILE, TrainConfig, auroc, train
-from osmf_core.models.embedder import PAAGEmbedder
+from osmf_core.models.embedder import PAAGEmbedder, distinct_rows
 from osmf_core.models.paag import load_model
 
 from conftest import TINY_MODEL
@@ -152,6 +152,17 @@ def test_attention_folded_once_equals_the_attention_layer(fusion):
     assert scores.shape == (n, m)
     torch.testing.assert_close(scores, pairwise[:, 0].view(n, m))
     assert scores.std(1).min() > 0  # the creatives score differently: the comparison is not between constants
+
+
+@pytest.mark.parametrize("high, width", [(5, 20), (2 ** 40, 3)])  # radices' product in int64, and beyond it
+def test_distinct_attribute_rows_are_numpys_unique_rows(high, width):
+    codes = np.random.default_rng(width).integers(0, high, (3000, width))
+    codes[1000:1500] = codes[:500]  # repeated users
+    distinct, inverse = distinct_rows(codes)
+    want, want_inverse = np.unique(codes, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(distinct, want)
+    np.testing.assert_array_equal(inverse.reshape(-1), want_inverse.reshape(-1))
+    assert len(distinct) < len(codes)
 
 
 def test_product_aware_embedding_depends_on_user_and_product():
