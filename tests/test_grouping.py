@@ -214,3 +214,41 @@ def test_every_k_is_seeded_with_the_first_k_centres_of_one_k_means_plus_plus_seq
     assert len({tuple(per_k[0, r].flatten().tolist()) for r in range(3)}) == 3  # the restarts' sequences differ
     rows = {tuple(r.tolist()) for r in x[0]}
     assert all(tuple(c.tolist()) in rows for c in per_k[0].reshape(-1, 8))  # every seed is a user
+
+
+_HEAP_SCRIPT = """
+import sys, numpy as np
+from osmf_core.grouping.heap import heap_threshold
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+print(heap_threshold(int(sys.argv[1])))
+start, keep = rss(), []
+for i in range(12):  # large arrays freed, each with a small object kept after it (a call's leftovers)
+    big = np.ones(3 << 20, np.float32)  # 12 MiB, filled
+    keep.append(np.ones(512, np.float32) + i)
+    big = None
+print(rss() - start)
+"""
+
+
+def test_a_worker_with_the_heap_threshold_gives_back_the_large_arrays_it_freed(tmp_path):
+    """glibc's own threshold slides up to the largest block freed, so after the first 12 MiB array the next
+    ones come from the heap, and the small blocks kept after them pin it: the process keeps what it freed.
+    With heap_threshold(8) every 12 MiB array is mapped alone and given back when freed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = tmp_path / "heap.py"
+    script.write_text(_HEAP_SCRIPT)
+    root = str(Path(__file__).resolve().parents[1])
+
+    def run(mib):
+        out = subprocess.run([sys.executable, str(script), str(mib)], capture_output=True, text=True, check=True,
+                             cwd=root, env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"}).stdout.split()
+        return out[0] == "True", int(out[1])
+    set_, kept = run(8)
+    if not set_:
+        pytest.skip("no glibc mallopt here")
+    assert kept < 2  # MiB still held after twelve 12 MiB arrays were freed
+    set_, kept = run(0)
+    assert not set_ and kept >= 12  # glibc's default: a freed 12 MiB array stays in the heap

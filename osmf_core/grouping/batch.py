@@ -28,6 +28,7 @@ from osmf_core.data import catalog as C
 from osmf_core.data.reader import FeatureBank
 from osmf_core.data.store import read_table
 from osmf_core.grouping.group_features import group_points, merge_small
+from osmf_core.grouping.heap import heap_threshold
 from osmf_core.grouping.kmeans import cluster_products
 from osmf_core.grouping.silhouette import silhouette
 from osmf_core.models.embedder import PAAGEmbedder
@@ -66,12 +67,14 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def embedder(model: str, profiles: bool) -> PAAGEmbedder:
-    """The worker's PAAG (loaded on its first call), without features: each call brings its products'."""
+def embedder(model: str, profiles: bool, mmap_above_mib: int = 0) -> PAAGEmbedder:
+    """The worker's PAAG (loaded on its first call), without features: each call brings its products'.
+    On that first call the worker also sets its heap's mmap threshold (heap_threshold)."""
     key = (model, profiles)
     if key not in _EMBEDDERS:
         import torch
         torch.set_num_threads(1)  # one task per core: Spark already runs the cores in parallel
+        heap_threshold(mmap_above_mib)
         _EMBEDDERS[key] = PAAGEmbedder(model, None, profiles=profiles)
         _FIXED_MIB[0] = _peak_mib()
     return _EMBEDDERS[key]
@@ -121,7 +124,7 @@ def project(batches, cfg):
     d-wide projections of their tokens (title_tokens, patch_tokens: per token, so a call's bank is the
     whole bank's), before they are shuffled to the calls (3x fewer floats for a title, 10x for an image)."""
     import torch
-    model = embedder(cfg.model, cfg.cluster_on == "profile").model
+    model = embedder(cfg.model, cfg.cluster_on == "profile", cfg.mmap_above_mib).model
     d = model.cfg.d
     for batch in batches:
         if not batch.num_rows:
@@ -173,7 +176,7 @@ class Embedded:
 def embed_table(table: pa.Table, feats: pa.Table, cfg) -> Embedded:
     """e_u|t and the clustered space of a table of (product_id, user_id, attributes...) rows, from the
     FEATURE_SCHEMA rows of their products (`feats`)."""
-    emb = embedder(cfg.model, cfg.cluster_on == "profile").with_bank(bank_of(feats))
+    emb = embedder(cfg.model, cfg.cluster_on == "profile", cfg.mmap_above_mib).with_bank(bank_of(feats))
     product_ids, uid = table.column("product_id").to_numpy(), table.column("user_id").to_numpy()
     order = np.lexsort((uid, product_ids))
     pids = product_ids[order]

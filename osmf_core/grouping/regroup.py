@@ -81,6 +81,9 @@ class RegroupConfig:
     tasks: int = 0
     # products with more viewers are clustered across tasks: fitted on a sample, assigned in shards (grouping.split)
     split_above: int = 250_000
+    # a Python worker's blocks above this many MiB are mapped and given back when freed (glibc; 0: glibc's
+    # sliding threshold, under which the worker's heap grows with its largest call; grouping.batch.heap_threshold)
+    mmap_above_mib: int = 8
     # group features
     min_exposure: int = 30  # group_ctr keeps (creative, group) rows with at least this many impressions
     pair_min_exposure: int = 100  # pairs: both creatives at least this many impressions in the group
@@ -89,8 +92,8 @@ class RegroupConfig:
 
     def __post_init__(self):
         self.percentiles = tuple(int(p) for p in self.percentiles)
-        if self.rows_per_call < 1 or self.split_above < 1 or self.tasks < 0:
-            raise ValueError("rows_per_call and split_above must be >= 1, tasks >= 0 (0: Spark's cores)")
+        if self.rows_per_call < 1 or self.split_above < 1 or self.tasks < 0 or self.mmap_above_mib < 0:
+            raise ValueError("rows_per_call and split_above must be >= 1, tasks and mmap_above_mib >= 0")
         try:
             self.k_min, self.k_max = (int(v) for v in str(self.k_range).split("-"))
         except ValueError:

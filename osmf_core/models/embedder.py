@@ -69,10 +69,11 @@ class PAAGEmbedder:
         return torch.from_numpy(feats) if projected else project(torch.from_numpy(feats))
 
     @torch.no_grad()
-    def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         """attrs (B, 20) integer codes in catalog order, product_ids (B,) -> e_u|t (B, d) float32.
         e_u is computed once per distinct attribute row, and each product's title is folded into the
-        attention once (CrossAttention.fold) for all its rows."""
+        attention once (CrossAttention.fold) for all its rows. `batch_size` rows at a time: each step's
+        temporaries stay near 2 MiB, reused from the heap (grouping.batch.heap_threshold)."""
         attrs = np.asarray(attrs, dtype=np.int64)
         product_ids = np.asarray(product_ids)
         out = np.zeros((len(product_ids), self.model.cfg.d), np.float32)
@@ -91,12 +92,13 @@ class PAAGEmbedder:
         return out
 
     @torch.no_grad()
-    def profile(self, eut: np.ndarray, product_ids: np.ndarray, pairs_per_call: int = 32768) -> np.ndarray:
+    def profile(self, eut: np.ndarray, product_ids: np.ndarray, pairs_per_call: int = 8192) -> np.ndarray:
         """The preference profile of each (user, product) row: the user branch of the click logit,
         h_u|c(e_u|c), for every creative of the product (in creative id order), minus its mean over those
         creatives, so it says which of the product's creatives the user prefers and not how much the user
         clicks overall. Zero-padded to `width` (the most creatives of any product): (B, width) float32.
-        eut: the rows' e_u|t (from __call__)."""
+        eut: the rows' e_u|t (from __call__); `pairs_per_call` (user, creative) pairs at a time (temporaries of
+        a few MiB, as in __call__)."""
         if not self.creatives:
             raise ValueError("built without profiles=True")
         product_ids = np.asarray(product_ids)
