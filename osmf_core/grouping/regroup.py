@@ -82,7 +82,7 @@ class RegroupConfig:
     # products with more viewers are clustered across tasks: fitted on a sample, assigned in shards (grouping.split)
     split_above: int = 250_000
     # a Python worker's blocks above this many MiB are mapped and given back when freed (glibc; 0: glibc's
-    # sliding threshold, under which the worker's heap grows with its largest call; grouping.batch.heap_threshold)
+    # sliding threshold, under which the worker's heap grows with its largest call; grouping.heap)
     mmap_above_mib: int = 8
     # group features
     min_exposure: int = 30  # group_ctr keeps (creative, group) rows with at least this many impressions

@@ -37,9 +37,9 @@ def _cluster_sums(x: torch.Tensor, oh: torch.Tensor, rows: int = 256) -> torch.T
     oh (P, N, C) -> (P, N, C) = dist(x, x) @ oh, a point's distance to itself 0. The distances and their
     sums are in the data's own precision (float32 embeddings stay float32, as in scikit-learn), `rows`
     points at a time: a (rows, N) block of distances is reused from the heap, where a whole (N, N) matrix
-    would be fresh pages to fault in at every call (the allocator maps blocks above 32 MiB), half the time
-    of the whole silhouette at N = 3,000. Centred data keeps the cancellation error of
-    |a|^2 + |b|^2 - 2ab small."""
+    would be fresh pages to fault in at every call (glibc maps a block above its threshold: 32 MiB at most,
+    8 MiB in a regroup worker; docs/benchmarks.md, fifth step). Centred data keeps the cancellation error
+    of |a|^2 + |b|^2 - 2ab small."""
     p, n, _ = x.shape
     sq = (x * x).sum(-1)  # (P, N)
     xt = x.transpose(-1, -2)

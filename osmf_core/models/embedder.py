@@ -73,7 +73,7 @@ class PAAGEmbedder:
         """attrs (B, 20) integer codes in catalog order, product_ids (B,) -> e_u|t (B, d) float32.
         e_u is computed once per distinct attribute row, and each product's title is folded into the
         attention once (CrossAttention.fold) for all its rows. `batch_size` rows at a time: each step's
-        temporaries stay near 2 MiB, reused from the heap (grouping.batch.heap_threshold)."""
+        temporaries stay near 2 MiB, reused from the heap (grouping.heap)."""
         attrs = np.asarray(attrs, dtype=np.int64)
         product_ids = np.asarray(product_ids)
         out = np.zeros((len(product_ids), self.model.cfg.d), np.float32)
