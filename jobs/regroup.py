@@ -13,11 +13,12 @@ from __future__ import annotations
 import sys
 
 from osmf_core.data.spark import spark_job
-from osmf_core.grouping.regroup import RegroupConfig, check_model, regroup
+from osmf_core.grouping.regroup import SPARK_CONF, RegroupConfig, check_model, regroup
 
 
 def main(argv=None) -> int:
-    return spark_job("regroup", __doc__, RegroupConfig, regroup, argv, prepare=lambda cfg, warehouse: check_model(cfg))
+    return spark_job("regroup", __doc__, RegroupConfig, regroup, argv, prepare=lambda cfg, warehouse: check_model(cfg),
+                     conf=SPARK_CONF)
 
 
 if __name__ == "__main__":

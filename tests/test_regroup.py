@@ -250,3 +250,45 @@ def test_a_cogroup_refuses_keys_of_two_types(spark):
     with pytest.raises(TypeError, match="cogroup key shard: IntegerType\\(\\) in the rows, LongType\\(\\)"):
         cogroup(ints, longs, ["shard"])
     assert cogroup(ints, ints.withColumnRenamed("x", "y"), ["shard"]) is not None
+
+
+DAEMON_PROBE = """
+import json, os, sys
+import pyarrow as pa
+from osmf_core.data.config import SparkSettings
+from osmf_core.data.spark import build_spark
+from osmf_core.grouping.regroup import SPARK_CONF
+conf = SPARK_CONF if sys.argv[2] == "job" else {}
+spark = build_spark(SparkSettings(master="local[1]", warehouse=sys.argv[1], conf=conf, show_progress=False))
+def seen():  # before the task runs a line of its own: torch imported already? the worker's daemon
+    return pa.table({"torch": ["torch" in sys.modules], "daemon": [os.getppid()]})
+df = spark.range(1).selectExpr("id as k")
+a = df.mapInArrow(lambda batches: (seen().to_batches()[0] for _ in batches), "torch boolean, daemon long").collect()
+b = df.groupBy("k").cogroup(df.groupBy("k")).applyInArrow(lambda x, y: seen(), "torch boolean, daemon long").collect()
+print("PROBE " + json.dumps([[r["torch"], r["daemon"]] for r in a + b]))
+spark.stop()
+"""
+
+
+@pytest.mark.parametrize("conf", ["job", "spark"])
+def test_the_regroups_workers_fork_from_one_daemon_that_imported_torch(tmp_path, conf):
+    """With the regroup's SPARK_CONF the projection's mapInArrow task and the clustering's cogrouped task run in
+    workers of one daemon (grouping.daemon), and each finds torch imported before it ran; with Spark's own
+    daemon, torch is not there."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_GATEWAY_PORT", "SPARK_HOME")}
+    env.update(PYTHONPATH=str(repo), SPARK_LOCAL_IP="127.0.0.1")
+    proc = subprocess.run([sys.executable, "-c", DAEMON_PROBE, str(tmp_path / "wh"), conf], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (mapped, mapped_daemon), (grouped, grouped_daemon) = json.loads(
+        next(x for x in proc.stdout.splitlines() if x.startswith("PROBE "))[len("PROBE "):])
+    if conf == "job":
+        assert mapped and grouped and mapped_daemon == grouped_daemon
+    else:
+        assert not mapped and not grouped

@@ -59,16 +59,28 @@ def _under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def run_job(name: str, args: argparse.Namespace, make_config: Callable, run: Callable) -> int:
+def job_conf(conf: dict) -> dict:
+    """A job's own Spark settings less those that spark-submit was given (--conf, --properties-file): a cluster's
+    settings stand."""
+    if not conf or not _under_spark_submit():
+        return dict(conf)
+    from pyspark import SparkConf  # under spark-submit: the submitted settings, from the JVM already up
+    submitted = SparkConf()
+    return {k: v for k, v in conf.items() if not submitted.contains(k)}
+
+
+def run_job(name: str, args: argparse.Namespace, make_config: Callable, run: Callable, conf: dict | None = None) -> int:
     """The shell of a Spark job: its config and Spark settings from `args`, then `run(spark, cfg, warehouse)`.
     A configuration that cannot work stops in one `name: ...` line, exit code 2, before any table is touched;
-    the run's summary goes to `args.summary_json` when one is given."""
+    the run's summary goes to `args.summary_json` when one is given. `conf`: the job's own Spark settings,
+    under those of --conf and --spark-config."""
     try:
         try:
             cfg = make_config(args)
         except ValueError as e:  # a config class's own checks
             raise ConfigError(str(e)) from None
         settings = spark_settings(args)
+        settings.conf = {**job_conf(conf or {}), **settings.conf}
         spark = build_spark(settings)
         summary = run(spark, cfg, settings.warehouse)
     except ConfigError as e:
@@ -99,14 +111,16 @@ def settings_job(name: str, doc: str | None, config_cls, run: Callable, argv=Non
     return 0
 
 
-def spark_job(name: str, doc: str | None, config_cls, run: Callable, argv=None, prepare: Callable | None = None) -> int:
+def spark_job(name: str, doc: str | None, config_cls, run: Callable, argv=None, prepare: Callable | None = None,
+              conf: dict | None = None) -> int:
     """A whole Spark job's main: flags from `config_cls` (osmf_core.data.flags), --summary-json and the Spark
     flags; then `run(spark, cfg, warehouse)` through `run_job`. `prepare(cfg, warehouse) -> cfg` checks what
-    can be checked before Spark starts."""
+    can be checked before Spark starts; `conf`: the job's own Spark settings (run_job)."""
     ap = job_parser(doc)
     add_config_args(ap, config_cls)
     ap.add_argument("--summary-json", help="also write the run's summary to this file")
     add_spark_args(ap)
     args = ap.parse_args(argv)
     prepare = prepare or (lambda cfg, warehouse: cfg)
-    return run_job(name, args, lambda a: prepare(config_from_args(config_cls, a), spark_settings(a).warehouse), run)
+    return run_job(name, args, lambda a: prepare(config_from_args(config_cls, a), spark_settings(a).warehouse), run,
+                   conf)

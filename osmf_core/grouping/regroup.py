@@ -56,6 +56,14 @@ from osmf_core.models.paag import load_model
 
 STAGE = "regroup"
 CLUSTER_SPACES = ("profile", "eut")
+# the job's Spark settings, under those of --conf and of a submitter (spark.run_job): the Python workers fork
+# from a daemon that has imported torch (grouping.daemon), and every Arrow UDF of the job shares them (Spark
+# keeps a pool of workers per environment, and the cogroup's differs from mapInArrow's by the simplified-
+# traceback variable alone); the JVMs collect garbage with the throughput collector (docs/benchmarks.md)
+SPARK_CONF = {"spark.python.daemon.module": "osmf_core.grouping.daemon",
+              "spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled": "false",
+              "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
+              "spark.executor.extraJavaOptions": "-XX:+UseParallelGC"}
 
 
 @dataclass
@@ -301,16 +309,18 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     pair_rows = pairs(ctr, cfg.pair_min_exposure, cfg.pair_ctr_ratio).persist()
     writes = ((user_groups, C.USER_GROUPS), (groups, C.GROUPS), (ctr.withColumn("run_date", date), C.GROUP_CTR),
               (pair_rows.withColumn("run_date", date), C.PAIRS))
-    with ThreadPoolExecutor(len(writes) + 1) as pool:  # four tables, each its own commit, written at once
+    with ThreadPoolExecutor(len(writes) + 3) as pool:  # four tables, each its own commit, written at once
         done = [pool.submit(write_table, df, t, warehouse, where) for df, t in writes]
         summary = pool.submit(_summary, result)
         calls = pool.submit(lambda: result.where(F.col("kind") == "call").agg(
             F.count("*").alias("n"), F.max("rows_in").alias("rows"), F.max("peak_rss_mib").alias("rss"),
             F.max("fixed_rss_mib").alias("fixed")).first())
+        n_ctr = pool.submit(lambda: ctr_all.agg(F.count("*"), F.count_if(F.col("impressions") >= cfg.min_exposure))
+                            .first())
         for f in done:
             f.result()
-        g, calls = summary.result(), calls.result()
-    n_ctr_all, n_ctr, n_pairs = ctr_all.count(), ctr.count(), pair_rows.count()
+        g, calls, (n_ctr_all, n_ctr) = summary.result(), calls.result(), n_ctr.result()
+    n_pairs = pair_rows.count()
     result.unpersist()
     pair_rows.unpersist()
     laps.lap("write")
