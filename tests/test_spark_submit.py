@@ -18,8 +18,10 @@ parser = argparse.ArgumentParser()
 add_spark_args(parser)
 spark = build_spark(spark_settings(parser.parse_args(sys.argv[1:])))
 conf = spark.conf
-print("PROBE " + json.dumps({k: conf.get(k, None) for k in
-      ("spark.sql.shuffle.partitions", "spark.databricks.delta.snapshotPartitions", "spark.master")}))
+from osmf_core.data.spark import job_conf
+print("PROBE " + json.dumps({**{k: conf.get(k, None) for k in
+      ("spark.sql.shuffle.partitions", "spark.databricks.delta.snapshotPartitions", "spark.master")},
+      "job_conf": job_conf({"spark.sql.shuffle.partitions": "9", "spark.python.daemon.module": "m"})}))
 spark.stop()
 """
 
@@ -65,3 +67,13 @@ def test_a_job_flag_still_overrides_the_submitted_shuffle_partitions(submitted):
     _, from_flag = submitted
     assert from_flag["spark.sql.shuffle.partitions"] == "5"
     assert from_flag["spark.databricks.delta.snapshotPartitions"] == "5"
+
+
+def test_a_jobs_own_settings_yield_to_the_submitted_ones(submitted, monkeypatch):
+    """spark.job_conf: of a job's own Spark settings (e.g. the regroup's SPARK_CONF), those a submitter set stand
+    as submitted; the others apply. Outside spark-submit all apply."""
+    from osmf_core.data.spark import job_conf
+    from_props, _ = submitted
+    assert from_props["job_conf"] == {"spark.python.daemon.module": "m"}  # shuffle partitions: submitted, 3
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert job_conf({"spark.sql.shuffle.partitions": "9"}) == {"spark.sql.shuffle.partitions": "9"}
