@@ -57,9 +57,9 @@ from osmf_core.models.paag import load_model
 STAGE = "regroup"
 CLUSTER_SPACES = ("profile", "eut")
 # the job's Spark settings, under those of --conf and of a submitter (spark.run_job): the Python workers fork
-# from a daemon that has imported torch (grouping.daemon), and every Arrow UDF of the job shares them (Spark
-# keeps a pool of workers per environment, and the cogroup's differs from mapInArrow's by the simplified-
-# traceback variable alone); the JVMs collect garbage with the throughput collector (docs/benchmarks.md)
+# from a daemon that has imported torch (grouping.daemon), and all the job's tasks share them (Spark keeps a
+# pool of workers per environment, and the job's tasks came in two that differed by the simplified-traceback
+# variable alone); the JVMs collect garbage with the throughput collector (docs/benchmarks.md, seventh step)
 SPARK_CONF = {"spark.python.daemon.module": "osmf_core.grouping.daemon",
               "spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled": "false",
               "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
