@@ -305,7 +305,8 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     ctr_all = (result.where(F.col("kind") == "ctr").groupBy("product_id", "creative_id", "group_id")  # a split
                .agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))  # product's shards
                .withColumn("ctr", F.col("clicks") / F.col("impressions")))
-    ctr = ctr_all.where(F.col("impressions") >= cfg.min_exposure)
+    exposed = F.col("impressions") >= cfg.min_exposure
+    ctr = ctr_all.where(exposed)
     pair_rows = pairs(ctr, cfg.pair_min_exposure, cfg.pair_ctr_ratio).persist()
     writes = ((user_groups, C.USER_GROUPS), (groups, C.GROUPS), (ctr.withColumn("run_date", date), C.GROUP_CTR),
               (pair_rows.withColumn("run_date", date), C.PAIRS))
@@ -315,11 +316,10 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
         calls = pool.submit(lambda: result.where(F.col("kind") == "call").agg(
             F.count("*").alias("n"), F.max("rows_in").alias("rows"), F.max("peak_rss_mib").alias("rss"),
             F.max("fixed_rss_mib").alias("fixed")).first())
-        n_ctr = pool.submit(lambda: ctr_all.agg(F.count("*"), F.count_if(F.col("impressions") >= cfg.min_exposure))
-                            .first())
+        ctr_counts = pool.submit(lambda: ctr_all.agg(F.count("*"), F.count_if(exposed)).first())  # all, kept
         for f in done:
             f.result()
-        g, calls, (n_ctr_all, n_ctr) = summary.result(), calls.result(), n_ctr.result()
+        g, calls, (n_ctr_all, n_ctr) = summary.result(), calls.result(), ctr_counts.result()
     n_pairs = pair_rows.count()
     result.unpersist()
     pair_rows.unpersist()
