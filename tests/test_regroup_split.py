@@ -10,20 +10,30 @@ from osmf_core.data import catalog as C
 from osmf_core.data.store import append_rows, read_table
 from osmf_core.grouping.group_features import group_points
 from osmf_core.grouping.kmeans import PERCENTILES
-from osmf_core.grouping.split import nearest, points
+from osmf_core.grouping.split import describe, nearest, points
 
 from conftest import REGROUP
 
 
-def test_points_from_shard_candidates_equal_the_points_of_the_whole_group():
-    """Each shard keeps, per percentile, the members nearest its distance; merged, the blocks of point_users
-    give exactly group_points' points (the same targets: np.percentile of all members' distances)."""
+@pytest.mark.parametrize("targets_from", ["all", "sample"])
+def test_points_from_shard_candidates_equal_the_points_of_the_whole_group(targets_from):
+    """Each shard keeps, per percentile, the members nearest its target distance; merged, the blocks of
+    point_users give exactly group_points' points for the same centre and targets: the percentiles of all
+    members' distances (batch), or those of a sample's distances to the sample's centre (split.describe)."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(500, 6)).astype(np.float32)
     uid = rng.permutation(10_000)[:500]
-    centroid = x.mean(0)
-    dist = np.linalg.norm(x - centroid, axis=1)
-    targets = {p: float(np.percentile(dist, p)) for p in set(PERCENTILES)}
+    entries = sorted(set(PERCENTILES))
+    if targets_from == "all":
+        centre = x.mean(0)
+        targets = {p: float(np.percentile(np.linalg.norm(x - centre, axis=1), p)) for p in entries}
+    else:
+        sample = rng.choice(500, 120, replace=False)
+        centres, t, members = describe(x[sample], np.zeros(120, np.int64), 1, entries)
+        assert members.tolist() == [120]
+        centre, targets = centres[0], dict(zip(entries, t[0]))
+        assert not np.allclose(centre, x.mean(0), atol=1e-3)  # the sample's centre, not the group's
+    dist = np.linalg.norm(x - centre, axis=1)
     need = {p: PERCENTILES.count(p) * 10 for p in targets}
     cands = {p: [] for p in targets}
     for shard in np.array_split(rng.permutation(500), 4):
@@ -31,7 +41,16 @@ def test_points_from_shard_candidates_equal_the_points_of_the_whole_group():
             cands[p].append((gap, u, x[uid == u][0]))
     near = {p: np.stack([v for _, _, v in sorted(c, key=lambda r: (r[0], r[1]))]) for p, c in cands.items()}
     got = points(near, len(x), PERCENTILES, 10)
-    np.testing.assert_allclose(np.stack(got), group_points(x, centroid, PERCENTILES, 10), atol=1e-6)
+    np.testing.assert_allclose(np.stack(got), group_points(x, centre, PERCENTILES, 10, targets=targets), atol=1e-6)
+
+
+def test_describe_gives_each_groups_centre_percentile_distances_and_members():
+    eut = np.array([[0, 0], [2, 0], [0, 2], [2, 2], [10, 10], [12, 10]], np.float32)
+    labels = np.array([0, 0, 0, 0, 2, 2])
+    centres, targets, members = describe(eut, labels, 3, [0, 50, 100])
+    assert members.tolist() == [4, 0, 2]
+    np.testing.assert_allclose(centres, [[1, 1], [0, 0], [11, 10]])
+    np.testing.assert_allclose(targets, [[2 ** 0.5] * 3, [0, 0, 0], [1, 1, 1]], rtol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -33,10 +33,12 @@ def merge_small(x: np.ndarray, labels: np.ndarray, min_size: int) -> tuple[np.nd
     return labels, cents.astype(np.float32), merges
 
 
-def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, point_users: int = 10) -> np.ndarray:
+def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, point_users: int = 10,
+                 targets: dict | None = None) -> np.ndarray:
     """One point per entry of the percentile set: the mean of `point_users` members whose distance to
-    the centroid is nearest that percentile of the members' distances; the j-th repeat of a percentile
-    uses the j-th block of them (overlapping only when the group is too small for disjoint blocks)."""
+    the centroid is nearest that percentile of the members' distances (or targets[p], given: grouping.split
+    takes them from a sample); the j-th repeat of a percentile uses the j-th block of them (overlapping
+    only when the group is too small for disjoint blocks)."""
     n = len(x)
     if n < point_users:
         raise ValueError(f"a group of {n} users cannot publish points of {point_users} users")
@@ -45,7 +47,8 @@ def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, p
     for p in percentiles:
         j = seen.get(p, 0)
         seen[p] = j + 1
-        order = np.argsort(np.abs(dist - np.percentile(dist, p)), kind="stable")
+        t = np.percentile(dist, p) if targets is None else targets[p]
+        order = np.argsort(np.abs(dist - t), kind="stable")
         lo = min(j * point_users, n - point_users)
         out.append(x[order[lo:lo + point_users]].mean(0))
     return np.stack(out).astype(np.float32)

@@ -1,29 +1,33 @@
 """Products too large for one task (more than `split_above` viewers): K-Means fitted on a bounded sample of
 the product's viewers, every viewer assigned in parallel across tasks, and the group features from
 per-task statistics, with the k-anonymity guarantee of grouping.batch. No task holds more than a shard of
-about `rows_per_call` viewers, or the sample.
+about `rows_per_call` viewers, or the sample. Every viewer is embedded once (the sample's twice).
 
   fit      one task per product: a sample of about `fit_max` viewers (chosen by a hash of the user id, so
            a rerun draws the same sample) embedded and clustered as grouping.batch clusters a product: K*,
            the silhouette (of the sample, as batch's sampled silhouette) and the centroids in the
-           clustered space
+           clustered space; and, with the sample's viewers assigned to their nearest centroid as every
+           viewer will be, each group's e_u|t centre and the percentiles of its members' distances to it
+           (the targets of the points)
   assign   one task per shard (a hash of the user id, about rows_per_call viewers each): e_u|t, the
            profile, the nearest centroid; the shard's viewers and their groups, its (creative, group)
-           impressions and clicks, and per group the count and the sum of e_u|t. A group smaller than
-           min_group_size loses its centroid and the product is assigned again (batch merges such a
-           group into the nearest; here each of its viewers goes to their own nearest)
-  targets  each group's e_u|t centroid (sum / count); per shard each viewer's group and distance to it,
-           one small row per viewer (cached), and Spark's percentile_approx of them per group: the
-           percentile distances
-  points   per shard of the distance rows, for each percentile the viewers nearest its distance (as many
-           as the entry's blocks need); merged across shards, the j-th block of point_users nearest
-           viewers is averaged into the point, as group_points does on one frame: no point describes fewer
-           than point_users. Only these few viewers per product are embedded again, for their e_u|t
+           impressions and clicks, per group the count and the sum of e_u|t, and per group and percentile
+           the viewers whose distance to the group's centre is nearest the target (as many as the
+           percentile's blocks need) with their e_u|t: the points' candidates
+  merge    a group smaller than min_group_size (or with fewer than point_users viewers in the sample,
+           whose targets would describe too few) loses its centroid; the sample's centres and targets are
+           computed again for the remaining centroids and the product is assigned again (batch merges such
+           a group into the nearest; here each of its viewers goes to their own nearest)
+  publish  each group's size and e_u|t centroid from the shards' counts and sums (every viewer); its
+           points from the candidates merged across shards: the j-th block of point_users viewers nearest
+           the target is averaged into the point, as group_points does on one frame, so no point describes
+           fewer than point_users viewers
+The targets are the sample's: a point is the mean of the viewers nearest the sample's percentile distance,
+measured from the sample's centre (batch measures them on all the product's viewers, which would take
+another pass over every viewer: docs/benchmarks.md, eighth step).
 Each pass is a cogroup of its rows with their product's projected features (batch.feature_rows, copied
-once per shard and cached beside the rows), so no task holds another product's features.
-The rows are shuffled into (product, shard) partitions once and cached. The fit, assign and distance
-passes each compute e_u|t and the profiles of their rows (the sample, then every viewer twice) rather
-than keeping 128 floats per viewer between them.
+once per shard and cached beside the rows), so no task holds another product's features. The rows are
+shuffled into (product, shard) partitions once and cached.
 """
 from __future__ import annotations
 
@@ -43,10 +47,12 @@ from osmf_core.grouping.batch import (ARROW_SCHEMA, CLUSTER_SCHEMA, _table, call
 from osmf_core.grouping.kmeans import cluster_products
 
 SHARD = ["product_id", "shard"]
-FIT_SCHEMA = "product_id long, k_star int, silhouette double, centroids array<array<float>>, fit_on long"
-DIST_SCHEMA = "product_id long, shard int, group_id int, user_id long, dist double"
-CAND_SCHEMA = "product_id long, group_id int, percentile int, gap double, user_id long"
-VEC_SCHEMA = "product_id long, user_id long, vector array<float>"
+FIT_SCHEMA = ("product_id long, k_star int, silhouette double, centroids array<array<float>>, fit_on long, "
+              "centres array<array<float>>, targets array<array<double>>, members array<long>")
+CAND = [T.StructField("percentile", T.IntegerType(), True), T.StructField("gap", T.DoubleType(), True),
+        T.StructField("user_id", T.LongType(), True), T.StructField("vector", T.ArrayType(T.FloatType()), True)]
+ASSIGN_SCHEMA = T.StructType(CLUSTER_SCHEMA.fields + CAND)  # CLUSTER_SCHEMA rows, and "cand" rows
+ASSIGN_ARROW = to_arrow_schema(ASSIGN_SCHEMA)
 
 
 def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
@@ -72,47 +78,44 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
                  .repartition(n_parts, "product_id", "shard").persist())
     uniform = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed)), F.lit(1 << 30)) / float(1 << 30)
     sample = sharded.where(uniform < F.lit(cfg.cluster.fit_max) / F.col("n"))
-    fits = {r["product_id"]: r for r in _cogroup(sample, by_product, ["product_id"], _fit, FIT_SCHEMA, cfg).collect()}
+    entries = sorted(set(cfg.percentiles))
+    fits = {r["product_id"]: r for r in _cogroup(sample, by_product, ["product_id"], _fit, FIT_SCHEMA, cfg, entries)
+            .collect()}
     cents = {p: np.asarray(f["centroids"], np.float32) for p, f in fits.items()}
+    described = {p: (f["centres"], f["targets"], f["members"]) for p, f in fits.items()}
     log(f"[regroup] split: {len(fits)} products fitted on samples ({time.perf_counter() - t0:.1f} s)")
     merges = dict.fromkeys(cents, 0)
+    need = {p: cfg.percentiles.count(p) * cfg.point_users for p in entries}
     while True:
-        assigned = _cogroup(sharded, per_shard, SHARD, _assign, CLUSTER_SCHEMA, cfg, dict(cents)).persist()
+        assigned = _cogroup(sharded, per_shard, SHARD, _assign, ASSIGN_SCHEMA, cfg, dict(cents), dict(described),
+                            entries, need).persist()
         stats = assigned.where(F.col("kind") == "stats").groupBy("product_id", "group_id").agg(
             F.sum("size").alias("size"), F.array_agg("centroid").alias("sums")).collect()
         size = {(r["product_id"], r["group_id"]): r["size"] for r in stats}
-        small = {p for (p, g), n in size.items() if n < cfg.min_group_size and len(cents[p]) > 1}
+        few = {(p, g) for (p, g), n in size.items()
+               if n < cfg.min_group_size or described[p][2][g] < cfg.point_users}
+        small = {p for p, _ in few if len(cents[p]) > 1}
         if not small:
             break
-        for p in small:  # the smallest group's centroid goes; its viewers are assigned again with the rest
-            g = min((n, g) for (q, g), n in size.items() if q == p)[1]
+        for p in small:  # the smallest such group's centroid goes; its viewers are assigned again with the rest
+            g = min((size[(q, g)], g) for q, g in few if q == p)[1]
             cents[p] = np.delete(cents[p], g, axis=0)
             merges[p] += 1
+        again = sample.where(F.col("product_id").isin(sorted(small)))
+        described.update({r["product_id"]: (r["centres"], r["targets"], r["members"]) for r in _cogroup(
+            again, by_product, ["product_id"], _fit, FIT_SCHEMA, cfg, entries, {p: cents[p] for p in small}).collect()})
         log(f"[regroup] {len(small)} large products had a group below {cfg.min_group_size} viewers: assigning again")
         assigned.unpersist()
     centroid = {(r["product_id"], r["group_id"]): np.sum(r["sums"], 0) / r["size"] for r in stats}
-    log(f"[regroup] split: {len(size)} groups assigned ({time.perf_counter() - t0:.1f} s)")
-    entries = sorted(set(cfg.percentiles))
-    dist = _cogroup(sharded, per_shard, SHARD, _distances, DIST_SCHEMA, cfg, cents, centroid).persist(
-        StorageLevel.MEMORY_AND_DISK)
-    targets = {(r["product_id"], r["group_id"]): dict(zip(entries, r["t"])) for r in dist.groupBy(
-        "product_id", "group_id").agg(F.percentile_approx("dist", [p / 100 for p in entries], 1_000_000).alias("t"))
-        .collect()}
-    need = {p: cfg.percentiles.count(p) * cfg.point_users for p in entries}
-    log(f"[regroup] split: percentile distances ({time.perf_counter() - t0:.1f} s)")
-    cands = dist.groupBy("product_id", "shard").applyInArrow(lambda t: _candidates(t, targets, need),
-                                                             CAND_SCHEMA).toPandas()
-    with_vec = cands.merge(_vectors(sharded, by_product, cands, cfg), on=["product_id", "user_id"],
-                           validate="many_to_one")
-    if len(with_vec) != len(cands):
-        raise RuntimeError(f"{len(cands) - len(with_vec)} point candidates found no row to embed")
-    cands = with_vec
+    cands = assigned.where(F.col("kind") == "cand").select(
+        "product_id", "group_id", *(f.name for f in CAND)).toPandas()
     groups = _group_rows(cands, cfg, fits, size, centroid, merges)
-    log(f"[regroup] split: points from {len(cands):,} candidates ({time.perf_counter() - t0:.1f} s)")
+    log(f"[regroup] split: {len(size)} groups assigned, points from {len(cands):,} candidates "
+        f"({time.perf_counter() - t0:.1f} s)")
     group_df = spark.createDataFrame([tuple(g.get(f) for f in CLUSTER_SCHEMA.fieldNames()) for g in groups],
                                      CLUSTER_SCHEMA)
-    dist.unpersist()
-    return assigned.where(F.col("kind") != "stats").unionByName(group_df), [sharded, assigned, by_product, per_shard]
+    rows_out = assigned.where(F.col("kind").isin("users", "ctr", "call")).select(*CLUSTER_SCHEMA.fieldNames())
+    return rows_out.unionByName(group_df), [sharded, assigned, by_product, per_shard]
 
 
 def _cogroup(rows: DataFrame, feats: DataFrame, keys: list[str], fn, schema, *args) -> DataFrame:
@@ -126,13 +129,37 @@ def _cogroup(rows: DataFrame, feats: DataFrame, keys: list[str], fn, schema, *ar
     return cogroup(rows, feats, keys).applyInArrow(call, schema)
 
 
-def _fit(table: pa.Table, feats: pa.Table, cfg) -> pa.Table:
+def _fit(table: pa.Table, feats: pa.Table, cfg, entries: list[int], fixed: dict | None = None) -> pa.Table:
+    """One product's sample: K*, silhouette and centroids (cluster_products; `fixed`: product -> the
+    centroids to keep, no clustering), and the sample's description under them (`describe`)."""
     e = embed_table(table, feats, cfg)
-    (res,) = cluster_products([e.space], cfg.cluster)
-    return pa.table({"product_id": pa.array([int(e.product_ids[0])], pa.int64()),
-                     "k_star": pa.array([res.k_star], pa.int32()), "silhouette": [res.silhouette],
-                     "centroids": pa.array([res.centroids.tolist()], pa.list_(pa.list_(pa.float32()))),
-                     "fit_on": pa.array([len(e.space)], pa.int64())})
+    pid = int(e.product_ids[0])
+    if fixed is None:
+        (res,) = cluster_products([e.space], cfg.cluster)
+        k, sil, cents = res.k_star, res.silhouette, res.centroids
+    else:
+        k, sil, cents = len(fixed[pid]), 0.0, fixed[pid]
+    centres, targets, members = describe(e.eut, _nearest(e.space, cents), len(cents), entries)
+    vecs = pa.list_(pa.list_(pa.float32()))
+    return pa.table({"product_id": pa.array([pid], pa.int64()), "k_star": pa.array([k], pa.int32()),
+                     "silhouette": [float(sil)], "centroids": pa.array([np.asarray(cents).tolist()], vecs),
+                     "fit_on": pa.array([len(e.space)], pa.int64()), "centres": pa.array([centres.tolist()], vecs),
+                     "targets": pa.array([targets.tolist()], pa.list_(pa.list_(pa.float64()))),
+                     "members": pa.array([members.tolist()], pa.list_(pa.int64()))})
+
+
+def describe(eut: np.ndarray, labels: np.ndarray, k: int, entries: list[int]):
+    """Per group of k: the members' mean e_u|t (the centre; zeros for an empty group), the entries'
+    percentiles of their distances to it (as group_points computes them; zeros for an empty group), and
+    the members' count."""
+    centres = np.zeros((k, eut.shape[1]), np.float32)
+    targets = np.zeros((k, len(entries)))
+    members = np.bincount(labels, minlength=k).astype(np.int64)
+    for g in np.flatnonzero(members):
+        x = eut[labels == g]
+        centres[g] = x.mean(0)
+        targets[g] = np.percentile(np.linalg.norm(x - centres[g], axis=1), entries)
+    return centres, targets, members
 
 
 def _nearest(space: np.ndarray, cents: np.ndarray) -> np.ndarray:
@@ -140,77 +167,47 @@ def _nearest(space: np.ndarray, cents: np.ndarray) -> np.ndarray:
     return d2.argmin(1).astype(np.int32)
 
 
-def _labelled(table: pa.Table, feats: pa.Table, cfg, cents: dict):
-    """A shard's rows embedded (batch.embed_table), its product, and each row's nearest centroid: what every
-    pass over a shard starts from, computed the same way each time."""
+def _assign(table: pa.Table, feats: pa.Table, cfg, cents: dict, described: dict, entries: list[int],
+            need: dict) -> pa.Table:
+    """One shard: its viewers' groups ("users"), (creative, group) counts ("ctr"), per group the count and
+    the sum of e_u|t ("stats": size and centroid), the points' candidates ("cand") and the "call" row."""
     e = embed_table(table, feats, cfg)
     pid = int(e.product_ids[0])
-    return e, pid, _nearest(e.space, cents[pid])
-
-
-def _assign(table: pa.Table, feats: pa.Table, cfg, cents: dict) -> pa.Table:
-    """One shard: its viewers' groups ("users"), (creative, group) counts ("ctr"), per group the count and
-    the sum of e_u|t ("stats": size and centroid), and the "call" row."""
-    e, pid, labels = _labelled(table, feats, cfg, cents)
-    stats = [(g, int((labels == g).sum()), e.eut[labels == g].sum(0, dtype=np.float64).astype(np.float32).tolist())
-             for g in range(len(cents[pid]))]
-    n = len(stats)
+    labels = _nearest(e.space, cents[pid])
+    centres, targets, _ = described[pid]
+    stats, cand = [], []
+    for g in range(len(cents[pid])):
+        members = np.flatnonzero(labels == g)
+        stats.append((g, len(members), e.eut[members].sum(0, dtype=np.float64).astype(np.float32).tolist()))
+        dist = np.linalg.norm(e.eut[members] - np.asarray(centres[g], np.float32), axis=1)
+        cand += [(g, p, gap, members[i]) for p, gap, i in
+                 nearest(dist, e.uid[members], dict(zip(entries, targets[g])), need, index=True)]
+    n, m = len(stats), len(cand)
     stat_rows = _table({"kind": pa.repeat("stats", n).cast(pa.string()), "product_id": pa.array([pid] * n, pa.int64()),
                         "group_id": pa.array([g for g, _, _ in stats], pa.int32()),
                         "size": pa.array([c for _, c, _ in stats], pa.int64()),
                         "centroid": pa.array([v for _, _, v in stats], ARROW_SCHEMA.field("centroid").type)}, n)
-    return pa.concat_tables([tagged(e.product_ids, e.uid, labels, []), ctr_of(table, e, labels), stat_rows,
+    at = np.array([i for *_, i in cand], np.int64)
+    cand_cols = {"kind": pa.repeat("cand", m).cast(pa.string()), "product_id": [pid] * m,
+                 "group_id": [g for g, *_ in cand], "percentile": [p for _, p, _, _ in cand],
+                 "gap": [gap for _, _, gap, _ in cand], "user_id": e.uid[at], "vector": list(e.eut[at])}
+    rows = pa.concat_tables([tagged(e.product_ids, e.uid, labels, []), ctr_of(table, e, labels), stat_rows,
                              call_row(table.num_rows)])
+    rows = pa.table([*rows.columns, *(pa.nulls(rows.num_rows, ASSIGN_ARROW.field(f.name).type) for f in CAND)],
+                    schema=ASSIGN_ARROW)
+    cand_rows = pa.table([pa.array(cand_cols[f.name], f.type) if f.name in cand_cols else pa.nulls(m, f.type)
+                          for f in ASSIGN_ARROW], schema=ASSIGN_ARROW)
+    return pa.concat_tables([rows, cand_rows])
 
 
-def _distances(table: pa.Table, feats: pa.Table, cfg, cents: dict, centroid: dict) -> pa.Table:
-    """One shard: each viewer's group and distance (e_u|t) to the group's centroid."""
-    e, pid, labels = _labelled(table, feats, cfg, cents)
-    c = np.stack([centroid[(pid, g)] for g in range(len(cents[pid]))])  # float64, as the sums
-    n = len(labels)
-    return pa.table({"product_id": pa.array(np.full(n, pid), pa.int64()),
-                     "shard": pa.array(np.full(n, table.column("shard")[0].as_py() if n else 0), pa.int32()),
-                     "group_id": pa.array(labels, pa.int32()), "user_id": pa.array(e.uid, pa.int64()),
-                     "dist": pa.array(np.linalg.norm(e.eut - c[labels], axis=1).astype(np.float64))})
-
-
-def _candidates(table: pa.Table, targets: dict, need: dict) -> pa.Table:
-    """One shard's distance rows: for each group and percentile, the `need` viewers nearest the
-    percentile's distance (`nearest`). No embedding: the distances are those of the pass before."""
-    pid = table.column("product_id").to_numpy()
-    group, uid, dist = (table.column(c).to_numpy() for c in ("group_id", "user_id", "dist"))
-    out = []
-    for g in np.unique(group):
-        members = np.flatnonzero(group == g)
-        key = (int(pid[0]), int(g))
-        out += [(*key, p, gap, u) for p, gap, u in nearest(dist[members], uid[members], targets[key], need)]
-    cols = list(zip(*out)) if out else [[] for _ in range(5)]
-    return pa.table({"product_id": pa.array(cols[0], pa.int64()), "group_id": pa.array(cols[1], pa.int32()),
-                     "percentile": pa.array(cols[2], pa.int32()), "gap": pa.array(cols[3], pa.float64()),
-                     "user_id": pa.array(cols[4], pa.int64())})
-
-
-def _vectors(sharded: DataFrame, feats: DataFrame, cands: pd.DataFrame, cfg) -> pd.DataFrame:
-    """e_u|t of the candidates only (a few hundred viewers per product), from their rows in `sharded`."""
-    want = sharded.sparkSession.createDataFrame(cands[["product_id", "user_id"]].drop_duplicates(),
-                                                "product_id long, user_id long")
-    return _cogroup(sharded.join(F.broadcast(want), ["product_id", "user_id"]), feats, ["product_id"], _embedded,
-                    VEC_SCHEMA, cfg).toPandas()
-
-
-def _embedded(table: pa.Table, feats: pa.Table, cfg) -> pa.Table:
-    e = embed_table(table, feats, cfg)
-    return pa.table({"product_id": pa.array(e.product_ids, pa.int64()), "user_id": pa.array(e.uid, pa.int64()),
-                     "vector": pa.array(list(e.eut), pa.list_(pa.float32()))})
-
-
-def nearest(dist: np.ndarray, uid: np.ndarray, targets: dict, need: dict):
+def nearest(dist: np.ndarray, uid: np.ndarray, targets: dict, need: dict, index: bool = False):
     """(percentile, gap, user id) of the need[p] members nearest each target distance targets[p] (ties to
-    the smaller user id): a shard's candidates for the group's points."""
+    the smaller user id): a shard's candidates for the group's points. index: the member's index in
+    place of its user id."""
     for p, t in targets.items():
         gap = np.abs(dist - t)
         for i in np.lexsort((uid, gap))[:need[p]]:
-            yield p, float(gap[i]), int(uid[i])
+            yield p, float(gap[i]), int(i) if index else int(uid[i])
 
 
 def points(near: dict, n: int, percentiles, point_users: int) -> list[np.ndarray]:
