@@ -231,6 +231,44 @@ print(rss() - start)
 """
 
 
+_TRIM_SCRIPT = """
+import ctypes, sys
+from osmf_core.grouping.heap import heap_threshold, trimmed
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+heap_threshold(8)  # as a regroup worker: blocks under 8 MiB come from the heap
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+start, keep = rss(), []
+for i in range(128):  # a call's temporaries (written, then freed), each with a block kept after it
+    n = (1 << 20) + i * 4096
+    tmp = libc.malloc(n)
+    ctypes.memset(tmp, 1, n)
+    keep.append(libc.malloc(2 << 20))  # kept, never written, and larger than any hole: carved after tmp
+    libc.free(tmp)
+held = rss() - start
+print(held, trimmed("out", sys.argv[1] == "trim"), rss() - start)
+"""
+
+
+@pytest.mark.parametrize("trim", [False, True])
+def test_a_worker_gives_back_the_heap_pages_its_calls_freed_when_asked(tmp_path, trim):
+    """Blocks under the mmap threshold are carved from the heap, and blocks kept after them pin it: 128
+    freed temporaries of about 1 MiB stay resident. trimmed(out, True) (--trim-heap, after each call)
+    gives their pages back and returns the call's result."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = tmp_path / "trim.py"
+    script.write_text(_TRIM_SCRIPT)
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, str(script), "trim" if trim else "keep"], capture_output=True, text=True,
+                         check=True, cwd=root, env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"}).stdout.split()
+    held, result, after = int(out[0]), out[1], int(out[2])
+    assert held >= 128 and result == "out"  # MiB: the freed temporaries' pages, resident
+    assert after < 8 if trim else after >= 128
+
+
 def test_a_worker_with_the_heap_threshold_gives_back_the_large_arrays_it_freed(tmp_path):
     """glibc's own threshold slides up to the largest block freed, so after the first 12 MiB array the next
     ones come from the heap, and the small blocks kept after them pin it: the process keeps what it freed.

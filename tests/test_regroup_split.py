@@ -82,7 +82,8 @@ def test_a_product_of_a_million_viewers_is_grouped_in_shards_within_a_2_gib_exec
     from osmf_core.grouping.regroup import RegroupConfig, regroup
     wh, pid = million_wh
     assert spark.sparkContext.getConf().get("spark.driver.memory") == "2g"  # local mode: the executors' JVM
-    cfg = RegroupConfig(model=paag_model, **{**REGROUP, "rows_per_call": 125_000}, split_above=200_000, tasks=3)
+    cfg = RegroupConfig(model=paag_model, **{**REGROUP, "rows_per_call": 125_000}, split_above=200_000, tasks=3,
+                        trim_heap=True)  # the heap given back after each call (grouping.heap)
     m = regroup(spark, cfg, wh, log=lambda *_: None)
     assert m["products_split"] == 1
     assert m["max_rows_per_call"] <= 140_000  # shards of about rows_per_call: no call held the product's viewers

@@ -50,6 +50,7 @@ from osmf_core.data.reader import require_tables
 from osmf_core.data.store import exists_in, read_table, write_table
 from osmf_core.grouping.batch import CLUSTER_SCHEMA, cluster_call, cogroup, feature_rows
 from osmf_core.grouping.group_features import pairs
+from osmf_core.grouping.heap import trimmed
 from osmf_core.grouping.kmeans import PERCENTILES, ClusterConfig
 from osmf_core.grouping.split import cluster_split
 from osmf_core.models.paag import load_model
@@ -87,11 +88,11 @@ class RegroupConfig:
     # tasks the clustering's buckets are dealt to. 0: the cores Spark has when the clustering starts (under
     # dynamic allocation set it to the cores of the executors the job will have, e.g. 20 x 4 = 80)
     tasks: int = 0
-    # products with more viewers are clustered across tasks: fitted on a sample, assigned in shards (grouping.split)
-    split_above: int = 250_000
+    split_above: int = 250_000  # more viewers: clustered across tasks, fitted on a sample (grouping.split)
     # a Python worker's blocks above this many MiB are mapped and given back when freed (glibc; 0: glibc's
     # sliding threshold, under which the worker's heap grows with its largest call; grouping.heap)
     mmap_above_mib: int = 8
+    trim_heap: bool = False  # give the workers' free heap pages back after each call: flat peaks, a little slower
     # group features
     min_exposure: int = 30  # group_ctr keeps (creative, group) rows with at least this many impressions
     pair_min_exposure: int = 100  # pairs: both creatives at least this many impressions in the group
@@ -204,7 +205,7 @@ def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], feats: D
                                     *C.USER_ATTRIBUTES)
     # the features partitioned as the rows: a bucket's products' features go to its task, no other
     return cogroup(keyed_rows, keyed(feats), ["bucket"]).applyInArrow(
-        lambda table, f: cluster_call(table, f, cfg), CLUSTER_SCHEMA)
+        lambda table, f: trimmed(cluster_call(table, f, cfg), cfg.trim_heap), CLUSTER_SCHEMA)
 
 
 def pack(sizes: dict[int, int], n: int) -> dict[int, int]:

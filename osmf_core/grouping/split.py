@@ -44,6 +44,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from osmf_core.grouping.batch import (ARROW_SCHEMA, CLUSTER_SCHEMA, _table, call_row, cogroup, ctr_of,
                                       embed_table, tagged)
+from osmf_core.grouping.heap import trimmed
 from osmf_core.grouping.kmeans import cluster_products
 
 SHARD = ["product_id", "shard"]
@@ -118,14 +119,15 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
     return rows_out.unionByName(group_df), [sharded, assigned, by_product, per_shard]
 
 
-def _cogroup(rows: DataFrame, feats: DataFrame, keys: list[str], fn, schema, *args) -> DataFrame:
-    """fn(rows, features, *args) -> `schema` rows for each key of `rows` (partitioned by `keys` both sides,
-    the rows' partitioning kept: the features follow them); a key with features and no rows returns none."""
+def _cogroup(rows: DataFrame, feats: DataFrame, keys: list[str], fn, schema, cfg, *args) -> DataFrame:
+    """fn(rows, features, cfg, *args) -> `schema` rows for each key of `rows` (partitioned by `keys` both sides,
+    the rows' partitioning kept: the features follow them); a key with features and no rows returns none.
+    cfg: the RegroupConfig (its trim_heap: the heap given back after each call, grouping.heap)."""
     out = to_arrow_schema(schema if isinstance(schema, T.StructType) else
                           rows.sparkSession.createDataFrame([], schema).schema)  # parsed here, on the driver
 
     def call(table: pa.Table, f: pa.Table) -> pa.Table:
-        return fn(table, f, *args) if table.num_rows else out.empty_table()
+        return trimmed(fn(table, f, cfg, *args), cfg.trim_heap) if table.num_rows else out.empty_table()
     return cogroup(rows, feats, keys).applyInArrow(call, schema)
 
 
