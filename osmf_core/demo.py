@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from osmf_core.data import catalog as C
 from osmf_core.data.config import SparkSettings
 from osmf_core.data.reader import FeatureBank
 from osmf_core.data.reports import write_report
-from osmf_core.data.spark import build_spark
+from osmf_core.data.spark import build_spark, job_conf
 from osmf_core.data.store import read_table, register_tables
 from osmf_core.evaluation.online import simulated_ctr
 from osmf_core.features import encode as features
@@ -52,7 +52,10 @@ def run_demo(args: DemoConfig, settings: SparkSettings) -> dict:
     """Every stage, briefly, on the world of `args.world`; prints the summary, writes the report, returns it."""
     cfg, wh = args.world, settings.warehouse
     stages = Stages()
-    spark = stages.run("spark_session", lambda: build_spark(settings))
+    # one session serves every stage: it starts with the regroup's own settings (regroup.SPARK_CONF), under
+    # the given ones, as `python jobs/regroup.py` would
+    own = replace(settings, conf={**job_conf(regroup.SPARK_CONF), **settings.conf})
+    spark = stages.run("spark_session", lambda: build_spark(own))
     result = stages.run("simulate", lambda: simulate_world(spark, cfg, wh))
     stages[-1]["steps"] = result.seconds
 
