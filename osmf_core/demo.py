@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from osmf_core.data import catalog as C
 from osmf_core.data.config import SparkSettings
 from osmf_core.data.reader import FeatureBank
 from osmf_core.data.reports import write_report
-from osmf_core.data.spark import build_spark, job_conf
+from osmf_core.data.spark import build_spark, with_job_conf
 from osmf_core.data.store import read_table, register_tables
 from osmf_core.evaluation.online import simulated_ctr
 from osmf_core.features import encode as features
@@ -54,8 +54,8 @@ def run_demo(args: DemoConfig, settings: SparkSettings) -> dict:
     stages = Stages()
     # one session serves every stage: it starts with the regroup's own settings (regroup.SPARK_CONF), under
     # the given ones, as `python jobs/regroup.py` would
-    own = replace(settings, conf={**job_conf(regroup.SPARK_CONF), **settings.conf})
-    spark = stages.run("spark_session", lambda: build_spark(own))
+    # one session serves every stage: it starts with the regroup's own settings, as `python jobs/regroup.py` does
+    spark = stages.run("spark_session", lambda: build_spark(with_job_conf(settings, regroup.SPARK_CONF)))
     result = stages.run("simulate", lambda: simulate_world(spark, cfg, wh))
     stages[-1]["steps"] = result.seconds
 

@@ -37,8 +37,8 @@ def test_points_from_shard_candidates_equal_the_points_of_the_whole_group(target
     need = {p: PERCENTILES.count(p) * 10 for p in targets}
     cands = {p: [] for p in targets}
     for shard in np.array_split(rng.permutation(500), 4):
-        for p, gap, u in nearest(dist[shard], uid[shard], targets, need):
-            cands[p].append((gap, u, x[uid == u][0]))
+        for p, gap, i in nearest(dist[shard], uid[shard], targets, need):
+            cands[p].append((gap, uid[shard][i], x[shard][i]))
     near = {p: np.stack([v for _, _, v in sorted(c, key=lambda r: (r[0], r[1]))]) for p, c in cands.items()}
     got = points(near, len(x), PERCENTILES, 10)
     np.testing.assert_allclose(np.stack(got), group_points(x, centre, PERCENTILES, 10, targets=targets), atol=1e-6)

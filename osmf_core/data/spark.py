@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from typing import Callable
 
 from delta import configure_spark_with_delta_pip
@@ -69,6 +70,12 @@ def job_conf(conf: dict) -> dict:
     return {k: v for k, v in conf.items() if not submitted.contains(k)}
 
 
+def with_job_conf(settings, conf: dict):
+    """`settings` (a SparkSettings) with a job's own Spark settings under its own and the submitted ones
+    (job_conf)."""
+    return replace(settings, conf={**job_conf(conf), **settings.conf})
+
+
 def run_job(name: str, args: argparse.Namespace, make_config: Callable, run: Callable, conf: dict | None = None) -> int:
     """The shell of a Spark job: its config and Spark settings from `args`, then `run(spark, cfg, warehouse)`.
     A configuration that cannot work stops in one `name: ...` line, exit code 2, before any table is touched;
@@ -79,8 +86,7 @@ def run_job(name: str, args: argparse.Namespace, make_config: Callable, run: Cal
             cfg = make_config(args)
         except ValueError as e:  # a config class's own checks
             raise ConfigError(str(e)) from None
-        settings = spark_settings(args)
-        settings.conf = {**job_conf(conf or {}), **settings.conf}
+        settings = with_job_conf(spark_settings(args), conf or {})
         spark = build_spark(settings)
         summary = run(spark, cfg, settings.warehouse)
     except ConfigError as e:

@@ -293,10 +293,9 @@ def tagged(product_ids: np.ndarray, uid: np.ndarray, labels: np.ndarray, groups:
     return pa.concat_tables([users, pa.Table.from_pylist(groups, schema=ARROW_SCHEMA)])
 
 
-def _table(cols: dict, n: int) -> pa.Table:
-    """A CLUSTER_SCHEMA table of n rows from some of its columns; the others null."""
-    return pa.table([cols[f.name] if f.name in cols else pa.nulls(n, f.type) for f in ARROW_SCHEMA],
-                    schema=ARROW_SCHEMA)
+def _table(cols: dict, n: int, schema: pa.Schema = ARROW_SCHEMA) -> pa.Table:
+    """A CLUSTER_SCHEMA table (or one of `schema`) of n rows from some of its columns; the others null."""
+    return pa.table([cols[f.name] if f.name in cols else pa.nulls(n, f.type) for f in schema], schema=schema)
 
 
 def _silhouette_after_merge(x, labels, cfg) -> float:

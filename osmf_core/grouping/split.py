@@ -83,7 +83,7 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
     fits = {r["product_id"]: r for r in _cogroup(sample, by_product, ["product_id"], _fit, FIT_SCHEMA, cfg, entries)
             .collect()}
     cents = {p: np.asarray(f["centroids"], np.float32) for p, f in fits.items()}
-    described = {p: (f["centres"], f["targets"], f["members"]) for p, f in fits.items()}
+    described = dict(fits)  # each product's sample under its current centroids: centres, targets, members
     log(f"[regroup] split: {len(fits)} products fitted on samples ({time.perf_counter() - t0:.1f} s)")
     merges = dict.fromkeys(cents, 0)
     need = {p: cfg.percentiles.count(p) * cfg.point_users for p in entries}
@@ -94,7 +94,7 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
             F.sum("size").alias("size"), F.array_agg("centroid").alias("sums")).collect()
         size = {(r["product_id"], r["group_id"]): r["size"] for r in stats}
         few = {(p, g) for (p, g), n in size.items()
-               if n < cfg.min_group_size or described[p][2][g] < cfg.point_users}
+               if n < cfg.min_group_size or described[p]["members"][g] < cfg.point_users}
         small = {p for p, _ in few if len(cents[p]) > 1}
         if not small:
             break
@@ -103,7 +103,7 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
             cents[p] = np.delete(cents[p], g, axis=0)
             merges[p] += 1
         again = sample.where(F.col("product_id").isin(sorted(small)))
-        described.update({r["product_id"]: (r["centres"], r["targets"], r["members"]) for r in _cogroup(
+        described.update({r["product_id"]: r for r in _cogroup(
             again, by_product, ["product_id"], _fit, FIT_SCHEMA, cfg, entries, {p: cents[p] for p in small}).collect()})
         log(f"[regroup] {len(small)} large products had a group below {cfg.min_group_size} viewers: assigning again")
         assigned.unpersist()
@@ -176,40 +176,37 @@ def _assign(table: pa.Table, feats: pa.Table, cfg, cents: dict, described: dict,
     e = embed_table(table, feats, cfg)
     pid = int(e.product_ids[0])
     labels = _nearest(e.space, cents[pid])
-    centres, targets, _ = described[pid]
+    centres, targets = described[pid]["centres"], described[pid]["targets"]
     stats, cand = [], []
     for g in range(len(cents[pid])):
         members = np.flatnonzero(labels == g)
         stats.append((g, len(members), e.eut[members].sum(0, dtype=np.float64).astype(np.float32).tolist()))
         dist = np.linalg.norm(e.eut[members] - np.asarray(centres[g], np.float32), axis=1)
         cand += [(g, p, gap, members[i]) for p, gap, i in
-                 nearest(dist, e.uid[members], dict(zip(entries, targets[g])), need, index=True)]
+                 nearest(dist, e.uid[members], dict(zip(entries, targets[g])), need)]
     n, m = len(stats), len(cand)
     stat_rows = _table({"kind": pa.repeat("stats", n).cast(pa.string()), "product_id": pa.array([pid] * n, pa.int64()),
                         "group_id": pa.array([g for g, _, _ in stats], pa.int32()),
                         "size": pa.array([c for _, c, _ in stats], pa.int64()),
                         "centroid": pa.array([v for _, _, v in stats], ARROW_SCHEMA.field("centroid").type)}, n)
     at = np.array([i for *_, i in cand], np.int64)
-    cand_cols = {"kind": pa.repeat("cand", m).cast(pa.string()), "product_id": [pid] * m,
+    cand_rows = {"kind": pa.repeat("cand", m).cast(pa.string()), "product_id": [pid] * m,
                  "group_id": [g for g, *_ in cand], "percentile": [p for _, p, _, _ in cand],
                  "gap": [gap for _, _, gap, _ in cand], "user_id": e.uid[at], "vector": list(e.eut[at])}
     rows = pa.concat_tables([tagged(e.product_ids, e.uid, labels, []), ctr_of(table, e, labels), stat_rows,
                              call_row(table.num_rows)])
-    rows = pa.table([*rows.columns, *(pa.nulls(rows.num_rows, ASSIGN_ARROW.field(f.name).type) for f in CAND)],
-                    schema=ASSIGN_ARROW)
-    cand_rows = pa.table([pa.array(cand_cols[f.name], f.type) if f.name in cand_cols else pa.nulls(m, f.type)
-                          for f in ASSIGN_ARROW], schema=ASSIGN_ARROW)
+    rows = _table(dict(zip(rows.column_names, rows.columns)), rows.num_rows, ASSIGN_ARROW)
+    cand_rows = _table({c: pa.array(v, ASSIGN_ARROW.field(c).type) for c, v in cand_rows.items()}, m, ASSIGN_ARROW)
     return pa.concat_tables([rows, cand_rows])
 
 
-def nearest(dist: np.ndarray, uid: np.ndarray, targets: dict, need: dict, index: bool = False):
-    """(percentile, gap, user id) of the need[p] members nearest each target distance targets[p] (ties to
-    the smaller user id): a shard's candidates for the group's points. index: the member's index in
-    place of its user id."""
+def nearest(dist: np.ndarray, uid: np.ndarray, targets: dict, need: dict):
+    """(percentile, gap, member's index) of the need[p] members nearest each target distance targets[p] (ties
+    to the smaller user id): a shard's candidates for the group's points."""
     for p, t in targets.items():
         gap = np.abs(dist - t)
         for i in np.lexsort((uid, gap))[:need[p]]:
-            yield p, float(gap[i]), int(i) if index else int(uid[i])
+            yield p, float(gap[i]), int(i)
 
 
 def points(near: dict, n: int, percentiles, point_users: int) -> list[np.ndarray]:
