@@ -75,3 +75,12 @@ def test_tables_are_queryable_by_name_and_checksums_compare(spark, tmp_path):
     b = checksum(_metrics(spark, dt.date(2026, 11, 4), [2, 1]).select(*C.METRICS.column_names))
     assert a[0] == 2 and a != checksum(_metrics(spark, dt.date(2026, 11, 4), [1, 3]))
     assert a[0] == b[0]
+
+
+def test_a_local_frame_is_planned_as_a_local_relation_with_its_schema(spark):
+    from osmf_core.data.store import local_frame
+    df = local_frame(spark, {"product_id": [3, 1], "bucket": [0, 7]}, "product_id long, bucket int")
+    assert "LocalTableScan" in df._jdf.queryExecution().executedPlan().toString()
+    assert df.schema.simpleString() == "struct<product_id:bigint,bucket:int>"
+    assert [tuple(r) for r in df.collect()] == [(3, 0), (1, 7)]
+    assert local_frame(spark, {"product_id": []}, "product_id long").count() == 0

@@ -152,6 +152,13 @@ def read_table(spark: SparkSession, t: Table, warehouse: str, version: int | Non
     return reader.load(t.path(warehouse))
 
 
+def local_frame(spark: SparkSession, columns: dict, schema: str) -> DataFrame:
+    """A small frame of the driver's columns (name -> values), planned as a local relation through Arrow
+    (createDataFrame of a list of tuples runs Python tasks to unpickle it, in a job of its own per use)."""
+    import pandas as pd
+    return spark.createDataFrame(pd.DataFrame(columns), schema)
+
+
 def checksum(df: DataFrame) -> tuple[int, int]:
     """(row count, order-independent hash sum of all columns): equal for equal tables."""
     row = df.select(F.count("*").alias("n"),

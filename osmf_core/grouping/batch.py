@@ -26,7 +26,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from osmf_core.data import catalog as C
 from osmf_core.data.reader import FeatureBank
-from osmf_core.data.store import read_table
+from osmf_core.data.store import local_frame, read_table
 from osmf_core.grouping.group_features import group_points, merge_small
 from osmf_core.grouping.heap import heap_threshold
 from osmf_core.grouping.kmeans import cluster_products
@@ -87,7 +87,8 @@ def feature_rows(spark, cfg, warehouse: str, products=None):
     worker holds the whole catalogue's. cfg: a RegroupConfig; `products`: the ids to read (the window's, so
     that products nobody viewed are neither read nor projected; None: every product)."""
     blob = load_model(cfg.model)[1]
-    ids = None if products is None else spark.createDataFrame([(int(p),) for p in products], "product_id long")
+    ids = None if products is None else local_frame(spark, {"product_id": [int(p) for p in products]},
+                                                    "product_id long")
 
     def of(df):  # only the products asked for, before the projection (a broadcast semi-join)
         return df if ids is None else df.join(F.broadcast(ids), "product_id", "left_semi")

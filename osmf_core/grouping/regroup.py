@@ -47,7 +47,7 @@ from osmf_core.data import catalog as C
 from osmf_core.data.config import ConfigError
 from osmf_core.data.ledger import publish, roll_back_unpublished
 from osmf_core.data.reader import require_tables
-from osmf_core.data.store import exists_in, read_table, write_table
+from osmf_core.data.store import exists_in, local_frame, read_table, write_table
 from osmf_core.grouping.batch import CLUSTER_SCHEMA, cluster_call, cogroup, feature_rows
 from osmf_core.grouping.group_features import pairs
 from osmf_core.grouping.heap import trimmed
@@ -199,8 +199,8 @@ def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], feats: D
     of = {pid: label[b] for pid, b in pack(sizes, n).items()}
 
     def keyed(df: DataFrame) -> DataFrame:  # its own copy of the small frame for each side of the cogroup
-        return df.join(F.broadcast(spark.createDataFrame(list(of.items()), "product_id long, bucket int")),
-                       "product_id").repartition(tasks, "bucket")
+        small = local_frame(spark, {"product_id": list(of), "bucket": list(of.values())}, "product_id long, bucket int")
+        return df.join(F.broadcast(small), "product_id").repartition(tasks, "bucket")
     keyed_rows = keyed(rows).select("bucket", "product_id", "user_id", "shown_creatives", "shown_clicked",
                                     *C.USER_ATTRIBUTES)
     # the features partitioned as the rows: a bucket's products' features go to its task, no other

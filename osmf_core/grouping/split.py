@@ -42,6 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
+from osmf_core.data.store import local_frame
 from osmf_core.grouping.batch import (ARROW_SCHEMA, CLUSTER_SCHEMA, _table, call_row, cogroup, ctr_of,
                                       embed_table, tagged)
 from osmf_core.grouping.heap import trimmed
@@ -68,7 +69,8 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
     or shuffle."""
     spark, t0 = rows.sparkSession, time.perf_counter()
     products = [(int(p), int(n), -(-int(n) // cfg.rows_per_call)) for p, n in sizes.items()]  # id, viewers, shards
-    big = spark.createDataFrame(products, "product_id long, n long, shards int")
+    big = local_frame(spark, dict(zip(("product_id", "n", "shards"), map(list, zip(*products)))),
+                      "product_id long, n long, shards int")
     shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))  # int on both sides of the cogroups
     n_parts = max(sum(k for _, _, k in products), cfg.tasks or spark.sparkContext.defaultParallelism)
     sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard.cast("int"))
