@@ -54,7 +54,6 @@ def run_demo(args: DemoConfig, settings: SparkSettings) -> dict:
     stages = Stages()
     # one session serves every stage: it starts with the regroup's own settings (regroup.SPARK_CONF), under
     # the given ones, as `python jobs/regroup.py` would
-    # one session serves every stage: it starts with the regroup's own settings, as `python jobs/regroup.py` does
     spark = stages.run("spark_session", lambda: build_spark(with_job_conf(settings, regroup.SPARK_CONF)))
     result = stages.run("simulate", lambda: simulate_world(spark, cfg, wh))
     stages[-1]["steps"] = result.seconds

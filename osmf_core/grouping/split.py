@@ -68,11 +68,11 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
     there: the fit's sample, the two passes and the candidates' embedding read them without another join
     or shuffle."""
     spark, t0 = rows.sparkSession, time.perf_counter()
-    products = [(int(p), int(n), -(-int(n) // cfg.rows_per_call)) for p, n in sizes.items()]  # id, viewers, shards
-    big = local_frame(spark, dict(zip(("product_id", "n", "shards"), map(list, zip(*products)))),
-                      "product_id long, n long, shards int")
+    cols = {"product_id": [int(p) for p in sizes], "n": [int(n) for n in sizes.values()],
+            "shards": [-(-int(n) // cfg.rows_per_call) for n in sizes.values()]}  # a product's viewers, its shards
+    big = local_frame(spark, cols, "product_id long, n long, shards int")
     shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))  # int on both sides of the cogroups
-    n_parts = max(sum(k for _, _, k in products), cfg.tasks or spark.sparkContext.defaultParallelism)
+    n_parts = max(sum(cols["shards"]), cfg.tasks or spark.sparkContext.defaultParallelism)
     sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard.cast("int"))
                .repartition(n_parts, "product_id", "shard").persist(StorageLevel.MEMORY_AND_DISK))
     by_product = feats.join(F.broadcast(big.select("product_id")), "product_id").persist()
