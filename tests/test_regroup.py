@@ -265,16 +265,21 @@ def seen():  # before the task runs a line of its own: torch imported already? t
 df = spark.range(1).selectExpr("id as k")
 a = df.mapInArrow(lambda batches: (seen().to_batches()[0] for _ in batches), "torch boolean, daemon long").collect()
 b = df.groupBy("k").cogroup(df.groupBy("k")).applyInArrow(lambda x, y: seen(), "torch boolean, daemon long").collect()
-print("PROBE " + json.dumps([[r["torch"], r["daemon"]] for r in a + b]))
+jvm = spark.sparkContext._jvm  # the options the driver's JVM (local mode's executor too) runs with
+vm = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+    jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
+opts = {n: vm.getVMOption(n).getValue() for n in ("UseParallelGC", "Tier4InvocationThreshold", "Tier4BackEdgeThreshold")}
+print("PROBE " + json.dumps([[[r["torch"], r["daemon"]] for r in a + b], opts]))
 spark.stop()
 """
 
 
 @pytest.mark.parametrize("conf", ["job", "spark"])
-def test_the_regroups_workers_fork_from_one_daemon_that_imported_torch(tmp_path, conf):
+def test_the_regroups_spark_settings_reach_its_workers_and_its_jvm(tmp_path, conf):
     """With the regroup's SPARK_CONF the projection's mapInArrow task and the clustering's cogrouped task run in
-    workers of one daemon (grouping.daemon), and each finds torch imported before it ran; with Spark's own
-    daemon, torch is not there."""
+    workers of one daemon (grouping.daemon), and each finds torch imported before it ran, and the JVM collects
+    garbage with the throughput collector and hands methods to C2 at ten times the default heat (JVM_OPTIONS);
+    with Spark's own settings, torch is not there and the JIT thresholds are the JVM's defaults."""
     import json
     import os
     import subprocess
@@ -286,9 +291,11 @@ def test_the_regroups_workers_fork_from_one_daemon_that_imported_torch(tmp_path,
     proc = subprocess.run([sys.executable, "-c", DAEMON_PROBE, str(tmp_path / "wh"), conf], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    (mapped, mapped_daemon), (grouped, grouped_daemon) = json.loads(
+    [(mapped, mapped_daemon), (grouped, grouped_daemon)], opts = json.loads(
         next(x for x in proc.stdout.splitlines() if x.startswith("PROBE "))[len("PROBE "):])
     if conf == "job":
         assert mapped and grouped and mapped_daemon == grouped_daemon
+        assert opts == {"UseParallelGC": "true", "Tier4InvocationThreshold": "50000", "Tier4BackEdgeThreshold": "400000"}
     else:
         assert not mapped and not grouped
+        assert (opts["Tier4InvocationThreshold"], opts["Tier4BackEdgeThreshold"]) == ("5000", "40000")

@@ -60,11 +60,13 @@ CLUSTER_SPACES = ("profile", "eut")
 # the job's Spark settings, under those of --conf and of a submitter (spark.run_job): the Python workers fork
 # from a daemon that has imported torch (grouping.daemon), and all the job's tasks share them (Spark keeps a
 # pool of workers per environment, and the job's tasks came in two that differed by the simplified-traceback
-# variable alone); the JVMs collect garbage with the throughput collector (docs/benchmarks.md, seventh step)
+# variable alone); the JVMs collect garbage with the throughput collector and give to the optimising (C2) JIT
+# only methods ten times as hot as by default (docs/benchmarks.md, seventh and tenth steps)
+JVM_OPTIONS = ("-XX:+UseParallelGC -XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 "
+               "-XX:Tier4CompileThreshold=150000 -XX:Tier4BackEdgeThreshold=400000")
 SPARK_CONF = {"spark.python.daemon.module": "osmf_core.grouping.daemon",
               "spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled": "false",
-              "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
-              "spark.executor.extraJavaOptions": "-XX:+UseParallelGC"}
+              "spark.driver.extraJavaOptions": JVM_OPTIONS, "spark.executor.extraJavaOptions": JVM_OPTIONS}
 
 
 @dataclass
@@ -234,8 +236,6 @@ def bucket_labels(spark: SparkSession, n: int, tasks: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------- step 4
-
-
 class Laps:
     """Seconds of each stage of a run, in order (`lap(name)` closes the stage that ran since the last lap)."""
 
