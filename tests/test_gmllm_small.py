@@ -77,6 +77,6 @@ def test_small_profile_training_step_lowers_the_loss(small):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
     assert all(not torch.equal(p, q) for p, q in zip(params, before))
