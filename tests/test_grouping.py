@@ -1,11 +1,13 @@
 """The clustering core of the nightly regroup: silhouette, batched K-Means with K*, group features."""
+import tracemalloc
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from osmf_core.grouping.kmeans import ClusterConfig, cluster_products
-from osmf_core.grouping.group_features import group_points, merge_small
+from osmf_core.grouping.group_features import STEP, group_points, mean_rows, merge_small
 from osmf_core.grouping.silhouette import silhouette, silhouette_sampled
 
 
@@ -175,6 +177,28 @@ def test_group_points_are_means_of_k_users_at_the_percentile_distances():
     assert not np.allclose(pts[0], pts[1])  # the repeat of a percentile is another point
     with pytest.raises(ValueError, match="cannot publish"):
         group_points(x[:5], c, point_users=7)
+
+
+def test_a_groups_centroid_and_points_from_its_row_numbers_equal_those_of_its_copy_and_copy_nothing():
+    """The regroup's group features take a group's members by row number (mean_rows, group_points(rows=)):
+    the same numbers bit for bit as from the copy x[rows], with at most STEP members' rows at a time."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(10 * STEP + 17, 64)) * 4 + 2).astype(np.float32)
+    step_bytes = STEP * x.shape[1] * 4  # one step of rows
+    labels = rng.integers(0, 2, len(x))
+    for g in (0, 1):
+        rows = np.flatnonzero(labels == g)
+        members = x[rows]
+        assert len(rows) > 4.5 * STEP  # several steps, the last one partial
+        centroid = mean_rows(x, rows)
+        assert centroid.dtype == np.float32 and np.array_equal(centroid, members.mean(0))
+        np.testing.assert_array_equal(group_points(x, centroid, rows=rows), group_points(members, centroid))
+        tracemalloc.start()
+        mean_rows(x, rows)
+        group_points(x, centroid, rows=rows)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 4 * step_bytes < members.nbytes  # bounded by the step; x[rows] and x - centroid: 2x members
 
 
 def test_seeding_draws_in_proportion_to_the_weights_and_never_a_zero_weight():

@@ -1,5 +1,6 @@
 """PAAG: the model, its petastorm input path, DeepSpeed training with resumption, AUROC, e_u|t serving."""
 import dataclasses
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -165,6 +166,24 @@ def test_distinct_attribute_rows_are_numpys_unique_rows(high, width):
     assert len(distinct) < len(codes)
 
 
+def test_distinct_rows_of_int32_codes_keep_their_type_and_make_no_int64_copy_of_them():
+    """The regroup's codes arrive as int32 (Arrow): the keys are built a column at a time, so the call
+    holds no (B, 20) int64 copy of them (twice the codes' bytes)."""
+    codes = np.random.default_rng(1).integers(0, 7, (100_000, 20)).astype(np.int32)
+    codes[50_000:] = codes[:50_000]  # every user twice: 50,000 distinct rows
+    tracemalloc.start()
+    distinct, inverse = distinct_rows(codes)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    want, want_inverse = np.unique(codes, axis=0, return_inverse=True)
+    assert distinct.dtype == np.int32 and len(distinct) == 50_000
+    np.testing.assert_array_equal(distinct, want)
+    np.testing.assert_array_equal(inverse.reshape(-1), want_inverse.reshape(-1))
+    # the distinct rows themselves (half the codes) and a few int64 per row (keys, sort order, inverse);
+    # one int64 copy of the codes alone would be 2x codes.nbytes
+    assert peak < distinct.nbytes + 6 * 8 * len(codes) < 2 * codes.nbytes
+
+
 def test_product_aware_embedding_depends_on_user_and_product():
     torch.manual_seed(0)
     model = PAAG(TINY_MODEL).eval()
@@ -262,6 +281,7 @@ def test_embedder_serves_product_aware_user_embeddings(spark, paag_wh, tmp_path)
     with torch.no_grad():
         direct = emb.model.product_aware(torch.from_numpy(attrs), torch.from_numpy(title), torch.from_numpy(mask))
     np.testing.assert_allclose(out, direct.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(emb(attrs.astype(np.int32), pids), out)  # the codes as Arrow gives them
     # preference profiles: each row's scores over its product's creatives (id order), centred, zero-padded
     prof_emb = PAAGEmbedder(tmp_path / MODEL_FILE, paag_wh, profiles=True)
     creatives = read_table(spark, C.CREATIVES, paag_wh).select("creative_id", "product_id").toPandas()

@@ -242,6 +242,23 @@ def test_a_call_embeds_from_its_own_products_features_as_from_the_whole_bank(spa
         embed_table(table, feats.filter(pc.not_equal(feats["product_id"], max(two))), cfg)
 
 
+def test_the_projection_in_steps_gives_the_rows_of_one_step(spark, regrouped):
+    """batch.project projects a batch `step_floats` input floats at a time, one output batch per step, so
+    its copies do not grow with the batch: the same rows, bit for bit, as the whole batch at once."""
+    import pyarrow as pa
+    from osmf_core.grouping.batch import encoder_rows, project
+    wh, cfg, _ = regrouped
+    raw = encoder_rows(spark, cfg, wh).toArrow()
+    batch = raw.combine_chunks().to_batches()[0]
+    assert batch.num_rows == raw.num_rows > 10 and not raw.column("is_title").to_numpy().all()  # titles, images
+    whole = list(project(iter([batch]), cfg, step_floats=1 << 40))
+    one_row = list(project(iter([batch]), cfg, step_floats=1))  # below one row's floats: a row a step
+    few = list(project(iter([batch]), cfg, step_floats=len(batch.column("features").values) // 5))
+    assert len(whole) == 1 and len(one_row) == batch.num_rows and 5 <= len(few) < batch.num_rows
+    for steps in (one_row, few):
+        assert pa.Table.from_batches(steps).equals(pa.Table.from_batches(whole))
+
+
 def test_a_cogroup_refuses_keys_of_two_types(spark):
     """An int key and a long key hash apart, yet Spark would take the two sides as co-partitioned."""
     from osmf_core.grouping.batch import cogroup

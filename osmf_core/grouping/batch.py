@@ -27,7 +27,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from osmf_core.data import catalog as C
 from osmf_core.data.reader import FeatureBank
 from osmf_core.data.store import local_frame, read_table
-from osmf_core.grouping.group_features import group_points, merge_small
+from osmf_core.grouping.group_features import group_points, mean_rows, merge_small
 from osmf_core.grouping.heap import heap_threshold
 from osmf_core.grouping.kmeans import cluster_products
 from osmf_core.grouping.silhouette import silhouette
@@ -57,6 +57,7 @@ CLUSTER_SCHEMA = T.StructType([
 ])
 ARROW_SCHEMA = to_arrow_schema(CLUSTER_SCHEMA)
 
+PROJECT_STEP = 1 << 22  # input floats projected at a time (16 MiB): batch.project
 FEATURE_SCHEMA = "product_id long, is_title boolean, creative_id long, items int, dim int, features array<float>"
 
 _EMBEDDERS: dict = {}  # one PAAG per Python worker process, reused across tasks (the weights, no features)
@@ -86,6 +87,12 @@ def feature_rows(spark, cfg, warehouse: str, products=None):
     model (batch.project). The clustering calls receive their own products' rows of it (a cogroup), so no
     worker holds the whole catalogue's. cfg: a RegroupConfig; `products`: the ids to read (the window's, so
     that products nobody viewed are neither read nor projected; None: every product)."""
+    return encoder_rows(spark, cfg, warehouse, products).mapInArrow(lambda batches: project(batches, cfg),
+                                                                    FEATURE_SCHEMA)
+
+
+def encoder_rows(spark, cfg, warehouse: str, products=None):
+    """feature_rows before the projection: the frozen encoders' features, in FEATURE_SCHEMA."""
     blob = load_model(cfg.model)[1]
     ids = None if products is None else local_frame(spark, {"product_id": [int(p) for p in products]},
                                                     "product_id long")
@@ -96,13 +103,13 @@ def feature_rows(spark, cfg, warehouse: str, products=None):
               .select("product_id", F.lit(True).alias("is_title"), F.lit(0).cast("long").alias("creative_id"),
                       F.col("n_tokens").alias("items"), "dim", "features"))
     if cfg.cluster_on != "profile":
-        return titles.mapInArrow(lambda batches: project(batches, cfg), FEATURE_SCHEMA)
+        return titles
     creatives = of(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"))
     images = (read_table(spark, C.IMAGE_PATCHES, warehouse).where(F.col("encoder") == blob["image_encoder"])
               .join(creatives, "creative_id")
               .select("product_id", F.lit(False).alias("is_title"), "creative_id", F.col("n_patches").alias("items"),
                       "dim", "features"))
-    return titles.unionByName(images).mapInArrow(lambda batches: project(batches, cfg), FEATURE_SCHEMA)
+    return titles.unionByName(images)
 
 
 def _columns(feats: pa.Table) -> dict:
@@ -120,34 +127,43 @@ def bank_of(feats: pa.Table) -> FeatureBank:
     return FeatureBank.from_rows(_columns(feats), projected=True)
 
 
-def project(batches, cfg):
+def project(batches, cfg, step_floats: int = PROJECT_STEP):
     """mapInArrow over FEATURE_SCHEMA rows of the frozen encoders' features: the same rows with PAAG's
     d-wide projections of their tokens (title_tokens, patch_tokens: per token, so a call's bank is the
-    whole bank's), before they are shuffled to the calls (3x fewer floats for a title, 10x for an image)."""
-    import torch
+    whole bank's), before they are shuffled to the calls (3x fewer floats for a title, 10x for an image).
+    A batch is projected `step_floats` input floats at a time (at least one row), each step its own output
+    batch: the copies a step makes (its tokens stacked, the model's temporaries) stay a few tens of MiB
+    whatever the batch holds (docs/benchmarks.md, eleventh step)."""
     model = embedder(cfg.model, cfg.cluster_on == "profile", cfg.mmap_above_mib).model
-    d = model.cfg.d
     for batch in batches:
-        if not batch.num_rows:
+        floats = np.cumsum(pc.list_value_length(batch.column("features")).fill_null(0).to_numpy())
+        lo = 0
+        while lo < batch.num_rows:
+            hi = max(lo + 1, int(np.searchsorted(floats, (floats[lo - 1] if lo else 0) + step_floats, "right")))
+            yield _projected(pa.Table.from_batches([batch.slice(lo, hi - lo)]), model)
+            lo = hi
+
+
+def _projected(t: pa.Table, model) -> pa.RecordBatch:
+    """project's rows of one step."""
+    import torch
+    cols = _columns(t)
+    items = cols["items"].astype(np.int64)
+    out = [np.zeros(0, np.float32)] * t.num_rows
+    for title, fn in ((True, model.title_tokens), (False, model.patch_tokens)):
+        idx = np.flatnonzero(cols["is_title"] == title)
+        if not len(idx):
             continue
-        t = pa.Table.from_batches([batch])
-        cols = _columns(t)
-        items = cols["items"].astype(np.int64)
-        out = [np.zeros(0, np.float32)] * t.num_rows
-        for title, fn in ((True, model.title_tokens), (False, model.patch_tokens)):
-            idx = np.flatnonzero(cols["is_title"] == title)
-            if not len(idx):
-                continue
-            x = np.concatenate([cols["features"][i].reshape(-1, int(cols["dim"][i]))[:items[i]] for i in idx])
-            with torch.no_grad():
-                y = fn(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
-            for i, part in zip(idx, np.split(y, np.cumsum(items[idx])[:-1])):
-                out[i] = part.reshape(-1)
-        offsets = np.concatenate([[0], np.cumsum([len(o) for o in out])]).astype(np.int32)
-        feats = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(out), pa.float32()))
-        yield pa.RecordBatch.from_arrays([t.column(c).combine_chunks() for c in t.column_names[:4]]
-                                         + [pa.array(np.full(t.num_rows, d, np.int32)), feats],
-                                         names=t.column_names)
+        x = np.concatenate([cols["features"][i].reshape(-1, int(cols["dim"][i]))[:items[i]] for i in idx])
+        with torch.no_grad():
+            y = fn(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+        for i, part in zip(idx, np.split(y, np.cumsum(items[idx])[:-1])):
+            out[i] = part.reshape(-1)
+    offsets = np.concatenate([[0], np.cumsum([len(o) for o in out])]).astype(np.int32)
+    feats = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(out), pa.float32()))
+    return pa.RecordBatch.from_arrays([t.column(c).combine_chunks() for c in t.column_names[:4]]
+                                      + [pa.array(np.full(t.num_rows, model.cfg.d, np.int32)), feats],
+                                      names=t.column_names)
 
 
 def cogroup(rows, feats, keys: list[str]):
@@ -182,7 +198,7 @@ def embed_table(table: pa.Table, feats: pa.Table, cfg) -> Embedded:
     order = np.lexsort((uid, product_ids))
     pids = product_ids[order]
     attrs = np.stack([table.column(a).to_numpy() for a in C.USER_ATTRIBUTES], 1)[order]
-    eut = emb(attrs.astype(np.int64), pids)
+    eut = emb(attrs, pids)
     space = emb.profile(eut, pids) if cfg.cluster_on == "profile" and len(eut) else eut
     return Embedded(order, pids, uid[order], eut, space)
 
@@ -274,11 +290,11 @@ def group_rows(pid: int, e: np.ndarray, labels: np.ndarray, cfg, **product) -> l
     product's K*, silhouette, merges and sampled flag."""
     rows = []
     for g in range(int(labels.max()) + 1):
-        members = e[labels == g]
-        centroid = members.mean(0)
+        members = np.flatnonzero(labels == g)  # their row numbers: no copy of their e_u|t
+        centroid = mean_rows(e, members)
         rows.append({"kind": "group", "product_id": pid, "group_id": g, "size": len(members),
                      "centroid": centroid.tolist(), **product,
-                     "points": group_points(members, centroid, cfg.percentiles, cfg.point_users).tolist()})
+                     "points": group_points(e, centroid, cfg.percentiles, cfg.point_users, rows=members).tolist()})
     return rows
 
 

@@ -10,6 +10,8 @@ from pyspark.sql import functions as F
 
 from osmf_core.grouping.kmeans import PERCENTILES
 
+STEP = 8192  # member rows at a time (4 MiB of 128-wide float32)
+
 
 def merge_small(x: np.ndarray, labels: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Merge groups smaller than min_size into the nearest other group (smallest first), renumber.
@@ -34,15 +36,19 @@ def merge_small(x: np.ndarray, labels: np.ndarray, min_size: int) -> tuple[np.nd
 
 
 def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, point_users: int = 10,
-                 targets: dict | None = None) -> np.ndarray:
+                 targets: dict | None = None, rows: np.ndarray | None = None) -> np.ndarray:
     """One point per entry of the percentile set: the mean of `point_users` members whose distance to
     the centroid is nearest that percentile of the members' distances (or targets[p], given: grouping.split
     takes them from a sample); the j-th repeat of a percentile uses the j-th block of them (overlapping
-    only when the group is too small for disjoint blocks)."""
-    n = len(x)
+    only when the group is too small for disjoint blocks). The members are the rows of x, or x[rows]: the
+    distances are taken STEP rows at a time, so a group of any size costs one float per member."""
+    n = len(x) if rows is None else len(rows)
     if n < point_users:
         raise ValueError(f"a group of {n} users cannot publish points of {point_users} users")
-    dist = np.linalg.norm(x - centroid, axis=1)
+    dist = np.empty(n, x.dtype)
+    for lo in range(0, n, STEP):
+        part = x[lo:lo + STEP] if rows is None else x[rows[lo:lo + STEP]]
+        dist[lo:lo + STEP] = np.linalg.norm(part - centroid, axis=1)
     out, seen = [], {}
     for p in percentiles:
         j = seen.get(p, 0)
@@ -50,8 +56,19 @@ def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, p
         t = np.percentile(dist, p) if targets is None else targets[p]
         order = np.argsort(np.abs(dist - t), kind="stable")
         lo = min(j * point_users, n - point_users)
-        out.append(x[order[lo:lo + point_users]].mean(0))
+        take = order[lo:lo + point_users]
+        out.append(x[take if rows is None else rows[take]].mean(0))
     return np.stack(out).astype(np.float32)
+
+
+def mean_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x[rows].mean(0), the same numbers, without the copy of x[rows]: numpy sums a 2-D array's rows
+    along axis 0 one after the other, so STEP rows at a time, each block summed onto the running total,
+    is the same sum."""
+    total = np.zeros((1, x.shape[1]), x.dtype)
+    for lo in range(0, len(rows), STEP):
+        total = np.add.reduce(np.concatenate([total, x[rows[lo:lo + STEP]]]), axis=0, keepdims=True)
+    return total[0] / x.dtype.type(len(rows))
 
 
 def pairs(ctr: DataFrame, min_exposure: int, ratio: float) -> DataFrame:

@@ -69,27 +69,40 @@ class PAAGEmbedder:
         return torch.from_numpy(feats) if projected else project(torch.from_numpy(feats))
 
     @torch.no_grad()
-    def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    def __call__(self, attrs: np.ndarray, product_ids: np.ndarray, batch_size: int = 2048,
+                 shared_below: int = 16_384) -> np.ndarray:
         """attrs (B, 20) integer codes in catalog order, product_ids (B,) -> e_u|t (B, d) float32.
-        e_u is computed once per distinct attribute row, and each product's title is folded into the
-        attention once (CrossAttention.fold) for all its rows. `batch_size` rows at a time: each step's
-        temporaries stay near 2 MiB, reused from the heap (grouping.heap)."""
-        attrs = np.asarray(attrs, dtype=np.int64)
-        product_ids = np.asarray(product_ids)
+        Each product's title is folded into the attention once (CrossAttention.fold) for all its rows.
+        e_u is computed once per distinct attribute row of the products with fewer than `shared_below`
+        rows (a user who viewed several of a call's products is embedded once), and step by step for the
+        rows of a larger product, whose users are all distinct: a call holds e_u of its small products'
+        users, not of a large product's, and no int64 copy of `attrs` (docs/benchmarks.md, eleventh step).
+        `batch_size` rows at a time: each step's temporaries stay near 2 MiB, reused from the heap
+        (grouping.heap)."""
+        attrs = np.asarray(attrs)
         out = np.zeros((len(product_ids), self.model.cfg.d), np.float32)
         if not len(out):
             return out
-        distinct, inverse = distinct_rows(attrs)
-        eu = torch.cat([self.model.user_embedding(torch.from_numpy(distinct[lo:lo + batch_size]))
-                        for lo in range(0, len(distinct), batch_size)])
-        inverse = torch.from_numpy(inverse.reshape(-1))
-        rows = self.bank.title_rows(product_ids)
-        for r, idx in _spans(rows):
+        spans = list(_spans(self.bank.title_rows(np.asarray(product_ids))))
+        shared = [idx for _, idx in spans if len(idx) < shared_below]
+        if shared:
+            rows = np.concatenate(shared)
+            distinct, inverse = distinct_rows(attrs[rows])
+            eu = torch.empty(len(distinct), self.model.cfg.d)
+            for lo in range(0, len(distinct), batch_size):
+                eu[lo:lo + batch_size] = self._user_embedding(distinct[lo:lo + batch_size])
+            slot = np.zeros(len(out), np.int64)  # each row's e_u among the distinct rows
+            slot[rows] = inverse.reshape(-1)
+        for r, idx in spans:
             folded = self.model.ca_title.fold(self.tokens[r], self.mask[r])
             for lo in range(0, len(idx), batch_size):
                 take = idx[lo:lo + batch_size]
-                out[take] = self.model.ca_title.attend(eu[inverse[torch.from_numpy(take)]], folded).numpy()
+                e = self._user_embedding(attrs[take]) if len(idx) >= shared_below else eu[slot[take]]
+                out[take] = self.model.ca_title.attend(e, folded).numpy()
         return out
+
+    def _user_embedding(self, codes: np.ndarray) -> torch.Tensor:
+        return self.model.user_embedding(torch.from_numpy(codes.astype(np.int64)))
 
     @torch.no_grad()
     def profile(self, eut: np.ndarray, product_ids: np.ndarray, pairs_per_call: int = 8192) -> np.ndarray:
@@ -131,7 +144,9 @@ def distinct_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         span *= r
     if span >= 2 ** 63:
         return np.unique(codes, axis=0, return_inverse=True)
-    keys = codes.astype(np.int64) @ np.array(scale[::-1], np.int64)
+    keys = np.zeros(len(codes), np.int64)  # column by column: no int64 copy of all the codes
+    for j, sc in enumerate(scale[::-1]):
+        keys += codes[:, j].astype(np.int64) * sc
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return codes[first], inverse
 
