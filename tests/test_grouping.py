@@ -199,6 +199,8 @@ def test_a_groups_centroid_and_points_from_its_row_numbers_equal_those_of_its_co
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 4 * step_bytes < members.nbytes  # bounded by the step; x[rows] and x - centroid: 2x members
+    one = x[:, :1] * 1000  # one column: numpy sums it pairwise, and mean_rows copies
+    assert np.array_equal(mean_rows(one, rows), one[rows].mean(0))
 
 
 def test_seeding_draws_in_proportion_to_the_weights_and_never_a_zero_weight():

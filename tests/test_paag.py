@@ -282,6 +282,8 @@ def test_embedder_serves_product_aware_user_embeddings(spark, paag_wh, tmp_path)
         direct = emb.model.product_aware(torch.from_numpy(attrs), torch.from_numpy(title), torch.from_numpy(mask))
     np.testing.assert_allclose(out, direct.numpy(), atol=1e-5)
     np.testing.assert_array_equal(emb(attrs.astype(np.int32), pids), out)  # the codes as Arrow gives them
+    # products of 2 rows counted large: their rows embedded step by step, not through the shared distinct rows
+    np.testing.assert_allclose(emb(attrs, pids, shared_below=2), out, rtol=0, atol=1e-6)
     # preference profiles: each row's scores over its product's creatives (id order), centred, zero-padded
     prof_emb = PAAGEmbedder(tmp_path / MODEL_FILE, paag_wh, profiles=True)
     creatives = read_table(spark, C.CREATIVES, paag_wh).select("creative_id", "product_id").toPandas()

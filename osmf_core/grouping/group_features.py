@@ -45,7 +45,7 @@ def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, p
     n = len(x) if rows is None else len(rows)
     if n < point_users:
         raise ValueError(f"a group of {n} users cannot publish points of {point_users} users")
-    dist = np.empty(n, x.dtype)
+    dist = np.empty(n, np.result_type(x, centroid))
     for lo in range(0, n, STEP):
         part = x[lo:lo + STEP] if rows is None else x[rows[lo:lo + STEP]]
         dist[lo:lo + STEP] = np.linalg.norm(part - centroid, axis=1)
@@ -62,9 +62,11 @@ def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, p
 
 
 def mean_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """x[rows].mean(0), the same numbers, without the copy of x[rows]: numpy sums a 2-D array's rows
-    along axis 0 one after the other, so STEP rows at a time, each block summed onto the running total,
-    is the same sum."""
+    """x[rows].mean(0) of a float array, the same numbers, without the copy of x[rows]: numpy sums the
+    rows of a 2-D array of two or more columns along axis 0 one after the other, so STEP rows at a time,
+    each block summed onto the running total, is the same sum. One column is summed pairwise: copied."""
+    if x.shape[1] < 2:
+        return x[rows].mean(0)
     total = np.zeros((1, x.shape[1]), x.dtype)
     for lo in range(0, len(rows), STEP):
         total = np.add.reduce(np.concatenate([total, x[rows[lo:lo + STEP]]]), axis=0, keepdims=True)
