@@ -189,7 +189,7 @@ def test_products_are_packed_into_even_buckets_and_the_buckets_dealt_evenly_to_t
     """pack: the largest product first, each into the lightest bucket (longest processing time first);
     bucket_labels: bucket b's value goes to task b mod tasks under the hash partitioning the job uses."""
     from pyspark.sql import functions as F
-    from osmf_core.grouping.regroup import bucket_labels, pack
+    from osmf_core.grouping.buckets import bucket_labels, pack
     sizes = {1: 50, 2: 40, 3: 30, 4: 20, 5: 10, 6: 10}
     assert pack(sizes, 2) == {1: 0, 2: 1, 3: 1, 4: 0, 5: 0, 6: 1}  # loads 80 and 80
     rng = np.random.default_rng(0)
@@ -316,3 +316,27 @@ def test_the_regroups_spark_settings_reach_its_workers_and_its_jvm(tmp_path, con
     else:
         assert not mapped and not grouped
         assert (opts["Tier4InvocationThreshold"], opts["Tier4BackEdgeThreshold"]) == ("5000", "40000")
+
+
+def test_more_rows_than_rows_per_task_make_more_tasks_with_the_same_calls_and_tables(spark, regrouped, paag_wh,
+                                                                                   tmp_path):
+    """task_count: the cores, or the least multiple of them holding the rows at rows_per_task a task (a
+    task's sort of its rows stays bounded). Dealt to twice the tasks, the same calls write the same tables."""
+    import shutil
+    from dataclasses import replace
+    from osmf_core.grouping.buckets import task_count
+    assert [task_count(r, 2, 1_000_000) for r in (0, 1_895_892, 2_000_000, 2_000_001, 6_322_433)] == [2, 2, 2, 4, 8]
+    assert [task_count(r, 3, 10) for r in (30, 31, 61)] == [3, 6, 9]
+    _, cfg, summary = regrouped
+    rows = int(summary["rows_embedded"])
+    one = replace(cfg, tasks=2, rows_per_call=rows // 8 + 1)  # 8 calls (buckets) in 2 tasks
+    runs = []
+    for name, c in (("one", one), ("more", replace(one, rows_per_task=rows // 4 + 1))):  # the same calls, 4 tasks
+        wh = str(tmp_path / name)
+        shutil.copytree(paag_wh, wh, ignore=shutil.ignore_patterns("gaip"))
+        runs.append((regroup(spark, c, wh, log=lambda *_: None), [checksum(read_table(spark, t, wh)) for t in
+                                                                  (C.GROUPS, C.USER_GROUPS, C.GROUP_CTR, C.PAIRS)]))
+    (a, sums_a), (b, sums_b) = runs
+    assert (a["cluster_tasks"], b["cluster_tasks"]) == (2, 4)
+    assert a["cluster_calls"] == b["cluster_calls"] == 8
+    assert sums_a == sums_b

@@ -32,7 +32,6 @@ What K-Means clusters (cluster_on):
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ from osmf_core.data.ledger import publish, roll_back_unpublished
 from osmf_core.data.reader import require_tables
 from osmf_core.data.store import exists_in, local_frame, read_table, write_table
 from osmf_core.grouping.batch import CLUSTER_SCHEMA, cluster_call, cogroup, feature_rows
+from osmf_core.grouping.buckets import bucket_labels, pack, task_count
 from osmf_core.grouping.group_features import pairs
 from osmf_core.grouping.heap import trimmed
 from osmf_core.grouping.kmeans import PERCENTILES, ClusterConfig
@@ -86,10 +86,13 @@ class RegroupConfig:
     restarts: int = 32  # k-means++ seedings per K (see ClusterConfig)
     exact_max: int = 3000  # exact silhouette up to this many viewers, sampled above
     sample_size: int = 3000  # users in the sampled silhouette
-    rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInArrow call (one task)
-    # tasks the clustering's buckets are dealt to. 0: the cores Spark has when the clustering starts (under
-    # dynamic allocation set it to the cores of the executors the job will have, e.g. 20 x 4 = 80)
+    rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInArrow call
+    # tasks the clustering's buckets are dealt to at least. 0: the cores Spark has when the clustering starts
+    # (under dynamic allocation set it to the cores of the executors the job will have, e.g. 20 x 4 = 80)
     tasks: int = 0
+    # rows a clustering task gets at most, about: more rows, more tasks (a multiple of `tasks`), so that the
+    # rows a task sorts for its calls stay this many whatever the world's size (regroup.cluster)
+    rows_per_task: int = 1_000_000
     split_above: int = 250_000  # more viewers: clustered across tasks, fitted on a sample (grouping.split)
     # a Python worker's blocks above this many MiB are mapped and given back when freed (glibc; 0: glibc's
     # sliding threshold, under which the worker's heap grows with its largest call; grouping.heap)
@@ -103,8 +106,8 @@ class RegroupConfig:
 
     def __post_init__(self):
         self.percentiles = tuple(int(p) for p in self.percentiles)
-        if self.rows_per_call < 1 or self.split_above < 1 or self.tasks < 0 or self.mmap_above_mib < 0:
-            raise ValueError("rows_per_call and split_above must be >= 1, tasks and mmap_above_mib >= 0")
+        if min(self.rows_per_call, self.split_above, self.rows_per_task) < 1 or min(self.tasks, self.mmap_above_mib) < 0:
+            raise ValueError("rows_per_call, rows_per_task and split_above must be >= 1, tasks and mmap_above_mib >= 0")
         try:
             self.k_min, self.k_max = (int(v) for v in str(self.k_range).split("-"))
         except ValueError:
@@ -189,13 +192,12 @@ def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date) -
 
 
 # ---------------------------------------------------------------------------------- step 2-3
-def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], feats: DataFrame) -> DataFrame:
+def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], feats: DataFrame, tasks: int) -> DataFrame:
     """(product, user, attributes) rows of the products in `sizes` (product id -> rows): products packed into
-    buckets of about `rows_per_call` rows, the buckets dealt evenly to `cfg.tasks` tasks (one per core); one
+    buckets of about `rows_per_call` rows, the buckets dealt evenly to `tasks` tasks (task_count); one
     cogrouped applyInArrow call per bucket gets its rows and its products' features (`feats`: feature_rows),
     embeds the rows (e_u|t) and clusters its products (grouping.batch)."""
     spark = rows.sparkSession
-    tasks = cfg.tasks or spark.sparkContext.defaultParallelism
     n = max(-(-sum(sizes.values()) // cfg.rows_per_call), tasks)
     label = bucket_labels(spark, n, tasks)
     of = {pid: label[b] for pid, b in pack(sizes, n).items()}
@@ -208,31 +210,6 @@ def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], feats: D
     # the features partitioned as the rows: a bucket's products' features go to its task, no other
     return cogroup(keyed_rows, keyed(feats), ["bucket"]).applyInArrow(
         lambda table, f: trimmed(cluster_call(table, f, cfg), cfg.trim_heap), CLUSTER_SCHEMA)
-
-
-def pack(sizes: dict[int, int], n: int) -> dict[int, int]:
-    """Products into n buckets of about equal rows: the largest first, each into the lightest bucket
-    (longest processing time first: no bucket exceeds the mean by more than one product)."""
-    load = [(0, b) for b in range(n)]
-    heapq.heapify(load)
-    out = {}
-    for pid, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
-        rows, b = heapq.heappop(load)
-        out[pid] = b
-        heapq.heappush(load, (rows + size, b))
-    return out
-
-
-def bucket_labels(spark: SparkSession, n: int, tasks: int) -> list[int]:
-    """n distinct bucket values, bucket b's sent by Spark's hash partitioning into `tasks` partitions
-    (pmod(murmur3(v), tasks), what repartition(tasks, "bucket") computes) to partition b mod tasks: the
-    buckets are dealt to the tasks like cards, so that the even buckets of `pack` make even tasks (the
-    values 0..n-1 themselves would fall unevenly)."""
-    v = F.col("id").cast("int")
-    per = (spark.range(64 * n).select(v.alias("v"), F.pmod(F.hash(v), F.lit(tasks)).alias("p"))
-           .groupBy("p").agg(F.sort_array(F.collect_list("v")).alias("vs")).collect())
-    values = {r["p"]: r["vs"] for r in per}
-    return [values[b % tasks][b // tasks] for b in range(n)]
 
 
 # ---------------------------------------------------------------------------------- step 4
@@ -285,7 +262,8 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     laps.lap("viewers")
     whole = {p: n for p, n in sizes.items() if n <= cfg.split_above}
     feats = feature_rows(spark, cfg, warehouse, products=sizes)  # the window's products only
-    result, cached = cluster(rows, cfg, whole, feats), [seen]
+    tasks = task_count(sum(whole.values()), cfg.tasks or spark.sparkContext.defaultParallelism, cfg.rows_per_task)
+    result, cached = cluster(rows, cfg, whole, feats, tasks), [seen]
     if len(whole) < len(sizes):
         log(f"[regroup] {len(sizes) - len(whole)} products above {cfg.split_above:,} viewers: clustered across tasks")
         split, split_cached = cluster_split(rows, cfg, {p: n for p, n in sizes.items() if p not in whole}, feats, log)
@@ -332,7 +310,7 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
         "groups_merged": int(g["m"]), "products_sampled_silhouette": int(g["sampled"]),
         "group_ctr_rows": n_ctr, "group_ctr_rows_low_exposure": n_ctr_all - n_ctr, "pairs": n_pairs,
         "embed_cluster_seconds": laps.seconds["embed_cluster"], "cluster_output_rows": n_result,
-        "products_split": len(sizes) - len(whole), "cluster_calls": int(calls["n"]),
+        "products_split": len(sizes) - len(whole), "cluster_tasks": tasks, "cluster_calls": int(calls["n"]),
         "max_rows_per_call": int(calls["rows"]), "peak_worker_rss_mib": float(calls["rss"]),
         "worker_fixed_rss_mib": float(calls["fixed"]),
         **{f"seconds_{k}": v for k, v in laps.seconds.items()},

@@ -6,8 +6,9 @@ popularity Zipf-distributed, so the largest products have several times the medi
 number of users changed; its catalog is therefore the default world's, and the bench reuses the encoder
 features (feat.title_tokens, feat.image_patches) of a warehouse where they were built and a PAAG trained
 there (`make paag-model`). Every regroup runs as its own job process (`jobs/regroup.py`) with the same
-settings; while it runs, the resident memory of every Spark executor JVM (in local mode the driver's JVM,
-which holds the executor) and every PySpark worker is sampled twice a second. Per world and mode: rows,
+settings and one heap for each JVM that runs tasks (`executor_memory`: a standalone executor's, and in local
+mode the driver's, which holds the executor), so that memory is compared at one budget; while it runs, the
+resident memory of every such JVM and every PySpark worker is sampled twice a second. Per world and mode: rows,
 rows/s, the seconds of each stage (gaip.metrics), the largest call, peak memory; overall the ratio of the
 largest world's rows/s to the smallest's. Writes reports/bench_scale.json.
 """
@@ -44,7 +45,7 @@ class ScaleConfig:
     model: str = RegroupConfig.model  # trained PAAG (make paag-model) of the features' warehouse
     features_from: str = field(default_factory=default_warehouse)  # warehouse whose encoder features are reused
     work_dir: str = "bench/scale"  # the worlds' warehouses and the cluster's logs
-    executor_memory: str = "2g"  # each standalone executor's JVM heap
+    executor_memory: str = "2g"  # the heap of each JVM that runs tasks: a standalone executor's, the local driver's
     split_above: int = 0  # the regroup's --split-above (0: its default)
     keep: bool = False  # keep the worlds' warehouses (and reuse them on the next run)
     report: str = "reports/bench_scale.json"
@@ -136,8 +137,8 @@ def regroup_run(cfg: ScaleConfig, wh: str, mode: str) -> dict:
     args = ["--model", cfg.model, "--warehouse", wh, *event_log_flags(events),
             *(["--split-above", str(cfg.split_above)] if cfg.split_above else [])]
     with PeakMemory() as mem:
-        if mode == "local":
-            _job("regroup.py", *args)
+        if mode == "local":  # the executor is the driver: the same heap as each standalone executor's
+            _job("regroup.py", *args, "--conf", f"spark.driver.memory={cfg.executor_memory}")
         else:
             with standalone_cluster(workers=2, cores=1, memory=cfg.executor_memory,
                                     work_dir=str(Path(cfg.work_dir) / "standalone")) as master:
