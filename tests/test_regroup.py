@@ -340,3 +340,14 @@ def test_more_rows_than_rows_per_task_make_more_tasks_with_the_same_calls_and_ta
     assert (a["cluster_tasks"], b["cluster_tasks"]) == (2, 4)
     assert a["cluster_calls"] == b["cluster_calls"] == 8
     assert sums_a == sums_b
+    # both sides of the cogroup are shuffled into that many partitions (the physical plan; nothing runs)
+    import re
+    from osmf_core.grouping.batch import FEATURE_SCHEMA
+    from osmf_core.grouping.regroup import cluster
+    attrs = ", ".join(f"{c} int" for c in C.USER_ATTRIBUTES)
+    rows_df = spark.createDataFrame([(1, 10, [5], [False], *[0] * len(C.USER_ATTRIBUTES))],
+                                    f"product_id long, user_id long, shown_creatives array<long>, "
+                                    f"shown_clicked array<boolean>, {attrs}")
+    feats = spark.createDataFrame([(1, True, 0, 1, 2, [0.0, 0.0])], FEATURE_SCHEMA)
+    plan = cluster(rows_df, cfg, {1: 1}, feats, 4)._jdf.queryExecution().toString()
+    assert re.findall(r"hashpartitioning\(bucket#\d+, (\d+)\)", plan) == ["4", "4"]
