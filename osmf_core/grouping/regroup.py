@@ -90,8 +90,8 @@ class RegroupConfig:
     # tasks the clustering's buckets are dealt to at least. 0: the cores Spark has when the clustering starts
     # (under dynamic allocation set it to the cores of the executors the job will have, e.g. 20 x 4 = 80)
     tasks: int = 0
-    # rows a clustering task gets at most, about: more rows, more tasks (a multiple of `tasks`), so that the
-    # rows a task sorts for its calls stay this many whatever the world's size (regroup.cluster)
+    # rows a clustering task gets, about: more rows, more tasks (a multiple of `tasks`), so that the rows a
+    # task sorts for its calls stay about this many whatever the world's size (grouping.buckets.task_count)
     rows_per_task: int = 1_000_000
     split_above: int = 250_000  # more viewers: clustered across tasks, fitted on a sample (grouping.split)
     # a Python worker's blocks above this many MiB are mapped and given back when freed (glibc; 0: glibc's
