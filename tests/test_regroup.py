@@ -1,4 +1,7 @@
 """The nightly regroup job on the tiny world: GAIP tables, nothing lost, features, CTRs, pairs, reruns."""
+import datetime as dt
+import re
+
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
@@ -321,7 +324,9 @@ def test_the_regroups_spark_settings_reach_its_workers_and_its_jvm(tmp_path, con
 def test_more_rows_than_rows_per_task_make_more_tasks_with_the_same_calls_and_tables(spark, regrouped, paag_wh,
                                                                                    tmp_path):
     """task_count: the cores, or the least multiple of them holding the rows at rows_per_task a task (a
-    task's sort of its rows stays bounded). Dealt to twice the tasks, the same calls write the same tables."""
+    task's sort of its rows stays bounded). Dealt to twice the tasks, the same calls write the same tables.
+    The viewers' aggregation takes its partitions the same way from the shuffle partitions and the window's
+    impressions, shuffles the impressions as they are and aggregates them after the shuffle only."""
     import shutil
     from dataclasses import replace
     from osmf_core.grouping.buckets import task_count
@@ -330,18 +335,35 @@ def test_more_rows_than_rows_per_task_make_more_tasks_with_the_same_calls_and_ta
     _, cfg, summary = regrouped
     rows = int(summary["rows_embedded"])
     one = replace(cfg, tasks=2, rows_per_call=rows // 8 + 1)  # 8 calls (buckets) in 2 tasks
-    runs = []
-    for name, c in (("one", one), ("more", replace(one, rows_per_task=rows // 4 + 1))):  # the same calls, 4 tasks
-        wh = str(tmp_path / name)
-        shutil.copytree(paag_wh, wh, ignore=shutil.ignore_patterns("gaip"))
-        runs.append((regroup(spark, c, wh, log=lambda *_: None), [checksum(read_table(spark, t, wh)) for t in
-                                                                  (C.GROUPS, C.USER_GROUPS, C.GROUP_CTR, C.PAIRS)]))
+    runs, partitions, before = [], 2, spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))  # the viewers' tasks are a multiple of it
+    try:
+        for name, c in (("one", one), ("more", replace(one, rows_per_task=rows // 4 + 1))):  # the same calls, 4 tasks
+            wh = str(tmp_path / name)
+            shutil.copytree(paag_wh, wh, ignore=shutil.ignore_patterns("gaip"))
+            runs.append((regroup(spark, c, wh, log=lambda *_: None), [checksum(read_table(spark, t, wh)) for t in
+                                                                      (C.GROUPS, C.USER_GROUPS, C.GROUP_CTR, C.PAIRS)]))
+        from osmf_core.grouping.regroup import viewers
+        end = dt.date.fromisoformat(runs[0][0]["run_date"])
+        seen, n = viewers(spark, paag_wh, end, end, 1)  # one day's impressions at one a task
+        plan = seen._jdf.queryExecution().executedPlan().toString()
+        seen.unpersist()
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
     (a, sums_a), (b, sums_b) = runs
     assert (a["cluster_tasks"], b["cluster_tasks"]) == (2, 4)
     assert a["cluster_calls"] == b["cluster_calls"] == 8
+    window = read_table(spark, C.IMPRESSIONS, paag_wh).where(
+        F.col("event_date").between(F.lit(end - dt.timedelta(days=cfg.window_days - 1)), F.lit(end))).count()
+    assert a["viewer_tasks"] == partitions  # the tiny world's impressions fit a task of 1,000,000
+    assert b["viewer_tasks"] == partitions * -(-window // (partitions * (rows // 4 + 1))) > partitions
     assert sums_a == sums_b
+    # the viewers' impressions are shuffled once, by (product, user), into that many partitions, and partially
+    # aggregated after that shuffle, not before it (the physical plan, top down)
+    shuffles = re.findall(r"Exchange hashpartitioning\(product_id#\d+L, user_id#\d+L, (\d+)\)", plan)
+    assert n > partitions and shuffles == [str(n)] and len(re.findall(r"Exchange hashpartitioning", plan)) == 1
+    assert plan.index("partial_collect_list") < plan.index("Exchange hashpartitioning")
     # both sides of the cogroup are shuffled into that many partitions (the physical plan; nothing runs)
-    import re
     from osmf_core.grouping.batch import FEATURE_SCHEMA
     from osmf_core.grouping.regroup import cluster
     attrs = ", ".join(f"{c} int" for c in C.USER_ATTRIBUTES)

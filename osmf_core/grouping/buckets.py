@@ -13,7 +13,8 @@ def task_count(rows: int, cores: int, rows_per_task: int) -> int:
     """The clustering's tasks: `cores`, or the least multiple of it that holds `rows` at `rows_per_task` a
     task. Each task sorts its rows for the cogroup, so a fixed number of tasks would sort more rows the
     larger the world (and spill them to disk once the executor's memory is full); a multiple of the cores
-    keeps the last wave of tasks as full as the others."""
+    keeps the last wave of tasks as full as the others. The viewers' aggregation takes its partitions the
+    same way, from the shuffle partitions and the window's impressions (grouping.regroup.viewers)."""
     return cores * max(1, -(-rows // (cores * rows_per_task)))
 
 

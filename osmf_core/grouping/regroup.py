@@ -90,8 +90,10 @@ class RegroupConfig:
     # tasks the clustering's buckets are dealt to at least. 0: the cores Spark has when the clustering starts
     # (under dynamic allocation set it to the cores of the executors the job will have, e.g. 20 x 4 = 80)
     tasks: int = 0
-    # rows a clustering task gets, about: more rows, more tasks (a multiple of `tasks`), so that the rows a
-    # task sorts for its calls stay about this many whatever the world's size (grouping.buckets.task_count)
+    # rows a task gets, about: more rows, more tasks, so that what a task sorts stays about this many rows
+    # whatever the world's size (grouping.buckets.task_count): a clustering task's (product, user) rows (a
+    # multiple of `tasks`), and the impressions each task of the viewers' aggregation gets (a multiple of the
+    # shuffle partitions)
     rows_per_task: int = 1_000_000
     split_above: int = 250_000  # more viewers: clustered across tasks, fitted on a sample (grouping.split)
     # a Python worker's blocks above this many MiB are mapped and given back when freed (glibc; 0: glibc's
@@ -179,16 +181,21 @@ def validate(spark: SparkSession, cfg: RegroupConfig, warehouse: str) -> tuple[d
 
 
 # ---------------------------------------------------------------------------------- step 1
-def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date) -> DataFrame:
+def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date,
+            rows_per_task: int) -> tuple[DataFrame, int]:
     """The distinct (product, user) pairs of the window, each with the user's impressions on the product as
     two lists (shown_creatives, shown_clicked), from which the clustering call counts the groups'
-    impressions and clicks. Persisted: counted per product, then clustered, from one scan."""
-    imps = (read_table(spark, C.IMPRESSIONS, warehouse)
-            .where(F.col("event_date").between(F.lit(start), F.lit(end)))
-            .join(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"), "creative_id"))
-    return (imps.groupBy("product_id", "user_id")
+    impressions and clicks. Persisted: counted per product, then clustered, from one scan. The impressions
+    are shuffled by (product, user) as they are, into the shuffle partitions or the least multiple of them
+    that holds about `rows_per_task` impressions a task (task_count), and aggregated after the shuffle only:
+    an aggregation before it would sort each scan task's impressions to merge few of them (a user sees a
+    product about 1.6 times a week), and a task's sort would grow with the world. -> (pairs, partitions)."""
+    window = read_table(spark, C.IMPRESSIONS, warehouse).where(F.col("event_date").between(F.lit(start), F.lit(end)))
+    n = task_count(window.count(), int(spark.conf.get("spark.sql.shuffle.partitions")), rows_per_task)
+    imps = window.join(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"), "creative_id")
+    return (imps.repartition(n, "product_id", "user_id").groupBy("product_id", "user_id")
             .agg(F.collect_list("creative_id").alias("shown_creatives"), F.collect_list("clicked").alias("shown_clicked"))
-            .persist(StorageLevel.MEMORY_AND_DISK))
+            .persist(StorageLevel.MEMORY_AND_DISK)), n
 
 
 # ---------------------------------------------------------------------------------- step 2-3
@@ -247,7 +254,7 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
     if undone:
         log(f"[regroup] undid the commits of a run that did not finish, in {', '.join(undone)}")
     laps.lap("validate")
-    seen = viewers(spark, warehouse, start, end)
+    seen, viewer_tasks = viewers(spark, warehouse, start, end, cfg.rows_per_task)
     counts = dict(seen.groupBy("product_id").count().collect())  # viewers per product: 2M products, 32 MB
     sizes = {p: n for p, n in counts.items() if n >= cfg.min_users}
     n_products, n_kept, n_rows = len(counts), len(sizes), sum(sizes.values())
@@ -310,9 +317,9 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
         "groups_merged": int(g["m"]), "products_sampled_silhouette": int(g["sampled"]),
         "group_ctr_rows": n_ctr, "group_ctr_rows_low_exposure": n_ctr_all - n_ctr, "pairs": n_pairs,
         "embed_cluster_seconds": laps.seconds["embed_cluster"], "cluster_output_rows": n_result,
-        "products_split": len(sizes) - len(whole), "cluster_tasks": tasks, "cluster_calls": int(calls["n"]),
-        "max_rows_per_call": int(calls["rows"]), "peak_worker_rss_mib": float(calls["rss"]),
-        "worker_fixed_rss_mib": float(calls["fixed"]),
+        "products_split": len(sizes) - len(whole), "viewer_tasks": viewer_tasks, "cluster_tasks": tasks,
+        "cluster_calls": int(calls["n"]), "max_rows_per_call": int(calls["rows"]),
+        "peak_worker_rss_mib": float(calls["rss"]), "worker_fixed_rss_mib": float(calls["fixed"]),
         **{f"seconds_{k}": v for k, v in laps.seconds.items()},
     }
     metrics.update(seconds=laps.total, rows_per_s=n_rows / laps.total)  # up to the metrics write and publish
