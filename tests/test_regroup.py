@@ -356,7 +356,7 @@ def test_more_rows_than_rows_per_task_make_more_tasks_with_the_same_calls_and_ta
     window = read_table(spark, C.IMPRESSIONS, paag_wh).where(
         F.col("event_date").between(F.lit(end - dt.timedelta(days=cfg.window_days - 1)), F.lit(end))).count()
     assert a["viewer_tasks"] == partitions  # the tiny world's impressions fit a task of 1,000,000
-    assert b["viewer_tasks"] == partitions * -(-window // (partitions * (rows // 4 + 1))) > partitions
+    assert b["viewer_tasks"] == task_count(window, partitions, rows // 4 + 1) > partitions
     assert sums_a == sums_b
     # the viewers' impressions are shuffled once, by (product, user), into that many partitions, and partially
     # aggregated after that shuffle, not before it (the physical plan, top down)
