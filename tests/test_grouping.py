@@ -7,7 +7,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from osmf_core.grouping.kmeans import ClusterConfig, cluster_products
-from osmf_core.grouping.group_features import STEP, group_points, mean_rows, merge_small
+from osmf_core.grouping.group_features import STEP, group_points, mean_rows, merge_small, nearest_first
 from osmf_core.grouping.silhouette import silhouette, silhouette_sampled
 
 
@@ -179,6 +179,20 @@ def test_group_points_are_means_of_k_users_at_the_percentile_distances():
         group_points(x[:5], c, point_users=7)
 
 
+def test_the_k_nearest_are_the_stable_sorts_first_k_ties_included():
+    """group_points takes a percentile's nearest members from a partition, not a sort of all of them: the
+    same rows in the same order as the stable sort's first k, ties broken by row number."""
+    a = np.array([3.0, 1.0, 2.0, 1.0, 0.5, 2.0, 2.0, 9.0, 1.0])
+    assert nearest_first(a, 4).tolist() == [4, 1, 3, 8]  # the three 1.0s by row number
+    assert nearest_first(a, 5).tolist() == [4, 1, 3, 8, 2]  # the k-th is the first of three 2.0s
+    assert nearest_first(a, 9).tolist() == nearest_first(a, 20).tolist() == np.argsort(a, kind="stable").tolist()
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        b = rng.integers(0, 30, rng.integers(1, 400)).astype(np.float32)  # many ties
+        k = int(rng.integers(1, len(b) + 1))
+        assert np.array_equal(nearest_first(b, k), np.argsort(b, kind="stable")[:k])
+
+
 def test_a_groups_centroid_and_points_from_its_row_numbers_equal_those_of_its_copy_and_copy_nothing():
     """The regroup's group features take a group's members by row number (mean_rows, group_points(rows=)):
     the same numbers bit for bit as from the copy x[rows], with at most STEP members' rows at a time."""
@@ -224,6 +238,26 @@ def test_nearest_slot_is_the_first_minimum_even_on_ties():
     want = torch.nn.functional.one_hot(score.argmin(2), 5).permute(0, 1, 3, 2).bool()
     got = _nearest(score)
     assert torch.equal(got, want) and (got.sum(2) == 1).all() and not got[:, :, 3].any()
+
+
+def test_lloyd_on_a_product_padded_with_masked_users_equals_lloyd_on_the_product_alone():
+    """Padded users (mask False) count for no centroid: the same labels, centroids and inertia as the
+    product alone, whose users are all valid (there the one-hots skip the mask)."""
+    import torch
+
+    from osmf_core.grouping.kmeans import _labelings, _lloyd
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(40, 3, generator=gen) + 4 * i for i in range(3)])[None]  # (1, 120, 3)
+    pad = torch.cat([x, torch.full((1, 9, 3), 50.0)], 1)  # 9 far-away padded users
+    mask = torch.ones(1, 129, dtype=torch.bool)
+    mask[0, 120:] = False
+    cfg = ClusterConfig(k_min=2, k_max=4, restarts=2)
+    kvalid = _labelings(cfg)
+    seeds = x[:, torch.randperm(120, generator=gen)[:4]][:, None].expand(1, len(kvalid), 4, 3)
+    lab, cen, inertia = _lloyd(x, torch.ones(1, 120, dtype=torch.bool), seeds, kvalid, 30, 1e-6)
+    lab_p, cen_p, inertia_p = _lloyd(pad, mask, seeds, kvalid, 30, 1e-6)
+    assert torch.equal(lab, lab_p[..., :120]) and torch.allclose(cen, cen_p) and torch.allclose(inertia, inertia_p)
+    assert [len(torch.unique(lab[0, i])) for i in (0, -1)] == [2, 4]  # each labeling uses its K centroids
 
 
 def test_every_k_is_seeded_with_the_first_k_centres_of_one_k_means_plus_plus_sequence():

@@ -49,16 +49,28 @@ def group_points(x: np.ndarray, centroid: np.ndarray, percentiles=PERCENTILES, p
     for lo in range(0, n, STEP):
         part = x[lo:lo + STEP] if rows is None else x[rows[lo:lo + STEP]]
         dist[lo:lo + STEP] = np.linalg.norm(part - centroid, axis=1)
-    out, seen = [], {}
+    out, seen, nearest = [], {}, {}
     for p in percentiles:
         j = seen.get(p, 0)
         seen[p] = j + 1
-        t = np.percentile(dist, p) if targets is None else targets[p]
-        order = np.argsort(np.abs(dist - t), kind="stable")
+        if p not in nearest:  # the members nearest the percentile's distance, as many as its repeats take
+            t = np.percentile(dist, p) if targets is None else targets[p]
+            nearest[p] = nearest_first(np.abs(dist - t), min(list(percentiles).count(p) * point_users, n))
         lo = min(j * point_users, n - point_users)
-        take = order[lo:lo + point_users]
+        take = nearest[p][lo:lo + point_users]
         out.append(x[take if rows is None else rows[take]].mean(0))
     return np.stack(out).astype(np.float32)
+
+
+def nearest_first(a: np.ndarray, k: int) -> np.ndarray:
+    """np.argsort(a, kind="stable")[:k] of a 1-D array without NaN, without sorting all of it: the k-th
+    smallest value v (a partition), then a stable sort of the entries <= v alone (in index order, so ties
+    keep the full sort's order)."""
+    if k >= len(a):
+        return np.argsort(a, kind="stable")[:k]
+    v = np.partition(a, k - 1)[k - 1]
+    cand = np.flatnonzero(a <= v)
+    return cand[np.argsort(a[cand], kind="stable")][:k]
 
 
 def mean_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:

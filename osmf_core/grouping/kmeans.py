@@ -146,12 +146,15 @@ def _lloyd(x, mask, cents, kvalid, max_iter: int, tol: float):
     pen = torch.zeros(kvalid.shape, dtype=x.dtype).masked_fill_(~kvalid, float("inf"))
     cents = cents.clone()
     active = torch.arange(x.shape[0])
+    padded = not bool(mask.all())  # else no user's one-hot needs its mask
     for _ in range(max_iter):
         xa, ma, ca = x[active], m[active], cents[active]
         # argmin_k |x - c_k|^2 = argmin_k (|c_k|^2 - 2 x.c_k): |x|^2 is the same for every k. Laid out
         # (A, L, K, N), users last: one batched matrix product, and the min over K runs across users
         score = torch.einsum("pnd,plkd->plkn", xa, ca).mul_(-2.0).add_(((ca * ca).sum(-1) + pen)[..., None])
-        oh = _nearest(score).to(x.dtype).mul_(ma[:, None, None, :])  # (A, L, K, N)
+        oh = _nearest(score).to(x.dtype)  # (A, L, K, N)
+        if padded:
+            oh.mul_(ma[:, None, None, :])
         counts = oh.sum(-1)  # (A, L, K)
         sums = torch.einsum("plkn,pnd->plkd", oh, xa)
         new = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], ca)
