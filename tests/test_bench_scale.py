@@ -1,6 +1,7 @@
 """bench-scale's pieces with known answers: the memory sampler and the summary ratios."""
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -15,6 +16,27 @@ def test_the_sampler_sees_the_peak_memory_of_a_pyspark_worker():
         subprocess.run([sys.executable, "-c", hold, "osmf-bench-scale-test-worker"], check=True)
     assert 300 <= mem.peak["python_worker"] < 400
     assert mem.peak["total"] >= mem.peak["python_worker"]
+
+
+def test_the_sampler_counts_the_cpu_seconds_a_process_used():
+    """A marked process that burns CPU and reports its own CPU time, then idles past a sample: the
+    sampler's count is that time, to the clock tick."""
+    burn = ("import time, sys; t = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+            "print(time.process_time()); sys.stdout.flush(); time.sleep(0.5)")
+    with PeakMemory(every=0.1, kinds={"burner": ("osmf-bench-scale-test-burner",)}) as mem:
+        used = float(subprocess.run([sys.executable, "-c", burn, "osmf-bench-scale-test-burner"], check=True,
+                                    capture_output=True, text=True).stdout)
+    assert used >= 0.6 and mem.cpu["burner"] == pytest.approx(used, abs=0.05)
+    assert mem.cpu["jit"] == 0.0  # no JVM among the kinds
+
+
+def test_the_sampler_finds_a_jvms_jit_compiler_threads(spark):
+    """The test session's JVM (a driver, as in local mode): its C1 and C2 compiler threads have used CPU,
+    a part of the JVM's own."""
+    with PeakMemory(every=0.1, kinds={"driver_jvm": ("org.apache.spark.deploy.SparkSubmit",)}) as mem:
+        assert spark.range(200_000).selectExpr("sum(id * 2)").first()[0] == 200_000 * 199_999
+        time.sleep(0.3)
+    assert 0 < mem.cpu["jit"] < mem.cpu["driver_jvm"]
 
 
 def test_the_summary_divides_the_largest_world_by_the_smallest():

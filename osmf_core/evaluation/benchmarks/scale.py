@@ -61,14 +61,21 @@ class ScaleConfig:
 class PeakMemory:
     """Peak resident memory (MiB) of the processes whose command line holds one of `markers`, sampled in a
     thread: the largest single process of each kind, and the largest sum over all of them at one time.
-    Whatever else runs Spark on the machine is counted too: the bench runs alone."""
+    Whatever else runs Spark on the machine is counted too: the bench runs alone.
+
+    Also the CPU seconds of each kind (`cpu`): each process's user and system time at its last sample (a
+    process that ends between two samples loses at most the last interval's), and those of the JVMs' JIT
+    compiler threads, C1 and C2, under "jit" (part of their JVM's)."""
 
     KINDS = {"executor_jvm": ("CoarseGrainedExecutorBackend",), "driver_jvm": ("org.apache.spark.deploy.SparkSubmit",),
              "python_worker": ("pyspark.daemon", "pyspark.worker")}
+    JIT = ("C1 CompilerThre", "C2 CompilerThre")  # thread names as /proc gives them (15 characters)
 
     def __init__(self, every: float = 0.5, kinds: dict | None = None):
         self.kinds = kinds or self.KINDS
         self.every, self.peak = every, {**dict.fromkeys(self.kinds, 0.0), "total": 0.0}
+        self._cpu: dict = {}  # (kind, pid) -> its CPU seconds at the last sample
+        self._jit: dict = {}  # (pid, thread id) -> a JIT compiler thread's CPU seconds at the last sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -80,6 +87,14 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def cpu(self) -> dict:
+        """CPU seconds of each kind while sampled, and of the JIT compiler threads ("jit")."""
+        out = dict.fromkeys(self.kinds, 0.0)
+        for (kind, _), seconds in self._cpu.items():
+            out[kind] += seconds
+        return {**out, "jit": sum(self._jit.values())}
+
     def _run(self):
         while not self._stop.is_set():
             total = 0.0
@@ -88,8 +103,35 @@ class PeakMemory:
                 if kind:
                     self.peak[kind] = max(self.peak[kind], rss)
                     total += rss
+                    self._cpu[(kind, pid)] = max(self._cpu.get((kind, pid), 0.0), _cpu_seconds(f"/proc/{pid}")[1])
+                    if kind.endswith("_jvm"):
+                        self._jit.update(_jit_threads(pid, self.JIT, self._jit))
             self.peak["total"] = max(self.peak["total"], total)
             self._stop.wait(self.every)
+
+
+def _cpu_seconds(path: str) -> tuple[str, float]:
+    """(name, user + system CPU seconds) of a process or thread from its /proc stat; ("", 0) once it ended."""
+    try:
+        stat = Path(path, "stat").read_text()
+    except OSError:
+        return "", 0.0
+    fields = stat[stat.rindex(")") + 2:].split()  # the name, in parentheses, may hold spaces
+    return stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _jit_threads(pid: str, names: tuple, seen: dict) -> dict:
+    """{(pid, thread id): CPU seconds} of a JVM's threads named as its JIT compilers, never below `seen`'s."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        name, seconds = _cpu_seconds(f"/proc/{pid}/task/{tid}")
+        if name.startswith(names):
+            out[(pid, tid)] = max(seen.get((pid, tid), 0.0), seconds)
+    return out
 
 
 def _sample(pid: str, kinds: dict) -> tuple[str | None, float]:
@@ -146,6 +188,7 @@ def regroup_run(cfg: ScaleConfig, wh: str, mode: str) -> dict:
                      "--conf", f"spark.pyspark.python={sys.executable}",
                      "--conf", f"spark.executor.memory={cfg.executor_memory}")
     peak = {f"peak_{k}_mib": round(v, 1) for k, v in mem.peak.items()}
+    peak.update({f"cpu_{k}_s": round(v, 1) for k, v in mem.cpu.items()})  # CPU seconds while the job ran
     # local mode runs the executor inside the driver's JVM
     peak["peak_jvm_mib"] = peak["peak_executor_jvm_mib"] if mode == "standalone" else peak["peak_driver_jvm_mib"]
     return {**latest_metrics(wh), **peak, "peak_jvm_heap_used_mib": heap_peak(events)}
