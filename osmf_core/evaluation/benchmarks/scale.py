@@ -8,9 +8,10 @@ features (feat.title_tokens, feat.image_patches) of a warehouse where they were 
 there (`make paag-model`). Every regroup runs as its own job process (`jobs/regroup.py`) with the same
 settings and one heap for each JVM that runs tasks (`executor_memory`: a standalone executor's, and in local
 mode the driver's, which holds the executor), so that memory is compared at one budget; while it runs, the
-resident memory of every such JVM and every PySpark worker is sampled twice a second. Per world and mode: rows,
-rows/s, the seconds of each stage (gaip.metrics), the largest call, peak memory; overall the ratio of the
-largest world's rows/s to the smallest's. Writes reports/bench_scale.json.
+resident memory and CPU time of every such JVM and every PySpark worker are sampled twice a second. Per world
+and mode: rows, rows/s, the seconds of each stage (gaip.metrics), the largest call, peak memory, CPU seconds
+of the JVMs, of their JIT compilers and of the Python workers; overall the ratio of the largest world's rows/s
+to the smallest's. Writes reports/bench_scale.json.
 """
 from __future__ import annotations
 
