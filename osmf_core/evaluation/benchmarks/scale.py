@@ -37,6 +37,7 @@ from osmf_core.grouping.regroup import RegroupConfig
 REPO = Path(__file__).resolve().parents[3]
 FEATURES = (C.TITLE_TOKENS, C.IMAGE_PATCHES)
 MODES = ("local", "standalone")
+_TICKS = os.sysconf("SC_CLK_TCK")  # /proc's CPU times are in these ticks a second
 
 
 @dataclass
@@ -106,7 +107,7 @@ class PeakMemory:
                     total += rss
                     self._cpu[(kind, pid)] = max(self._cpu.get((kind, pid), 0.0), _cpu_seconds(f"/proc/{pid}")[1])
                     if kind.endswith("_jvm"):
-                        self._jit.update(_jit_threads(pid, self.JIT, self._jit))
+                        self._jit.update(_jit_threads(pid, self.JIT))
             self.peak["total"] = max(self.peak["total"], total)
             self._stop.wait(self.every)
 
@@ -118,11 +119,12 @@ def _cpu_seconds(path: str) -> tuple[str, float]:
     except OSError:
         return "", 0.0
     fields = stat[stat.rindex(")") + 2:].split()  # the name, in parentheses, may hold spaces
-    return stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _jit_threads(pid: str, names: tuple, seen: dict) -> dict:
-    """{(pid, thread id): CPU seconds} of a JVM's threads named as its JIT compilers, never below `seen`'s."""
+def _jit_threads(pid: str, names: tuple) -> dict:
+    """{(pid, thread id): CPU seconds} of a JVM's live threads named as its JIT compilers (a thread's CPU
+    time only grows, and one that ended is not read again: its last reading stays in the sampler's)."""
     out = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -131,7 +133,7 @@ def _jit_threads(pid: str, names: tuple, seen: dict) -> dict:
     for tid in tids:
         name, seconds = _cpu_seconds(f"/proc/{pid}/task/{tid}")
         if name.startswith(names):
-            out[(pid, tid)] = max(seen.get((pid, tid), 0.0), seconds)
+            out[(pid, tid)] = seconds
     return out
 
 
