@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench-gmllm at the targets of docs/benchmarks.md on one GPU node within a fixed time: the runs go in order of
 # priority, each (a bench of its own, so each writes its own report) with what is left of the budget, so a slow
-# compile costs the runs after it and not the ones before. Each run's report and a profile of 3 steps after its
-# timed ones go to OUT; a run stopped at its limit is a row of its report, with the stage it was in.
+# compile costs the runs after it and not the ones before. Each run's report goes to OUT, and the profiles of 3
+# steps after each run's timed ones to OUT/profiles.txt; a run stopped at its limit is a row of its report, with the stage it was in.
 #   usage: cluster/bench_gmllm_gpu.sh ROWS TOKENIZER OUT [SECONDS]
 #   ROWS: what `python jobs/bench_gmllm.py export` wrote; TOKENIZER: a directory with SmolLM2's tokenizer.json
 #   and tokenizer_config.json (the small profile's cached copy); SECONDS: the budget (default 540)
@@ -21,11 +21,13 @@ bench() {  # name, share of the budget by which it must end (percent), bench_gml
   timeout "$left" python jobs/bench_gmllm.py run --rows "$ROWS" --tokenizer "$TOK" --steps 10 --warmup 3 \
     --distinct-batches 4 --flop-rows 8 --profile-dir "$OUT/profiles" --run-timeout $(( left - 8 )) \
     --report "$OUT/$name.json" "$@" 2>&1 | grep -v "^STAGE" | tail -20 | tee -a "$LOG"
+  echo "$name ended $(( $(date +%s) - T0 )) s in" | tee -a "$LOG"
 }
-bench pre17_b16 25 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants jobs
-bench graphs17_b16 40 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants graphs
-bench grm17_b32 55 --shape smollm2-1.7b --phases grm --batch-sizes 32 --variants jobs
-bench pre135_b64 70 --shape smollm2-135m --phases pretrain --batch-sizes 64 --variants jobs,graphs
-bench pre17_b32 85 --shape smollm2-1.7b --phases pretrain --batch-sizes 32 --variants jobs
-bench model17_b16 100 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants model
+bench pre17_b16 30 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants jobs
+bench grm17_b32 50 --shape smollm2-1.7b --phases grm --batch-sizes 32 --variants jobs
+bench pre135_b64 68 --shape smollm2-135m --phases pretrain --batch-sizes 64 --variants jobs,graphs
+bench graphs17_b16 84 --shape smollm2-1.7b --phases pretrain --batch-sizes 16 --variants graphs
+bench pre17_b32 100 --shape smollm2-1.7b --phases pretrain --batch-sizes 32 --variants jobs
+for f in "$OUT"/profiles/*.txt; do [ -e "$f" ] && { echo "##### $(basename "$f")"; cat "$f"; }; done > "$OUT/profiles.txt"
+rm -rf "$OUT/profiles"  # one file: OUT holds the log, a report per run and the profiles
 echo "done in $(( $(date +%s) - T0 )) s" | tee -a "$LOG"

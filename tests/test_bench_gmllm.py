@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from osmf_core.evaluation.benchmarks import gmllm
 from osmf_core.evaluation.benchmarks.gmllm import ExportConfig
@@ -49,6 +50,9 @@ def test_a_timed_run_counts_tokens_flops_and_mfu(rows, phase, capfd):
     err = capfd.readouterr().err
     stages = [ln.split()[1] for ln in err.splitlines() if ln.startswith("STAGE ")]
     assert stages == ["build", "flops", "engine", "warmup", "timed"]
+    starts = list(r["stages_started_s"].values())  # and in the row, in seconds from the start, ending with its end
+    assert list(r["stages_started_s"]) == ["build", "flops", "engine", "warmup", "timed steps", "end"]
+    assert starts == sorted(starts) and starts[0] < 1
     assert gmllm.last_stage(err).startswith(", in timed steps (from ")
     assert r["engine"]["zero_stage"] == 0 and r["variant"] == "jobs"  # one process: the jobs' engine has no ZeRO
     # tokens: the non-padding positions of the batches the timed steps cycled over (steps 1..3 of 0..3)
@@ -155,3 +159,15 @@ def test_a_stopped_run_names_the_stage_it_was_in():
     err = "noise\nSTAGE build 0\nSTAGE flops 12\nSTAGE warmup (compiles) 31\nTraceback ...\n"
     assert gmllm.last_stage(err) == ", in warmup (compiles) (from 31 s)"
     assert gmllm.last_stage("no stage lines") == ""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a device that fails: a CPU machine's cuda")
+def test_a_shape_whose_device_fails_is_built_on_the_cpu(rows, tmp_path, capfd):
+    """A GPU draws a SmolLM2 shape's random weights (a minute on a CPU for 1.7B); where that fails, the CPU."""
+    from osmf_core.models.gmllm.tokens import train_tokenizer
+    _, out, _ = rows
+    train_tokenizer(["a small corpus for a tokenizer"] * 4, vocab_size=300).save_pretrained(tmp_path)
+    model = gmllm.build("smollm2-135m", out, str(tmp_path), 0, device="cuda")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert len(model.llava.model.language_model.layers) == 30
+    assert "building on cuda failed" in capfd.readouterr().err

@@ -94,6 +94,32 @@ def test_forward_and_backward_with_and_without_the_group_token(tiny, group):
     assert patch.grad.abs().sum() > 0  # the vision tower learns through the image tokens
 
 
+def test_a_training_pass_gives_the_masked_pass_on_every_real_token_without_a_padding_mask(tiny):
+    """forward and hidden give the language model no padding mask (no read of the GPU in transformers' check of
+    it): on right-padded rows that changes the padding positions' outputs alone."""
+    batch = _batch(tiny)
+    real = batch["attention_mask"].bool()
+    assert not real.all() and real.sum(1).ne(real.shape[1]).sum() == 1  # one row padded, one not
+    seen = []
+    hook = tiny.llava.model.language_model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
+    tiny.eval()
+    try:
+        with torch.no_grad():
+            out, h = tiny(**batch), tiny.hidden(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        emb = tiny.embed(batch["input_ids"], batch["pixel_values"], batch["group_features"])
+        masked = tiny.llava(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"],
+                            output_hidden_states=True, use_cache=False)
+    assert seen == [None, None]
+    assert torch.allclose(out.logits[real], masked.logits[real], atol=1e-5)
+    assert torch.allclose(h[real], masked.hidden_states[-1][real], atol=1e-5)
+    assert torch.allclose(out.loss, masked.loss, atol=1e-6)
+    assert not torch.allclose(out.logits[~real], masked.logits[~real], atol=1e-3)  # the padding saw no mask
+
+
 def test_the_group_token_changes_the_output_distribution(tiny):
     tiny.eval()
     a = _batch(tiny, seed=0)

@@ -119,11 +119,16 @@ def bucket_window(length_buckets: int | None) -> int:
 
 def train_step(engine, loss_of: Callable, batch) -> torch.Tensor:
     """The one training step of every job (and of bench-gmllm): forward and loss through the engine, backward,
-    optimizer step. Returns the loss, not read back (reading it waits for the GPU)."""
+    optimizer step. Returns the loss, not read back (reading it waits for the GPU). On a GPU each step first
+    tells torch.compile's CUDA graphs (--compile-mode reduce-overhead) that a new step begins, so the graphs may
+    reuse the memory of the last step's outputs (the loss returned is a copy, read after later steps)."""
+    cuda = engine.device.type == "cuda"
+    if cuda:
+        torch.compiler.cudagraph_mark_step_begin()
     loss = loss_of(batch)
     engine.backward(loss)
     engine.step()
-    return loss.detach()
+    return loss.detach().clone() if cuda else loss.detach()
 
 
 def fit(engine, batches: Callable[[int], Iterable], loss_of: Callable, *, epochs: int, out_dir: str,

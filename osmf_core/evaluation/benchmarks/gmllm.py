@@ -149,17 +149,18 @@ def flags_of(cfg, cls=None) -> list[str]:
 def run_one(cfg: OneConfig) -> dict:
     """Build, count FLOPs, wrap in the jobs' engine (the variant's), warm up, time; the figures of one run.
     Each stage's start goes to stderr (`STAGE name seconds`), so a run stopped at its time limit says where."""
-    t_start = time.perf_counter()
+    t_start, started = time.perf_counter(), {}
 
     def stage(name: str) -> None:
-        print(f"STAGE {name} {time.perf_counter() - t_start:.0f}", file=sys.stderr, flush=True)
+        started[name] = round(time.perf_counter() - t_start, 1)
+        print(f"STAGE {name} {started[name]:.0f}", file=sys.stderr, flush=True)
 
     stage("build")
     init_distributed()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
     rows_dir = Path(cfg.rows)
-    base = build(cfg.shape, rows_dir, cfg.tokenizer, cfg.seed)
+    base = build(cfg.shape, rows_dir, cfg.tokenizer, cfg.seed, device if cuda else None)
     model = base if cfg.phase == "pretrain" else GRM(base, use_group=True, pooling="bilinear")
     if cfg.phase == "grm":  # as train_grm: the vision tower stays frozen
         base.llava.model.vision_tower.requires_grad_(False)
@@ -178,8 +179,11 @@ def run_one(cfg: OneConfig) -> dict:
     per_batch = [count_flops(model, base, cfg.phase, b, e["input_ids"].shape[1], cfg.flop_rows, device)
                  for b, e in zip(frames, batches)]
     engine_cfg = dataclasses.replace(cfg.engine, **VARIANTS[cfg.variant])
-    warmup = max(cfg.warmup, len(batches)) if engine_cfg.compile or (engine_cfg.compile is None and cuda) \
-        else cfg.warmup  # compiled: every distinct batch before the clock starts
+    # compiled: every distinct batch before the clock starts; in CUDA graphs three times (torch's graph trees
+    # run a new shape once, record it the second time and replay it from the third)
+    compiled = engine_cfg.compile or (engine_cfg.compile is None and cuda)
+    per_batch_warmup = 3 if compiled and engine_cfg.compile_mode == "reduce-overhead" else 1 if compiled else 0
+    warmup = max(cfg.warmup, per_batch_warmup * len(batches))
     flops = sum(per_batch[i % len(batches)] for i in range(warmup, warmup + cfg.steps)) / cfg.steps
     params = sum(p.numel() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -222,7 +226,8 @@ def run_one(cfg: OneConfig) -> dict:
            "flops_per_step": flops, "achieved_tflops": achieved / 1e12,
            "peak_tflops": peak, "mfu": achieved / (peak * 1e12) if peak else None,
            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
-           "loss_last": float(loss.item())}
+           "loss_last": float(loss.item()),
+           "stages_started_s": {**started, "end": round(time.perf_counter() - t_start, 1)}}
     del model, base
     gc.collect()
     return out

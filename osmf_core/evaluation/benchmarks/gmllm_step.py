@@ -5,6 +5,7 @@ Needs torch and transformers only (a GPU node has neither Spark nor the warehous
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -24,9 +25,10 @@ PRETRAIN_FILE, GRM_FILE = "pretrain.parquet", "grm.parquet"
 MAX_LEN = {"pretrain": 384, "grm": 128}  # tokens per row, PretrainConfig's and GRMConfig's defaults
 
 
-def build(shape: str, rows_dir: Path, tokenizer: str, seed: int):
+def build(shape: str, rows_dir: Path, tokenizer: str, seed: int, device=None):
     """The model of `shape`, its group token as wide as the rows' group features (PAAG's d times 1 + the
-    percentile points)."""
+    percentile points). A SmolLM2 shape is initialised on `device` when given (a GPU draws 1.7B random weights
+    in a moment; a CPU takes a minute), and on the CPU if that fails."""
     torch.manual_seed(seed)
     width = len(pd.read_parquet(rows_dir / GRM_FILE, columns=["group_features"])["group_features"].iloc[0])
     points = GMLLMConfig.group_points
@@ -40,6 +42,14 @@ def build(shape: str, rows_dir: Path, tokenizer: str, seed: int):
             texts += [str(t) for c in cols for t in frame[c]]
         return build_tiny(cfg, train_tokenizer(texts + ["USER: ASSISTANT:"], cfg.vocab_size))
     from transformers import AutoTokenizer  # here, as the builders do: transformers is slow to import
+    if device is not None:
+        try:
+            with torch.device(device):
+                return build_small_shape(cfg, shape, AutoTokenizer.from_pretrained(tokenizer))
+        except Exception as e:  # noqa: BLE001  (any failure there: the CPU builds it as before)
+            print(f"[bench-gmllm] building on {device} failed ({type(e).__name__}: {e}); building on the CPU",
+                  file=sys.stderr)
+            torch.manual_seed(seed)
     return build_small_shape(cfg, shape, AutoTokenizer.from_pretrained(tokenizer))
 
 
