@@ -87,6 +87,55 @@ def test_a_real_engine_with_the_single_gpu_plan_has_no_zero_optimizer():
         assert engine.module(**batch).logits.dtype == torch.bfloat16  # autocast: the matmuls ran in bf16
 
 
+# ops that read a GPU tensor back to the CPU (the CPU waits there until the device has drained its queue)
+READ_BACK = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "masked_select", "equal", "allclose",
+             "unique", "_unique2", "unique_consecutive", "repeat_interleave", "tolist"}
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "grm"])
+def test_a_single_gpu_step_never_reads_the_device_back(phase):
+    """The single-GPU plan's step (stage 0 with the one-process step, fused AdamW, bf16 autocast), on the CPU:
+    no operator in forward, backward, clipping or the optimizer reads a tensor back, so on a GPU the CPU queues
+    the next work while the device runs (transformers' own mask checks did, once a step each)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from osmf_core.models.gmllm.grm import GRM
+    from osmf_core.training.engine import one_process_step
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.split(".")[0] in READ_BACK:
+                self.seen.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    init_distributed()
+    base = _tiny()
+    model = base if phase == "pretrain" else GRM(base, use_group=True, pooling="bilinear")
+    p = dataclasses.replace(plan(EngineConfig(), 1, True, 2), compile=False)
+    import deepspeed
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=list(model.parameters()),
+                                           config=engine_config(JSON, 2, 1e-3, 10, p))
+    one_process_step(engine)
+    if phase == "pretrain":
+        batch, loss_of = _batch(base), lambda b: engine(**b).loss  # noqa: E731
+    else:  # one pair: two one-image rows of different lengths (so one is padded), the first one wins
+        from osmf_core.models.gmllm.grm import reward_inputs
+        from osmf_core.world.images import to_png
+        pngs = [to_png((np.random.default_rng(s).random((32, 32, 3)) * 255).astype(np.uint8)) for s in (0, 1)]
+        g = list(np.random.default_rng(1).normal(size=(2, 11 * TINY.group_dim)).astype(np.float32))
+        batch = reward_inputs(model, ["Nova", "Nova Pro Phone 7 in graphite"], pngs, g, 64, None)
+        loss_of = lambda b: torch.nn.functional.cross_entropy(engine(**b).float(), torch.zeros(1, dtype=torch.long))  # noqa: E731
+    assert not batch["attention_mask"].bool().all()  # padded rows: the case transformers checks
+    train_step(engine, loss_of, batch)  # the first step creates the optimizer's state
+    with Reads() as reads:
+        train_step(engine, loss_of, batch)
+    assert reads.seen == []
+
+
 def test_one_process_skips_the_reduce_and_clips_as_deepspeed_does():
     """One process: build_engine turns off DeepSpeed's all-reduce of every gradient (a group of one) and its
     throughput timer (a device wait at both ends of a step), and clips with torch's multi-tensor norm. Against

@@ -94,9 +94,9 @@ def test_forward_and_backward_with_and_without_the_group_token(tiny, group):
     assert patch.grad.abs().sum() > 0  # the vision tower learns through the image tokens
 
 
-def test_a_training_pass_gives_the_masked_pass_on_every_real_token_without_a_padding_mask(tiny):
-    """forward and hidden give the language model no padding mask (no read of the GPU in transformers' check of
-    it): on right-padded rows that changes the padding positions' outputs alone."""
+def test_a_training_pass_builds_the_mask_transformers_would_so_transformers_reads_nothing_back(tiny):
+    """forward and hidden give the language model its 4D mask, built as transformers builds it from the 2D one
+    (whose check for padding reads the GPU back): the same outputs at every position, padding included."""
     batch = _batch(tiny)
     real = batch["attention_mask"].bool()
     assert not real.all() and real.sum(1).ne(real.shape[1]).sum() == 1  # one row padded, one not
@@ -107,17 +107,17 @@ def test_a_training_pass_gives_the_masked_pass_on_every_real_token_without_a_pad
     try:
         with torch.no_grad():
             out, h = tiny(**batch), tiny.hidden(**{k: v for k, v in batch.items() if k != "labels"})
+            emb = tiny.embed(batch["input_ids"], batch["pixel_values"], batch["group_features"])
+            two_d = tiny.llava(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"],
+                               output_hidden_states=True, use_cache=False)
     finally:
         hook.remove()
-    with torch.no_grad():
-        emb = tiny.embed(batch["input_ids"], batch["pixel_values"], batch["group_features"])
-        masked = tiny.llava(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"],
-                            output_hidden_states=True, use_cache=False)
-    assert seen == [None, None]
-    assert torch.allclose(out.logits[real], masked.logits[real], atol=1e-5)
-    assert torch.allclose(h[real], masked.hidden_states[-1][real], atol=1e-5)
-    assert torch.allclose(out.loss, masked.loss, atol=1e-6)
-    assert not torch.allclose(out.logits[~real], masked.logits[~real], atol=1e-3)  # the padding saw no mask
+    n = real.shape[1]
+    assert [m.shape for m in seen[:2]] == [(2, 1, n, n)] * 2 and seen[2].shape == (2, n)
+    assert torch.equal(seen[0][1, 0], torch.ones(n, n, dtype=torch.bool).tril() & real[1])  # causal, real keys
+    assert torch.allclose(out.logits, two_d.logits, atol=1e-5)
+    assert torch.allclose(h, two_d.hidden_states[-1], atol=1e-5)
+    assert torch.allclose(out.loss, two_d.loss, atol=1e-6)
 
 
 def test_the_group_token_changes_the_output_distribution(tiny):

@@ -115,6 +115,10 @@ def write_profile(path: str, step, n: int, sync, cuda: bool) -> None:
             step(i)
         sync()
         wall = (time.perf_counter() - t0) / n
+    try:  # a diagnostic: its failure must not cost the run its figures
+        reads = device_reads(step, n, sync) if cuda else {}
+    except Exception as e:  # noqa: BLE001
+        reads = {f"(not read: {type(e).__name__}: {e})": 0}
     events = prof.key_averages()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     # on a GPU the device's own events (kernels, copies; an operator's device time repeats its kernels')
@@ -125,4 +129,29 @@ def write_profile(path: str, step, n: int, sync, cuda: bool) -> None:
                           f"{'device' if cuda else 'CPU'} busy {busy * 1e3:.1f} ms a step ({busy / wall:.0%})\n"
                           + events.table(sort_by=key, row_limit=30) + "\n"
                           + ("by the CPU's own time (what launches the device's work)\n"
-                             + events.table(sort_by="self_cpu_time_total", row_limit=20) + "\n" if cuda else ""))
+                             + events.table(sort_by="self_cpu_time_total", row_limit=20) + "\n"
+                             + f"where the CPU waited for the device in {n} more steps (torch's sync debug mode)\n"
+                             + "".join(f"{c:>6}  {w}\n" for w, c in reads.items()) if cuda else ""))
+
+
+def device_reads(step, n: int, sync) -> dict:
+    """{'file:line: message': count} of the synchronising CUDA calls of `n` calls of step(i), as torch's sync
+    debug mode reports them: each is a wait of the CPU for the device (a read of a GPU tensor, a copy from
+    pageable memory), after which the device idles until the CPU has queued work again."""
+    import collections
+    import warnings
+    seen = collections.Counter()
+    sync()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for i in range(n):
+                step(i)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            seen[f"{w.filename}:{w.lineno}: {str(w.message)[:80]}"] += 1
+    sync()
+    return dict(seen.most_common())

@@ -139,26 +139,34 @@ class GroupLlava(nn.Module):
             emb = torch.where((input_ids == self.group_token_id).unsqueeze(-1), e_g.unsqueeze(1), emb)
         return emb
 
-    # A whole-sequence pass (training, scoring) reads encode's right-padded rows and gives the language model
-    # no padding mask, only causality: a real token never attends to a later position, so with the padding
-    # on the right the mask would change the padding positions' outputs alone, which no loss or pooling reads
-    # (tested). Without one, transformers need not check the mask for padding (`fast_all`, which reads the
-    # GPU back and so stalled every step until the GPU had drained) and SDPA runs its causal kernel.
-    # Generation (policy.generate) pads on the left and keeps its mask.
+    # A whole-sequence pass (training, scoring) reads encode's right-padded rows. With SDPA (every profile here)
+    # the language model gets the (B, 1, L, L) mask that transformers would build from the 2D one (lm_mask),
+    # built here: there, building it checks the mask for padding (or, without a mask, the positions for packed
+    # sequences) by reading the GPU back, a wait for the device in every step.
     # Nor does such a pass keep a key-value cache (use_cache=False; generation keeps its own): building one
     # costs memory, and each layer writing its own slot of it made torch.compile specialise every layer, so
     # compiled layers stopped sharing a graph and past torch's 8 recompiles ran eager (found on a GPU)
     def forward(self, input_ids, attention_mask, pixel_values=None, group_features=None, labels=None,
                 n_points: int | None = None):
-        """The causal LM on encode's right-padded rows (`attention_mask` marks them; the padding is on the right,
-        so the pass needs no mask, above)."""
         emb = self.embed(input_ids, pixel_values, group_features, n_points)
-        return self.llava(inputs_embeds=emb, attention_mask=None, labels=labels, use_cache=False)
+        return self.llava(inputs_embeds=emb, attention_mask=self.lm_mask(attention_mask), labels=labels,
+                          use_cache=False)
 
     def hidden(self, input_ids, attention_mask, pixel_values=None, group_features=None, n_points=None):
-        """Last-layer hidden states (B, L, H) of the language model on encode's right-padded rows (as forward)."""
+        """Last-layer hidden states (B, L, H) of the language model."""
         emb = self.embed(input_ids, pixel_values, group_features, n_points)
-        return self.llava.model(inputs_embeds=emb, attention_mask=None, use_cache=False).last_hidden_state
+        return self.llava.model(inputs_embeds=emb, attention_mask=self.lm_mask(attention_mask),
+                                use_cache=False).last_hidden_state
+
+    def lm_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The language model's mask for right-padded rows (B, L): with SDPA, (B, 1, L, L) booleans, position i
+        attending to the real positions up to i, as transformers builds it (tested), without reading the GPU;
+        with another attention, the 2D mask, for transformers to build its own."""
+        if self.llava.config.text_config._attn_implementation != "sdpa":
+            return attention_mask
+        n = attention_mask.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=attention_mask.device).tril()
+        return causal[None, None] & attention_mask.bool()[:, None, None, :]
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
