@@ -5,8 +5,10 @@ Needs torch and transformers only (a GPU node has neither Spark nor the warehous
 """
 from __future__ import annotations
 
+import collections
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,8 +140,6 @@ def device_reads(step, n: int, sync) -> dict:
     """{'file:line: message': count} of the synchronising CUDA calls of `n` calls of step(i), as torch's sync
     debug mode reports them: each is a wait of the CPU for the device (a read of a GPU tensor, a copy from
     pageable memory), after which the device idles until the CPU has queued work again."""
-    import collections
-    import warnings
     seen = collections.Counter()
     sync()
     with warnings.catch_warnings(record=True) as caught:
