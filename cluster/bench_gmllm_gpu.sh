@@ -9,6 +9,7 @@
 set -u
 [ $# -ge 3 ] || { echo "usage: $0 ROWS TOKENIZER OUT [SECONDS]" >&2; exit 2; }
 ROWS=$1 TOK=$2 OUT=$3 BUDGET=${4:-540}
+PY=${PYTHON:-$(command -v python || command -v python3)}  # a GPU node may have python3 only
 mkdir -p "$OUT/profiles"
 T0=$(date +%s)
 LOG=$OUT/log.txt
@@ -18,7 +19,7 @@ bench() {  # name, share of the budget by which it must end (percent), bench_gml
   local left=$(( until - ($(date +%s) - T0) ))
   if [ "$left" -lt 60 ]; then echo "skipped $name: $left s left" | tee -a "$LOG"; return; fi
   echo "=== $name ($(( $(date +%s) - T0 )) s in, $left s for it)" | tee -a "$LOG"
-  timeout "$left" python jobs/bench_gmllm.py run --rows "$ROWS" --tokenizer "$TOK" --steps 10 --warmup 3 \
+  timeout "$left" "$PY" jobs/bench_gmllm.py run --rows "$ROWS" --tokenizer "$TOK" --steps 10 --warmup 3 \
     --distinct-batches 4 --flop-rows 8 --profile-dir "$OUT/profiles" --run-timeout $(( left - 8 )) \
     --report "$OUT/$name.json" "$@" 2>&1 | grep -v "^STAGE" | tail -20 | tee -a "$LOG"
   echo "$name ended $(( $(date +%s) - T0 )) s in" | tee -a "$LOG"
