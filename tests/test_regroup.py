@@ -358,9 +358,9 @@ def test_more_rows_than_rows_per_task_make_more_tasks_with_the_same_calls_and_ta
     assert a["viewer_tasks"] == partitions  # the tiny world's impressions fit a task of 1,000,000
     assert b["viewer_tasks"] == task_count(window, partitions, rows // 4 + 1) > partitions
     assert sums_a == sums_b
-    # the viewers' impressions are shuffled once, by (product, user), into that many partitions, and partially
+    # the viewers' impressions are shuffled once, by user, into that many partitions, and partially
     # aggregated after that shuffle, not before it (the physical plan, top down)
-    shuffles = re.findall(r"Exchange hashpartitioning\(product_id#\d+L, user_id#\d+L, (\d+)\)", plan)
+    shuffles = re.findall(r"Exchange hashpartitioning\(user_id#\d+L, (\d+)\)", plan)
     assert n > partitions and shuffles == [str(n)] and len(re.findall(r"Exchange hashpartitioning", plan)) == 1
     assert plan.index("partial_collect_list") < plan.index("Exchange hashpartitioning")
     # both sides of the cogroup are shuffled into that many partitions (the physical plan; nothing runs)
@@ -373,3 +373,31 @@ def test_more_rows_than_rows_per_task_make_more_tasks_with_the_same_calls_and_ta
     feats = spark.createDataFrame([(1, True, 0, 1, 2, [0.0, 0.0])], FEATURE_SCHEMA)
     plan = cluster(rows_df, cfg, {1: 1}, feats, 4)._jdf.queryExecution().toString()
     assert re.findall(r"hashpartitioning\(bucket#\d+, (\d+)\)", plan) == ["4", "4"]
+
+
+def test_the_users_attributes_join_the_viewers_in_their_partitions_and_are_never_broadcast(spark, paag_wh):
+    """with_attributes: the users are shuffled into the viewers' partitions (by user) and hashed per partition;
+    the cached viewers are read as they are, with no second shuffle, and the users are not broadcast, though
+    the tiny world's are far under Spark's broadcast threshold (a broadcast is a hash of every user in the
+    heap). Its rows are those of a broadcast join."""
+    from osmf_core.grouping.regroup import viewers, with_attributes
+    end = read_table(spark, C.IMPRESSIONS, paag_wh).agg(F.max("event_date")).first()[0]
+    seen, n = viewers(spark, paag_wh, end - dt.timedelta(days=6), end, 1_000)
+    try:
+        rows = with_attributes(seen, paag_wh)
+        got = checksum(rows)  # runs it: the plan below is the one adaptive execution settled on
+        plan = rows._jdf.queryExecution().executedPlan().toString()
+        users = read_table(spark, C.USERS, paag_wh).select("user_id", *C.USER_ATTRIBUTES)
+        assert got == checksum(seen.join(F.broadcast(users), "user_id")) and rows.count() == seen.count() > 0
+    finally:
+        seen.unpersist()
+    attribute = next(iter(C.USER_ATTRIBUTES))
+    assert re.search(r"ShuffledHashJoin \[user_id#\d+L\], \[user_id#\d+L\], Inner, BuildRight", plan)  # users hashed
+    assert not re.search(r"BroadcastHashJoin \[user_id#", plan)  # (the viewers' own broadcast is the creatives')
+    join = plan[plan.index("ShuffledHashJoin"):]
+    assert "Exchange" not in join[:join.index("InMemoryTableScan")]  # the cached viewers, not shuffled again
+    # the users' scan, shuffled by user into the viewers' partitions (the viewers' own shuffle scans impressions)
+    pieces = re.split(r"Exchange hashpartitioning\(user_id#\d+L, (\d+)\)", plan)
+    into = [parts for parts, after in zip(pieces[1::2], pieces[2::2]) if "Scan" in after.split("Exchange")[0]
+            and attribute in after.split("Exchange")[0]]
+    assert into and set(into) == {str(n)} and n > 2

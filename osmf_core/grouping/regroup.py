@@ -1,9 +1,9 @@
 """The nightly regroup in Spark: e_u|t of every viewer, per-product K-Means with K* by silhouette,
 group features, and the GAIP tables (paper section 3.2 eq. 5-6, Algorithm 1, section 4).
 
-  1. viewers      distinct (product, user) of the log window, persisted and counted per product; products
-                  with fewer than `min_users` viewers are counted and skipped; the rest join the users'
-                  attributes
+  1. viewers      distinct (product, user) of the log window, partitioned by user, persisted and counted per
+                  product; products with fewer than `min_users` viewers are counted and skipped; the rest join
+                  the users' attributes in those partitions (never a broadcast of every user)
   2-3. embed and cluster, in one cogrouped applyInArrow over buckets of products (a hash of the product
                   id): the shuffle moves each viewer's 20 attribute codes, not a d-wide embedding, and
                   each product's title and image tokens (projected by PAAG) to its bucket's call only, so
@@ -190,13 +190,25 @@ def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date,
     as they are, into the shuffle partitions or the least multiple of them that holds about `rows_per_task`
     impressions a task (task_count), and aggregated after the shuffle only: an aggregation before it would
     sort each scan task's impressions to merge few of them (a user sees a product about 1.6 times a week),
-    and a task's sort would grow with the world. -> (pairs, partitions)."""
+    and a task's sort would grow with the world. They are shuffled by user, which groups each (product, user)
+    as well, so that the users' attributes join them without another shuffle (with_attributes).
+    -> (pairs, partitions)."""
     window = read_table(spark, C.IMPRESSIONS, warehouse).where(F.col("event_date").between(F.lit(start), F.lit(end)))
     n = task_count(window.count(), int(spark.conf.get("spark.sql.shuffle.partitions")), rows_per_task)
     imps = window.join(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"), "creative_id")
-    return (imps.repartition(n, "product_id", "user_id").groupBy("product_id", "user_id")
+    return (imps.repartition(n, "user_id").groupBy("product_id", "user_id")
             .agg(F.collect_list("creative_id").alias("shown_creatives"), F.collect_list("clicked").alias("shown_clicked"))
             .persist(StorageLevel.MEMORY_AND_DISK)), n
+
+
+def with_attributes(seen: DataFrame, warehouse: str) -> DataFrame:
+    """The viewers (viewers) with their users' attributes: the users shuffled into the viewers' partitions and
+    joined there through a hash of each partition's users, so the viewers are not shuffled again and a task
+    holds its partition's users only. Left to itself Spark broadcasts the users while their files are small
+    (600,000 users): a hash of every user in the heap, which grew with the users until a 1 GiB heap no
+    longer held it (docs/benchmarks.md, sixteenth step)."""
+    users = read_table(seen.sparkSession, C.USERS, warehouse).select("user_id", *C.USER_ATTRIBUTES)
+    return seen.join(users.hint("shuffle_hash"), "user_id")
 
 
 # ---------------------------------------------------------------------------------- step 2-3
@@ -265,8 +277,7 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
                           "or widen --window-days")
     log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
         f"{n_rows:,} (product, user) rows")
-    users = read_table(spark, C.USERS, warehouse).select("user_id", *C.USER_ATTRIBUTES)
-    rows = seen.join(users, "user_id")
+    rows = with_attributes(seen, warehouse)
     laps.lap("viewers")
     whole = {p: n for p, n in sizes.items() if n <= cfg.split_above}
     feats = feature_rows(spark, cfg, warehouse, products=sizes)  # the window's products only

@@ -66,7 +66,9 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
 
     The rows are joined, keyed by shard and shuffled into (product, shard) partitions once, and cached
     there: the fit's sample, the two passes and the candidates' embedding read them without another join
-    or shuffle."""
+    or shuffle. These caches are on disk, not in the heap: they grow with the products' viewers, and held in a
+    1 GiB heap at 600,000 users they left too little for the reads Spark does not budget (the image patches'
+    column batches), which failed there (docs/benchmarks.md, sixteenth step)."""
     spark, t0 = rows.sparkSession, time.perf_counter()
     cols = {"product_id": [int(p) for p in sizes], "n": [int(n) for n in sizes.values()],
             "shards": [-(-int(n) // cfg.rows_per_call) for n in sizes.values()]}  # a product's viewers, its shards
@@ -74,11 +76,11 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
     shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))  # int on both sides of the cogroups
     n_parts = max(sum(cols["shards"]), cfg.tasks or spark.sparkContext.defaultParallelism)
     sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard.cast("int"))
-               .repartition(n_parts, "product_id", "shard").persist(StorageLevel.MEMORY_AND_DISK))
-    by_product = feats.join(F.broadcast(big.select("product_id")), "product_id").persist()
+               .repartition(n_parts, "product_id", "shard").persist(StorageLevel.DISK_ONLY))
+    by_product = feats.join(F.broadcast(big.select("product_id")), "product_id").persist(StorageLevel.DISK_ONLY)
     per_shard = (by_product.join(F.broadcast(big), "product_id")  # a product's features, once per shard
                  .withColumn("shard", F.explode(F.sequence(F.lit(0), F.col("shards") - 1))).drop("n", "shards")
-                 .repartition(n_parts, "product_id", "shard").persist())
+                 .repartition(n_parts, "product_id", "shard").persist(StorageLevel.DISK_ONLY))
     uniform = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed)), F.lit(1 << 30)) / float(1 << 30)
     sample = sharded.where(uniform < F.lit(cfg.cluster.fit_max) / F.col("n"))
     entries = sorted(set(cfg.percentiles))
