@@ -398,6 +398,6 @@ def test_the_users_attributes_join_the_viewers_in_their_partitions_and_are_never
     assert "Exchange" not in join[:join.index("InMemoryTableScan")]  # the cached viewers, not shuffled again
     # the users' scan, shuffled by user into the viewers' partitions (the viewers' own shuffle scans impressions)
     pieces = re.split(r"Exchange hashpartitioning\(user_id#\d+L, (\d+)\)", plan)
-    into = [parts for parts, after in zip(pieces[1::2], pieces[2::2]) if "Scan" in after.split("Exchange")[0]
-            and attribute in after.split("Exchange")[0]]
+    into = [count for count, after in zip(pieces[1::2], pieces[2::2])
+            if "Scan" in (below := after.split("Exchange")[0]) and attribute in below]
     assert into and set(into) == {str(n)} and n > 2

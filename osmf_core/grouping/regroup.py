@@ -186,13 +186,12 @@ def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date,
     """The distinct (product, user) pairs of the window, each with the user's impressions on the product as
     two lists (shown_creatives, shown_clicked), from which the clustering call counts the groups'
     impressions and clicks. Persisted: counted per product, then clustered, from one scan (and a count of the
-    window's impressions from the Parquet footers before it). The impressions are shuffled by (product, user)
-    as they are, into the shuffle partitions or the least multiple of them that holds about `rows_per_task`
-    impressions a task (task_count), and aggregated after the shuffle only: an aggregation before it would
-    sort each scan task's impressions to merge few of them (a user sees a product about 1.6 times a week),
-    and a task's sort would grow with the world. They are shuffled by user, which groups each (product, user)
-    as well, so that the users' attributes join them without another shuffle (with_attributes).
-    -> (pairs, partitions)."""
+    window's impressions from the Parquet footers before it). The impressions are shuffled by user as they
+    are (which groups each (product, user) too, and lets the users' attributes join them without another
+    shuffle: with_attributes), into the shuffle partitions or the least multiple of them that holds about
+    `rows_per_task` impressions a task (task_count), and aggregated after the shuffle only: an aggregation
+    before it would sort each scan task's impressions to merge few of them (a user sees a product about 1.6
+    times a week), and a task's sort would grow with the world. -> (pairs, partitions)."""
     window = read_table(spark, C.IMPRESSIONS, warehouse).where(F.col("event_date").between(F.lit(start), F.lit(end)))
     n = task_count(window.count(), int(spark.conf.get("spark.sql.shuffle.partitions")), rows_per_task)
     imps = window.join(read_table(spark, C.CREATIVES, warehouse).select("creative_id", "product_id"), "creative_id")
