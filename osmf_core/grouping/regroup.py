@@ -88,7 +88,7 @@ class RegroupConfig:
     sample_size: int = 3000  # users in the sampled silhouette
     rows_per_call: int = 60_000  # (product, user) rows clustered together in one applyInArrow call
     # tasks the clustering's buckets are dealt to at least. 0: the cores Spark has when the clustering starts
-    # (under dynamic allocation set it to the cores of the executors the job will have, e.g. 20 x 4 = 80)
+    # (under dynamic allocation set it to the cores of the executors the job will have, e.g. 24 x 4 = 96)
     tasks: int = 0
     # rows a task gets, about: more rows, more tasks, so that what a task sorts stays about this many rows
     # whatever the world's size (grouping.buckets.task_count): a clustering task's (product, user) rows (a
