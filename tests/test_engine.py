@@ -88,15 +88,29 @@ def test_a_real_engine_with_the_single_gpu_plan_has_no_zero_optimizer():
 
 
 # ops that read a GPU tensor back to the CPU (the CPU waits there until the device has drained its queue)
+# operators that read a GPU tensor back to the CPU (their output's size or a value), and composite ones that call
+# one inside their CUDA kernel, where a dispatch mode on the CPU does not see the inner call
 READ_BACK = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "masked_select", "equal", "allclose",
-             "unique", "_unique2", "unique_consecutive", "repeat_interleave", "tolist"}
+             "unique", "_unique2", "unique_consecutive", "repeat_interleave", "tolist",
+             "masked_scatter_backward"}  # grad.masked_select(mask): the gradient of masked_scatter's source
+INDEXED = {"index", "index_put", "index_put_", "_index_put_impl_"}  # with a boolean index: a nonzero inside
 
 
-@pytest.mark.parametrize("phase", ["pretrain", "grm"])
+def reads_back(func, args) -> bool:
+    name = func.__name__.split(".")[0]
+    if name in INDEXED:  # a boolean index is a nonzero; integer indices are read on the device
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for a in args if isinstance(a, (list, tuple))
+                   for i in a)
+    return name in READ_BACK
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "grm", "grm-patches"])
 def test_a_single_gpu_step_never_reads_the_device_back(phase):
     """The single-GPU plan's step (stage 0 with the one-process step, fused AdamW, bf16 autocast), on the CPU:
     no operator in forward, backward, clipping or the optimizer reads a tensor back, so on a GPU the CPU queues
-    the next work while the device runs (transformers' own mask checks did, once a step each)."""
+    the next work while the device runs (transformers' own mask checks did, once a step each, and the gradient of
+    the image patches' placement, masked_scatter's). grm-patches: the GRM that pools every patch and reads 5 of
+    the 10 percentile points."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from osmf_core.models.gmllm.grm import GRM
@@ -108,13 +122,14 @@ def test_a_single_gpu_step_never_reads_the_device_back(phase):
             self.seen = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.__name__.split(".")[0] in READ_BACK:
+            if reads_back(func, args):
                 self.seen.append(func.__name__)
             return func(*args, **(kwargs or {}))
 
     init_distributed()
     base = _tiny()
-    model = base if phase == "pretrain" else GRM(base, use_group=True, pooling="bilinear")
+    model = base if phase == "pretrain" else GRM(base, use_group=True, pooling="bilinear") if phase == "grm" \
+        else GRM(base, use_group=True, n_points=5, pooling="patches")
     p = dataclasses.replace(plan(EngineConfig(), 1, True, 2), compile=False)
     import deepspeed
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=list(model.parameters()),
@@ -174,6 +189,53 @@ def test_one_process_skips_the_reduce_and_clips_as_deepspeed_does():
         else:  # every trained weight: the same after three clipped steps, and moved
             torch.testing.assert_close(v, weights[False][k], rtol=1e-5, atol=1e-6)
             assert not torch.equal(v, start[k]) or not v.requires_grad
+
+
+def test_the_fused_step_clips_as_clip_grad_norm_does_without_a_pass_of_its_own():
+    """With torch's fused AdamW (the single-GPU plan; fused AdamW runs on the CPU too), the one-process step hands
+    clip_grad_norm_'s factor to the fused step (its grad_scale) instead of scaling the gradients first. Against
+    clip_grad_norm_ then the same fused step, from the same weights: the same weights after three steps whose
+    gradient norm is far above the threshold, and the gradients the step leaves are the clipped ones (norm 1)."""
+    import deepspeed
+    from osmf_core.training.engine import one_process_step
+    init_distributed()
+    p = dataclasses.replace(plan(EngineConfig(compile=False, precision="fp32"), 1, False, 2), fused_optimizer=True)
+    weights = {}
+    for in_step in (True, False):
+        model = _tiny(seed=0)
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=list(model.parameters()),
+                                               config=engine_config(JSON, 2, 1e-2, 10, p))
+        assert engine.optimizer.defaults["fused"] is True
+        one_process_step(engine)
+        params = [q for q in model.parameters() if q.requires_grad]
+        if not in_step:  # the reference: clip_grad_norm_ scales the gradients, then the fused step
+            engine.clip_fp32_gradients = lambda: torch.nn.utils.clip_grad_norm_(params, engine.gradient_clipping())  # noqa: E731
+        batch, kept = _batch(model), _keep_grads(engine.optimizer, params)
+        for _ in range(3):
+            engine.backward(engine(**batch).loss * 1e3)
+            norm = float(torch.nn.utils.get_total_norm([q.grad for q in params if q.grad is not None]))
+            assert norm > 10
+            engine.step()
+            left = float(torch.nn.utils.get_total_norm(kept))
+            assert left == pytest.approx(1.0, rel=1e-4)  # clipped to gradient_clipping, either way
+            if in_step:
+                assert float(engine.optimizer.grad_scale) == pytest.approx((norm + 1e-6) / 1.0, rel=1e-5)
+        weights[in_step] = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for k, v in weights[True].items():
+        torch.testing.assert_close(v, weights[False][k], rtol=1e-5, atol=1e-6)
+
+
+def _keep_grads(opt, params) -> list:
+    """A list that each opt.step from now on fills with copies of the gradients of `params` as the step left
+    them (DeepSpeed zeroes them after it)."""
+    step, kept = opt.step, []
+
+    def wrapped(*args, **kwargs):
+        out = step(*args, **kwargs)
+        kept[:] = [q.grad.detach().clone() for q in params if q.grad is not None]
+        return out
+    opt.step = wrapped
+    return kept
 
 
 @pytest.mark.parametrize("scope,mode", [("model", "default"), ("layers", "default"), ("layers", "reduce-overhead")])

@@ -120,6 +120,78 @@ def test_a_training_pass_builds_the_mask_transformers_would_so_transformers_read
     assert torch.allclose(out.loss, two_d.loss, atol=1e-6)
 
 
+def test_image_patches_are_placed_as_masked_scatter_places_them_with_the_same_gradients():
+    """place_rows (embed's placement of the image patches, whose gradient reads nothing back) against
+    masked_scatter on rows of 2, 0 and 1 images' positions, one of them at a row's end: the same embeddings, and
+    the same gradients for both the text embeddings and the patches."""
+    from osmf_core.models.gmllm.model import place_rows
+    torch.manual_seed(0)
+    where = torch.zeros(3, 7, dtype=torch.bool)
+    where[0, 1:5], where[2, 4:7] = True, True  # 7 positions: rows 0 and 2
+    emb, rows = torch.randn(3, 7, 5, requires_grad=True), torch.randn(7, 5, requires_grad=True)
+    weight = torch.randn(3, 7, 5)
+    got = place_rows(emb, where, rows)
+    want = emb.masked_scatter(where.unsqueeze(-1), rows)
+    assert torch.equal(got, want)
+    assert torch.equal(got[2, 4], rows[4]) and torch.equal(got[1], emb[1])  # in reading order; row 1 untouched
+    g_got = torch.autograd.grad((got * weight).sum(), (emb, rows))
+    g_want = torch.autograd.grad((want * weight).sum(), (emb, rows))
+    assert all(torch.equal(a, b) for a, b in zip(g_got, g_want))
+    assert torch.equal(g_got[1][4], weight[2, 4]) and not g_got[0][where].any()
+
+
+def test_the_grm_pools_each_rows_patches_in_order_without_a_boolean_index(tiny):
+    """The patches pooling takes each row's n_image_tokens hidden states from where its image begins: the same
+    as the boolean index it replaced (h[img], which reads the GPU back), on rows whose image starts at different
+    positions (a group token before it or not)."""
+    from osmf_core.models.gmllm.grm import GRM, grm_instruction
+    grm = GRM(tiny, use_group=True, pooling="patches").eval()
+    instr = [grm_instruction("Nova"), grm_instruction("Nova Pro").replace(GROUP_TOKEN, "them")]
+    from osmf_core.models.gmllm.model import encode
+    g = list(np.random.default_rng(0).normal(size=(2, 11 * TINY.group_dim)).astype(np.float32))
+    enc = encode(tiny, instr, None, 64, True, [_png(0), _png(1)], g)
+    img = enc["input_ids"] == tiny.image_token_id
+    assert img.int().argmax(1).tolist()[0] != img.int().argmax(1).tolist()[1]  # images start apart
+    seen = {}
+    grm.style.register_forward_hook(lambda m, args, out: seen.update(patches=args[0]))
+    with torch.no_grad():
+        grm.reward(**enc)
+        h = tiny.hidden(**{k: enc[k] for k in ("input_ids", "attention_mask", "pixel_values", "group_features")},
+                        n_points=None)
+    assert torch.equal(seen["patches"], h[img].reshape(2, -1))
+
+
+def test_inputs_are_encoded_on_the_cpu_wherever_the_model_is(tiny):
+    """encode builds every input on the CPU, images included, even where the model's weights are elsewhere (here
+    the meta device, standing in for a GPU): a copy to a GPU from pageable memory, as pixels() made before, waits
+    for the device in every step; to_device moves them through pinned memory."""
+    import copy
+    from osmf_core.models.gmllm.model import encode
+    away = copy.deepcopy(tiny).to("meta")
+    enc = encode(away, [render("prompt_generation", 0, "Nova")], ["the product"], 200, images=[_png(0)],
+                 group_features=[np.zeros(11 * TINY.group_dim, np.float32)])
+    assert {k: v.device.type for k, v in enc.items()} == dict.fromkeys(enc, "cpu")
+    assert torch.equal(enc["pixel_values"], encode(tiny, [render("prompt_generation", 0, "Nova")], ["the product"],
+                                                   200, images=[_png(0)])["pixel_values"])
+
+
+def test_the_group_token_reads_only_the_points_a_model_keeps(tiny):
+    """n_points zeroes the percentile points a model of fewer points does not read: with 5 of 10, changing a
+    dropped point leaves e_G as it was, changing a kept one does not."""
+    mlp = tiny.group_mlp
+    g = torch.randn(1, 11, TINY.group_dim)
+    dropped, kept = 1 + 1, 1 + 2  # points_kept(5, 10) == [0, 2, 4, 7, 9]
+    with torch.no_grad():
+        base = mlp(g.flatten(1), 5)
+        for point, same in ((dropped, True), (kept, False), (0, False)):
+            h = g.clone()
+            h[0, point] += 1.0
+            assert torch.equal(mlp(h.flatten(1), 5), base) == same, point
+        assert torch.equal(mlp(g.flatten(1), 10), mlp(g.flatten(1)))
+    with pytest.raises(ValueError, match="n_points"):
+        mlp(g.flatten(1), -1)
+
+
 def test_the_group_token_changes_the_output_distribution(tiny):
     tiny.eval()
     a = _batch(tiny, seed=0)

@@ -25,7 +25,7 @@ from osmf_core.data.config import default_warehouse
 from osmf_core.data.reader import run_of
 from osmf_core.features.contexts import CONTEXT_TABLES, load_contexts
 from osmf_core.models.gmllm.grm import GRM, score_candidates
-from osmf_core.models.gmllm.model import GroupLlava
+from osmf_core.models.gmllm.model import GroupLlava, to_device
 from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR, META_FILE, core_of, generate, policy_inputs
 from osmf_core.rendering.procedural import ProceduralRenderer, RenderJob
 from osmf_core.training.engine import EngineConfig, build_engine
@@ -189,7 +189,8 @@ def dpo_step_loss(engine, policy, ctx, pairs: pd.DataFrame, cfg: DPOConfig, weig
     """Eq. 9 on a batch of pairs (weighted per group when `weights` is given)."""
     pi_w, pi_l, ref_w, ref_l = policy_and_reference(engine, policy, ctx, pairs, cfg, engine.device)
     keys = list(zip(pairs["product_id"], pairs["group_id"]))
-    w = None if weights is None else torch.tensor(weights.batch_weights(keys), dtype=torch.float32, device=engine.device)
+    w = None if weights is None else to_device(  # through pinned memory: a plain copy to a GPU waits for it
+        {"w": torch.tensor(weights.batch_weights(keys), dtype=torch.float32)}, engine.device)["w"]
     loss, losses, _, _ = dpo_loss(pi_w, pi_l, ref_w, ref_l, cfg.beta, w)
     if weights is not None:
         weights.update(keys, losses.detach().cpu().numpy())

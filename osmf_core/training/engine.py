@@ -114,13 +114,23 @@ def one_process_step(engine) -> None:
     """What a step of one process (no ZeRO, nothing to reduce) does not need from DeepSpeed's stage 0: the
     all-reduce of every gradient over a group of one (flat buffers filled and copied back), and clipping one
     parameter at a time with two waits for the device; torch's clip_grad_norm_ clips the same gradients to
-    the same norm with multi-tensor kernels."""
+    the same norm with multi-tensor kernels. With torch's fused AdamW (a GPU), the clipping is not a pass of its
+    own over the gradients: the fused step divides them by clip_grad_norm_'s factor as it reads them (its
+    grad_scale, which torch's GradScaler uses to unscale), so only the norm reads them before the step."""
     engine.enable_backward_allreduce = False
     max_norm = engine.gradient_clipping()
     params = [p for p in engine.module.parameters() if p.requires_grad]
+    opt = engine.optimizer
+    in_step = isinstance(opt, torch.optim.Optimizer) and bool(opt.defaults.get("fused")) \
+        and getattr(opt, "_step_supports_amp_scaling", False)
 
     def clip():  # DeepSpeed calls this before the optimizer step when gradient_clipping > 0
-        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+        if not in_step:
+            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+            return
+        # the gradients times min(1, max_norm / (norm + 1e-6)), as clip_grad_norm_ scales them
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        opt.grad_scale = torch.clamp((norm.float() + 1e-6) / max_norm, min=1.0)
 
     engine.clip_fp32_gradients = clip
 

@@ -53,7 +53,7 @@ from osmf_core.evaluation.benchmarks.gmllm_step import (GRM_FILE, PRETRAIN_FILE,
                                                         peak_tflops, sampled_batches, step_loss, write_profile)
 from osmf_core.models.gmllm.builders import SMOLLM2_SHAPES, osmf_cache
 from osmf_core.models.gmllm.grm import GRM
-from osmf_core.models.gmllm.model import approx_tokens
+from osmf_core.models.gmllm.model import approx_tokens, pin_inputs
 from osmf_core.training.engine import EngineConfig, build_engine
 from osmf_core.training.loop import bucket_window, init_distributed, length_bucketed, train_step
 
@@ -171,7 +171,7 @@ def run_one(cfg: OneConfig) -> dict:
         lengths = lambda b: approx_tokens(b["instruction"], b["response"], n_img)  # noqa: E731
         frames = [pd.DataFrame(b) for b in length_bucketed(({c: f[c].to_numpy() for c in f} for f in frames),
                                                            lengths, window, cfg.seed)]
-    batches = [encode_rows(base, cfg.phase, b) for b in frames]
+    batches = [pin_inputs(encode_rows(base, cfg.phase, b)) for b in frames]  # a step queues their copies
     model.to(device)
     stage("flops")
     # fp32 and before the engine: FLOPs do not depend on precision; the mean over the batches the timed steps

@@ -55,8 +55,10 @@ class GRM(nn.Module):
         r = self.head(h_last).squeeze(-1)
         if self.pooling != "last":
             img = input_ids == self.base.image_token_id
-            if self.pooling == "patches":  # one image per row: its n_image_tokens hidden states in order
-                h_image = h[img].reshape(len(h), -1)
+            if self.pooling == "patches":  # one image per row: its n_image_tokens hidden states in order, taken
+                # from where the row's image begins (a boolean index would read the GPU back for its length)
+                at = img.int().argmax(dim=1, keepdim=True) + torch.arange(self.base.n_image_tokens, device=h.device)
+                h_image = h.gather(1, at.unsqueeze(-1).expand(-1, -1, h.shape[-1])).reshape(len(h), -1)
             else:
                 m = img.unsqueeze(-1).to(h.dtype)
                 h_image = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)

@@ -70,15 +70,20 @@ class GroupTokenMLP(nn.Module):
         self.group_dim, self.group_points = group_dim, group_points
         self.net = nn.Sequential(nn.LayerNorm((1 + group_points) * group_dim),
                                  nn.Linear((1 + group_points) * group_dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+        # row n: which of the centroid and points a model of n points reads (built here, on the CPU, and moved
+        # with the module: indexing a GPU tensor with a list would copy the list from pageable memory each step)
+        masks = torch.zeros(group_points + 1, 1 + group_points)
+        for n in range(group_points + 1):
+            masks[n, [0] + [1 + i for i in points_kept(n, group_points)]] = 1.0
+        self.register_buffer("point_masks", masks, persistent=False)
 
     def forward(self, g: torch.Tensor, n_points: int | None = None) -> torch.Tensor:
         """g (B, (1 + group_points) * group_dim) -> (B, out)."""
         g = g.view(len(g), 1 + self.group_points, self.group_dim)
         if n_points is not None and n_points < self.group_points:
-            keep = torch.zeros(1 + self.group_points, dtype=torch.bool, device=g.device)
-            keep[0] = True
-            keep[[1 + i for i in points_kept(n_points, self.group_points)]] = True
-            g = g * keep.view(1, -1, 1)
+            if n_points < 0:
+                raise ValueError(f"n_points must be in [0, {self.group_points}], got {n_points}")
+            g = g * self.point_masks[n_points].to(g.dtype).view(1, -1, 1)
         return self.net(g.flatten(1))
 
 
@@ -96,8 +101,9 @@ class GroupLlava(nn.Module):
         self.n_image_tokens = (vc.image_size // vc.patch_size) ** 2
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.group_token_id = tokenizer.convert_tokens_to_ids(GROUP_TOKEN)
-        self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+        # plain tensors, not buffers: they stay on the CPU, where pixels() normalises (model.to() leaves them)
+        self.pixel_mean, self.pixel_std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
+                                           for v in (image_mean, image_std))
         self.meta = {"group_dim": group_dim, "group_points": group_points, "group_hidden": group_hidden,
                      "image_mean": list(image_mean), "image_std": list(image_std)}
 
@@ -107,12 +113,13 @@ class GroupLlava(nn.Module):
 
     # ------------------------------------------------------------------ inputs
     def pixels(self, pngs) -> torch.Tensor:
-        """PNG bytes -> normalised (N, 3, S, S) pixel values for the vision tower."""
+        """PNG bytes -> normalised (N, 3, S, S) pixel values for the vision tower, on the CPU wherever the model
+        is: encode moves them with the other inputs (to a GPU through pinned memory; a plain copy from pageable
+        memory would wait for the device in every step)."""
         arr = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((self.image_size,) * 2,
                                                                                    Image.BILINEAR))
                         for b in pngs]).astype(np.float32) / 255.0
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2).to(self.image_mean.device)
-        return (x - self.image_mean) / self.image_std
+        return (torch.from_numpy(arr).permute(0, 3, 1, 2) - self.pixel_mean) / self.pixel_std
 
     def prefix(self, instruction: str, use_group: bool = True) -> tuple[str, str]:
         """(special-token prefix, text) of an instruction: eq. 7 puts e_G first, then every image's patches;
@@ -133,7 +140,7 @@ class GroupLlava(nn.Module):
         if pixel_values is not None:
             out = self.llava.model.get_image_features(pixel_values=pixel_values.to(emb.dtype))
             feats = torch.cat(list(out.pooler_output), dim=0).to(emb.dtype)
-            emb = emb.masked_scatter((input_ids == self.image_token_id).unsqueeze(-1), feats)
+            emb = place_rows(emb, input_ids == self.image_token_id, feats)
         if group_features is not None:  # e_G of every row, placed where a row has its group token
             e_g = self.group_mlp(group_features.to(emb.dtype), n_points).to(emb.dtype)
             emb = torch.where((input_ids == self.group_token_id).unsqueeze(-1), e_g.unsqueeze(1), emb)
@@ -247,12 +254,34 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
 
 def to_device(tensors: dict, device) -> dict:
     """The dict's tensors (None stays None) on `device`. To a GPU through pinned memory without waiting: a
-    plain copy from pageable memory holds the CPU until the GPU has finished everything queued before it."""
+    plain copy from pageable memory holds the CPU until the GPU has finished everything queued before it.
+    A tensor already pinned (pin_inputs) is copied as it is."""
     device = torch.device(device)
     if device.type != "cuda":
         return {k: v.to(device) if v is not None else None for k, v in tensors.items()}
-    return {k: None if v is None else v.pin_memory().to(device, non_blocking=True) if v.device.type == "cpu"
-            else v.to(device) for k, v in tensors.items()}
+    return {k: None if v is None else (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True)
+            if v.device.type == "cpu" else v.to(device) for k, v in tensors.items()}
+
+
+def pin_inputs(tensors: dict) -> dict:
+    """The dict's CPU tensors in pinned memory, where a GPU is (else as they are): inputs encoded ahead of their
+    steps, so that a step only queues their copies (to_device)."""
+    if not torch.cuda.is_available():
+        return dict(tensors)
+    return {k: v.pin_memory() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
+            for k, v in tensors.items()}
+
+
+def place_rows(emb: torch.Tensor, where: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`emb` (B, L, H) with the positions where `where` (B, L) holds taking the rows of `rows` (N, H) one after
+    another, in reading order: what emb.masked_scatter(where[..., None], rows) gives, and its gradients, but
+    without reading the device back. masked_scatter's gradient for `rows` is a masked_select, whose length a
+    GPU must report to the CPU: a wait in every step that trains the projector. Here each position reads its
+    row by index (the count of such positions before it), and a position that takes none reads a row of zeros."""
+    flat = where.flatten()
+    slot = torch.where(flat, flat.cumsum(0) - 1, rows.shape[0])
+    picked = torch.cat([rows, rows.new_zeros(1, rows.shape[1])]).index_select(0, slot).view_as(emb)
+    return torch.where(where.unsqueeze(-1), picked, emb)
 
 
 def approx_tokens(instructions, responses, image_tokens: int) -> np.ndarray:
