@@ -12,7 +12,8 @@ place that chooses the ZeRO stage, the precision, the optimizer and compilation 
   precision     auto: bf16 on a GPU that has it, else fp32. bf16 without ZeRO is torch autocast over the fp32
                 weights (the weights are the fp32 master copy; matmuls run in bf16); with ZeRO, DeepSpeed's
                 bf16 optimizer (bf16 weights, fp32 master partitions).
-  optimizer     the JSON's AdamW as torch.optim.AdamW, fused (one kernel for every tensor) on a GPU.
+  optimizer     the JSON's AdamW as torch.optim.AdamW, fused (one kernel for every tensor) on a GPU. One process
+                with the fused optimizer clips inside its step (one_process_step): one pass over the gradients fewer.
   compile       on by default on a GPU, off on the CPU (CI, the demo: the step stays as it was). Scope `layers`
                 (the default): each transformer layer compiled alone (regional compilation: the layers of a
                 model share one graph, so compiling takes the time of one layer), the rest (vision tower,
