@@ -33,6 +33,33 @@ def test_group_weights_follow_exponentiated_gradient():
     assert w.batch_weights([("p", 0), ("p", 1), ("p", 1)]).tolist() == pytest.approx([0.5, 0.25, 0.25])
 
 
+def test_observed_losses_count_before_the_next_weights_as_updates_would():
+    """observe (the training step's call: on a GPU the losses are copied without waiting) then batch_weights or
+    alpha gives what update, batch by batch in the same order, gives."""
+    keys = [("p", 0), ("p", 1), ("q", 0)]
+    now, later = GroupWeights(keys, eta=0.5), GroupWeights(keys, eta=0.5)
+    batches = [([("p", 0), ("q", 0)], [1.0, 0.25]), ([("p", 1), ("p", 1)], [2.0, 0.0]), ([("q", 0)], [3.0])]
+    for k, losses in batches:
+        now.update(k, np.array(losses))
+        later.observe(k, torch.tensor(losses))
+    assert len(later.pending) == 3
+    assert later.batch_weights(keys).tolist() == now.batch_weights(keys).tolist() and not later.pending
+    later.observe([("p", 0)], torch.tensor([5.0]))
+    now.update([("p", 0)], np.array([5.0]))
+    assert later.alpha().tolist() == now.alpha().tolist() and now.alpha()[0] > 0.5
+
+
+def test_a_response_cut_by_max_len_stops_in_one_line_before_any_forward(policy_and_batch):
+    from osmf_core.models.gmllm.policy import core_of
+    from osmf_core.training.dpo import response_inputs
+    _, policy, _, _, ctx = policy_and_batch
+    core = core_of(policy)
+    ok = response_inputs(core, ctx, ["the product", "the product, warm palette"], True, 200, "cpu")
+    assert ok["labels"].shape[0] == 2
+    with pytest.raises(ValueError, match="lost every token to max_len"):
+        response_inputs(core, ctx, ["the product", "the product, warm palette"], True, 20, "cpu")
+
+
 def test_preference_pairs_take_best_and_worst_distinct_prompts():
     ctx = pd.DataFrame({"product_id": [7, 7, 8], "group_id": [0, 1, 0]})
     prompts = [["a", "b", "c"], ["x", "x", "x"], ["m", "n", "o"]]

@@ -100,11 +100,35 @@ class GroupWeights:
         self.keys = {k: i for i, k in enumerate(sorted(set(keys)))}
         self.log_alpha = np.zeros(len(self.keys))
         self.eta = eta
+        self.pending = []  # (keys, losses on their way to the CPU, the event after their copy)
 
     def batch_weights(self, keys) -> np.ndarray:
-        """Weights of a batch's rows (sum 1): each row carries its group's alpha."""
+        """Weights of a batch's rows (sum 1): each row carries its group's alpha, every observed batch counted."""
+        self.settle()
         a = np.exp(self.log_alpha[[self.keys[k] for k in keys]])
         return a / a.sum()
+
+    def observe(self, keys, losses: torch.Tensor) -> None:
+        """A batch's per-row losses, for the update before the next weights are read. From a GPU they are copied
+        to pinned memory without waiting: reading them now would hold the CPU until the forward pass ends, before
+        it could queue the backward pass; by the next batch's weights they have long arrived."""
+        losses = losses.detach()
+        if losses.device.type != "cuda":
+            self.pending.append((list(keys), losses.clone(), None))
+            return
+        host = torch.empty(losses.shape, dtype=losses.dtype, pin_memory=True)
+        host.copy_(losses, non_blocking=True)
+        arrived = torch.cuda.Event()
+        arrived.record()
+        self.pending.append((list(keys), host, arrived))
+
+    def settle(self) -> None:
+        """Apply the observed batches' losses, in the order observed."""
+        for keys, losses, arrived in self.pending:
+            if arrived is not None:
+                arrived.synchronize()
+            self.update(keys, losses.float().numpy())
+        self.pending.clear()
 
     def update(self, keys, losses: np.ndarray) -> None:
         idx = np.array([self.keys[k] for k in keys])
@@ -113,6 +137,7 @@ class GroupWeights:
         self.log_alpha -= self.log_alpha.max()
 
     def alpha(self) -> np.ndarray:
+        self.settle()
         a = np.exp(self.log_alpha)
         return a / a.sum()
 
@@ -126,10 +151,9 @@ def add_lora(model: GroupLlava, cfg: DPOConfig):
 
 
 def sequence_logprob(model, inputs: dict) -> torch.Tensor:
-    """Sum of log p(token) over each row's response tokens (labels != -100)."""
+    """Sum of log p(token) over each row's response tokens (labels != -100; response_inputs checks every row
+    has some)."""
     labels = inputs["labels"][:, 1:]
-    if not (labels != -100).any(dim=1).all():
-        raise ValueError("a response lost every token to max_len: raise max_len so prompts and answers fit")
     fwd = {k: v for k, v in inputs.items() if k != "labels"}
     logits = model(**fwd).logits[:, :-1].float()
     logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -166,23 +190,27 @@ def preference_pairs(ctx: pd.DataFrame, prompts: list[list[str]], scores: list[n
 
 
 # ---------------------------------------------------------------------------------- training
-def pair_logprobs(model, core: GroupLlava, ctx: pd.DataFrame, pairs: pd.DataFrame, use_group: bool, max_len: int,
-                  device) -> tuple[torch.Tensor, torch.Tensor]:
-    """log pi(y_w | s, G) and log pi(y_l | s, G) of a batch of pairs (one forward over winners and losers)."""
-    rows = ctx.iloc[np.concatenate([pairs["ctx"].to_numpy()] * 2)]
-    responses = pairs["chosen"].tolist() + pairs["rejected"].tolist()
-    lp = sequence_logprob(model, policy_inputs(core, rows, responses, use_group, max_len, device))
-    return lp[:len(pairs)], lp[len(pairs):]
+def response_inputs(core: GroupLlava, rows, responses, use_group: bool, max_len: int, device) -> dict:
+    """Model inputs of context rows and their responses, on `device`: encoded and checked on the CPU (on a GPU
+    the check would read the device back), then moved."""
+    inputs = policy_inputs(core, rows, responses, use_group, max_len, None)
+    if not (inputs["labels"][:, 1:] != -100).any(dim=1).all():
+        raise ValueError("a response lost every token to max_len: raise max_len so prompts and answers fit")
+    return to_device(inputs, device)
 
 
 def policy_and_reference(model, policy, ctx: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOConfig, device):
-    """(pi_w, pi_l, ref_w, ref_l): the policy's log-probabilities through `model` (the DeepSpeed engine in
-    training), the reference's with the adapters disabled and without grad."""
-    core = core_of(policy)
+    """(pi_w, pi_l, ref_w, ref_l): log pi(y_w | s, G) and log pi(y_l | s, G) of a batch of pairs, the policy's
+    through `model` (the DeepSpeed engine in training), the reference's with the adapters disabled and without
+    grad; each one forward over winners and losers, both on the same inputs, encoded once."""
+    rows = ctx.iloc[np.concatenate([pairs["ctx"].to_numpy()] * 2)]
+    responses = pairs["chosen"].tolist() + pairs["rejected"].tolist()
+    inputs = response_inputs(core_of(policy), rows, responses, cfg.use_group, cfg.max_len, device)
     with torch.no_grad(), policy.disable_adapter():
-        ref_w, ref_l = pair_logprobs(policy, core, ctx, pairs, cfg.use_group, cfg.max_len, device)
-    pi_w, pi_l = pair_logprobs(model, core, ctx, pairs, cfg.use_group, cfg.max_len, device)
-    return pi_w, pi_l, ref_w, ref_l
+        ref = sequence_logprob(policy, inputs)
+    pi = sequence_logprob(model, inputs)
+    n = len(pairs)
+    return pi[:n], pi[n:], ref[:n], ref[n:]
 
 
 def dpo_step_loss(engine, policy, ctx, pairs: pd.DataFrame, cfg: DPOConfig, weights: GroupWeights | None):
@@ -193,7 +221,7 @@ def dpo_step_loss(engine, policy, ctx, pairs: pd.DataFrame, cfg: DPOConfig, weig
         {"w": torch.tensor(weights.batch_weights(keys), dtype=torch.float32)}, engine.device)["w"]
     loss, losses, _, _ = dpo_loss(pi_w, pi_l, ref_w, ref_l, cfg.beta, w)
     if weights is not None:
-        weights.update(keys, losses.detach().cpu().numpy())
+        weights.observe(keys, losses)
     return loss
 
 
