@@ -110,6 +110,22 @@ def test_the_cli_prints_the_table_and_writes_the_report(rows, tmp_path):
     assert got["baseline"] == "zero2" and [r["variant"] for r in got["results"]] == ["zero2", "jobs"]
     assert [r["engine"]["zero_stage"] for r in got["results"]] == [2, 0]
     assert set(got["versions"]) == {"torch", "deepspeed", "transformers", "cuda"}
+    # the second variant reads the first one's FLOP count (the same batches): counted once, the same figure
+    assert [r["flops_from"] for r in got["results"]] == ["counted", "cache"]
+    assert got["results"][0]["flops_per_step"] == got["results"][1]["flops_per_step"] > 0
+
+
+def test_a_flop_cache_serves_the_same_batches_only(rows, tmp_path):
+    """--flop-cache keeps counts across benches: a run of the same shape, phase, batches and rows reads it; another
+    batch size counts its own, and the file then holds both."""
+    _, out, _ = rows
+    cache = tmp_path / "flops.json"
+    first = gmllm.run_one(_cfg(out, "grm", flop_cache=str(cache), variant="eager"))
+    again = gmllm.run_one(_cfg(out, "grm", flop_cache=str(cache)))
+    other = gmllm.run_one(_cfg(out, "grm", flop_cache=str(cache), batch_size=3))
+    assert (first["flops_from"], again["flops_from"], other["flops_from"]) == ("counted", "cache", "counted")
+    assert first["flops_per_step"] == again["flops_per_step"] != other["flops_per_step"]
+    assert len(json.loads(cache.read_text())) == 2
 
 
 def test_export_from_a_warehouse_without_the_tables_stops_in_one_line(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from osmf_core.data import catalog as C
-from osmf_core.training.dpo import GroupWeights, dpo_loss, preference_pairs
+from osmf_core.training.dpo import dpo_loss, preference_pairs
+from osmf_core.training.robust import GroupWeights
 
 
 # ------------------------------------------------------------------------------ eq. 9 (pure)

@@ -39,6 +39,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,9 @@ import torch
 from osmf_core.data.config import ConfigError, default_warehouse
 from osmf_core.data.flags import add_config_args
 from osmf_core.data.reports import write_report
-from osmf_core.evaluation.benchmarks.gmllm_step import (GRM_FILE, PRETRAIN_FILE, build, count_flops, encode_rows,
-                                                        peak_tflops, sampled_batches, step_loss, write_profile)
+from osmf_core.evaluation.benchmarks.gmllm_step import (GRM_FILE, PRETRAIN_FILE, build, cached_flops, count_flops,
+                                                        encode_rows, flop_key, peak_tflops, sampled_batches,
+                                                        step_loss, write_profile)
 from osmf_core.models.gmllm.builders import SMOLLM2_SHAPES, osmf_cache
 from osmf_core.models.gmllm.grm import GRM
 from osmf_core.models.gmllm.model import approx_tokens, pin_inputs
@@ -89,6 +91,9 @@ class StepConfig:
     warmup: int = 3  # engine steps before the clock starts
     distinct_batches: int = 8  # encoded batches the steps cycle over
     flop_rows: int = 4  # rows per full-precision forward and backward that counts FLOPs
+    # JSON of FLOP counts by model, batches and rows: a run reads its count there, or counts and adds it (default:
+    # one file for the bench's runs, so its variants count the same batches once)
+    flop_cache: str = ""
     # pre-training: the distinct batches pooled and sorted by length, as the job does (0: off; default: on a
     # GPU, over every distinct batch up to the job's window)
     length_buckets: int | None = None
@@ -176,8 +181,10 @@ def run_one(cfg: OneConfig) -> dict:
     stage("flops")
     # fp32 and before the engine: FLOPs do not depend on precision; the mean over the batches the timed steps
     # run (they cycle over the distinct batches)
-    per_batch = [count_flops(model, base, cfg.phase, b, e["input_ids"].shape[1], cfg.flop_rows, device)
-                 for b, e in zip(frames, batches)]
+    key = flop_key(cfg, rows_dir, window)
+    per_batch, cached = cached_flops(cfg.flop_cache, key, lambda: [
+        count_flops(model, base, cfg.phase, b, e["input_ids"].shape[1], cfg.flop_rows, device)
+        for b, e in zip(frames, batches)])
     engine_cfg = dataclasses.replace(cfg.engine, **VARIANTS[cfg.variant])
     # compiled: every distinct batch before the clock starts; in CUDA graphs three times (torch's graph trees
     # run a new shape once, record it the second time and replay it from the third)
@@ -223,7 +230,7 @@ def run_one(cfg: OneConfig) -> dict:
            "rows_per_step": len(batches[0]["input_ids"]), "warmup": warmup, "steps": cfg.steps, "step_s": step_s,
            "tokens_per_s": tokens / seconds, "positions_per_s": positions / seconds,
            "mean_tokens_per_row": tokens / cfg.steps / len(batches[0]["input_ids"]),
-           "flops_per_step": flops, "achieved_tflops": achieved / 1e12,
+           "flops_per_step": flops, "flops_from": "cache" if cached else "counted", "achieved_tflops": achieved / 1e12,
            "peak_tflops": peak, "mfu": achieved / (peak * 1e12) if peak else None,
            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
            "loss_last": float(loss.item()),
@@ -279,17 +286,19 @@ def bench(cfg: BenchConfig, script: str) -> dict:
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     results = []
     report = write_bench_report(cfg, results)  # rewritten after every run: a stopped bench keeps what it measured
-    for phase in cfg.phases:
-        for batch_size in cfg.batch_sizes or (cfg.batch_size,):
-            step = dataclasses.replace(cfg, batch_size=batch_size)
-            for variant in cfg.variants:
-                profile = f"{cfg.profile_dir}/{phase}_b{batch_size}_{variant}.txt" if cfg.profile_dir else ""
-                results.append(run_child(script, step, phase, variant, env, cfg.run_timeout, profile))
-                r = results[-1]
-                print(f"[bench-gmllm] {phase} batch {batch_size} {variant}: " + (
-                    f"{r['params'] / 1e6:.1f}M parameters, {r['tokens_per_s']:,.0f} tokens/s" if "error" not in r
-                    else f"failed ({r['error']})"), flush=True)
-                report = write_bench_report(cfg, results)
+    with tempfile.TemporaryDirectory() as tmp:  # the runs' FLOP counts, unless --flop-cache keeps them
+        shared = cfg if cfg.flop_cache else dataclasses.replace(cfg, flop_cache=str(Path(tmp) / "flops.json"))
+        for phase in cfg.phases:
+            for batch_size in cfg.batch_sizes or (cfg.batch_size,):
+                step = dataclasses.replace(shared, batch_size=batch_size)
+                for variant in cfg.variants:
+                    profile = f"{cfg.profile_dir}/{phase}_b{batch_size}_{variant}.txt" if cfg.profile_dir else ""
+                    results.append(run_child(script, step, phase, variant, env, cfg.run_timeout, profile))
+                    r = results[-1]
+                    print(f"[bench-gmllm] {phase} batch {batch_size} {variant}: " + (
+                        f"{r['params'] / 1e6:.1f}M parameters, {r['tokens_per_s']:,.0f} tokens/s" if "error" not in r
+                        else f"failed ({r['error']})"), flush=True)
+                    report = write_bench_report(cfg, results)
     done = [r for r in results if "error" not in r]
     print(f"\nG-MLLM training throughput, shape {cfg.shape}, on {done[0]['device'] if done else 'n/a'} "
           f"(x = against {cfg.variants[0]} at the same phase and batch size)")

@@ -6,6 +6,7 @@ Needs torch and transformers only (a GPU node has neither Spark nor the warehous
 from __future__ import annotations
 
 import collections
+import json
 import sys
 import time
 import warnings
@@ -86,6 +87,33 @@ def count_flops(model, base, phase: str, b: pd.DataFrame, width: int, chunk: int
         total += counter.get_total_flops()
     model.zero_grad(set_to_none=True)
     return total
+
+
+def flop_key(cfg, rows_dir: Path, window: int) -> str:
+    """What a run's FLOP count depends on: the model's shape, the phase, the batches (their size, number, seed and
+    length bucketing) and the exported rows (each file's size and modification time); not the variant, the
+    precision or flop_rows (chunks add up to the whole batch's count)."""
+    files = {n: [(rows_dir / n).stat().st_size, (rows_dir / n).stat().st_mtime_ns] for n in (PRETRAIN_FILE, GRM_FILE)}
+    return json.dumps({"shape": cfg.shape, "phase": cfg.phase, "batch_size": cfg.batch_size, "seed": cfg.seed,
+                       "distinct_batches": cfg.distinct_batches, "length_buckets": window,
+                       "rows": str(rows_dir.resolve()), "files": files}, sort_keys=True)
+
+
+def cached_flops(path: str, key: str, count) -> tuple[list[int], bool]:
+    """(FLOPs per distinct batch, whether they were read from `path`): `key`'s counts in the JSON file at `path`,
+    else count()'s, added to the file (written whole, then renamed); without a path, count()'s."""
+    if not path:
+        return count(), False
+    file = Path(path)
+    known = json.loads(file.read_text()) if file.is_file() else {}
+    if key in known:
+        return known[key], True
+    known[key] = got = count()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    tmp.write_text(json.dumps(known, indent=1))
+    tmp.replace(file)
+    return got, False
 
 
 def step_loss(module, phase: str, batch: dict, device) -> torch.Tensor:
