@@ -371,7 +371,8 @@ def test_more_rows_than_rows_per_task_make_more_tasks_with_the_same_calls_and_ta
                                     f"product_id long, user_id long, shown_creatives array<long>, "
                                     f"shown_clicked array<boolean>, {attrs}")
     feats = spark.createDataFrame([(1, True, 0, 1, 2, [0.0, 0.0])], FEATURE_SCHEMA)
-    plan = cluster(rows_df, cfg, {1: 1}, feats, 4)._jdf.queryExecution().toString()
+    plan = cluster(lambda keep: rows_df.join(F.broadcast(keep), "product_id"), cfg, {1: 1}, feats,
+                   4)._jdf.queryExecution().toString()
     assert re.findall(r"hashpartitioning\(bucket#\d+, (\d+)\)", plan) == ["4", "4"]
 
 
@@ -389,6 +390,17 @@ def test_the_users_attributes_join_the_viewers_in_their_partitions_and_are_never
         plan = rows._jdf.queryExecution().executedPlan().toString()
         users = read_table(spark, C.USERS, paag_wh).select("user_id", *C.USER_ATTRIBUTES)
         assert got == checksum(seen.join(F.broadcast(users), "user_id")) and rows.count() == seen.count() > 0
+        # with `keep`: one product's viewers (its column joined), filtered before the users' join, still unshuffled
+        product = seen.select("product_id").first()[0]
+        keep = spark.createDataFrame([(product, 7)], "product_id long, bucket int")
+        kept = with_attributes(seen, paag_wh, keep)
+        want = seen.where(F.col("product_id") == product).join(F.broadcast(users), "user_id").withColumn(
+            "bucket", F.lit(7))
+        assert checksum(kept.select(*want.columns)) == checksum(want) and 0 < kept.count() < seen.count()
+        kept_plan = kept._jdf.queryExecution().executedPlan().toString()
+        kept_join = kept_plan[kept_plan.index("ShuffledHashJoin"):]
+        below = kept_join[:kept_join.index("InMemoryTableScan")]
+        assert "BroadcastHashJoin" in below and "Exchange hashpartitioning(user_id" not in below
     finally:
         seen.unpersist()
     attribute = next(iter(C.USER_ATTRIBUTES))

@@ -200,34 +200,38 @@ def viewers(spark: SparkSession, warehouse: str, start: dt.date, end: dt.date,
             .persist(StorageLevel.MEMORY_AND_DISK)), n
 
 
-def with_attributes(seen: DataFrame, warehouse: str) -> DataFrame:
+def with_attributes(seen: DataFrame, warehouse: str, keep: DataFrame | None = None) -> DataFrame:
     """The viewers (viewers) with their users' attributes: the users shuffled into the viewers' partitions and
     joined there through a hash of each partition's users, so the viewers are not shuffled again and a task
     holds its partition's users only. Left to itself Spark broadcasts the users while their files are small
     (600,000 users): a hash of every user in the heap, which grew with the users until a 1 GiB heap no
-    longer held it (docs/benchmarks.md, sixteenth step)."""
+    longer held it (docs/benchmarks.md, sixteenth step). `keep`: a small frame of product ids (and columns for
+    the rows), joined first: the whole and the split products each join only their own viewers to the users."""
+    if keep is not None:
+        seen = seen.join(F.broadcast(keep), "product_id")
     users = read_table(seen.sparkSession, C.USERS, warehouse).select("user_id", *C.USER_ATTRIBUTES)
     return seen.join(users.hint("shuffle_hash"), "user_id")
 
 
 # ---------------------------------------------------------------------------------- step 2-3
-def cluster(rows: DataFrame, cfg: RegroupConfig, sizes: dict[int, int], feats: DataFrame, tasks: int) -> DataFrame:
-    """(product, user, attributes) rows of the products in `sizes` (product id -> rows): products packed into
-    buckets of about `rows_per_call` rows, the buckets dealt evenly to `tasks` tasks (task_count); one
+def cluster(rows_of, cfg: RegroupConfig, sizes: dict[int, int], feats: DataFrame, tasks: int) -> DataFrame:
+    """(product, user, attributes) rows of the products in `sizes` (product id -> rows; rows_of(keep): the rows
+    of the products of the small frame `keep`, with its columns, as with_attributes gives them): products packed
+    into buckets of about `rows_per_call` rows, the buckets dealt evenly to `tasks` tasks (task_count); one
     cogrouped applyInArrow call per bucket gets its rows and its products' features (`feats`: feature_rows),
     embeds the rows (e_u|t) and clusters its products (grouping.batch)."""
-    spark = rows.sparkSession
+    spark = feats.sparkSession
     n = max(-(-sum(sizes.values()) // cfg.rows_per_call), tasks)
     label = bucket_labels(spark, n, tasks)
     of = {pid: label[b] for pid, b in pack(sizes, n).items()}
 
-    def keyed(df: DataFrame) -> DataFrame:  # its own copy of the small frame for each side of the cogroup
-        small = local_frame(spark, {"product_id": list(of), "bucket": list(of.values())}, "product_id long, bucket int")
-        return df.join(F.broadcast(small), "product_id").repartition(tasks, "bucket")
-    keyed_rows = keyed(rows).select("bucket", "product_id", "user_id", "shown_creatives", "shown_clicked",
-                                    *C.USER_ATTRIBUTES)
+    def small() -> DataFrame:  # its own copy of the small frame for each side of the cogroup
+        return local_frame(spark, {"product_id": list(of), "bucket": list(of.values())}, "product_id long, bucket int")
+    keyed_rows = rows_of(small()).repartition(tasks, "bucket").select(
+        "bucket", "product_id", "user_id", "shown_creatives", "shown_clicked", *C.USER_ATTRIBUTES)
+    keyed_feats = feats.join(F.broadcast(small()), "product_id").repartition(tasks, "bucket")
     # the features partitioned as the rows: a bucket's products' features go to its task, no other
-    return cogroup(keyed_rows, keyed(feats), ["bucket"]).applyInArrow(
+    return cogroup(keyed_rows, keyed_feats, ["bucket"]).applyInArrow(
         lambda table, f: trimmed(cluster_call(table, f, cfg), cfg.trim_heap), CLUSTER_SCHEMA)
 
 
@@ -276,15 +280,15 @@ def regroup(spark: SparkSession, cfg: RegroupConfig, warehouse: str, log=print) 
                           "or widen --window-days")
     log(f"[regroup] {start}..{end}: {n_kept} of {n_products} products have >= {cfg.min_users} viewers; "
         f"{n_rows:,} (product, user) rows")
-    rows = with_attributes(seen, warehouse)
+    rows_of = lambda keep: with_attributes(seen, warehouse, keep)  # noqa: E731  (each path its own products)
     laps.lap("viewers")
     whole = {p: n for p, n in sizes.items() if n <= cfg.split_above}
     feats = feature_rows(spark, cfg, warehouse, products=sizes)  # the window's products only
     tasks = task_count(sum(whole.values()), cfg.tasks or spark.sparkContext.defaultParallelism, cfg.rows_per_task)
-    result, cached = cluster(rows, cfg, whole, feats, tasks), [seen]
+    result, cached = cluster(rows_of, cfg, whole, feats, tasks), [seen]
     if len(whole) < len(sizes):
         log(f"[regroup] {len(sizes) - len(whole)} products above {cfg.split_above:,} viewers: clustered across tasks")
-        split, split_cached = cluster_split(rows, cfg, {p: n for p, n in sizes.items() if p not in whole}, feats, log)
+        split, split_cached = cluster_split(rows_of, cfg, {p: n for p, n in sizes.items() if p not in whole}, feats, log)
         result, cached = result.unionByName(split), cached + split_cached
     result = result.persist()
     n_result = result.count()  # runs embedding and clustering once

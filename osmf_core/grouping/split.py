@@ -57,10 +57,11 @@ ASSIGN_SCHEMA = T.StructType(CLUSTER_SCHEMA.fields + CAND)  # CLUSTER_SCHEMA row
 ASSIGN_ARROW = to_arrow_schema(ASSIGN_SCHEMA)
 
 
-def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
+def cluster_split(rows_of, cfg, sizes: dict[int, int], feats: DataFrame,
                   log=print) -> tuple[DataFrame, list[DataFrame]]:
     """CLUSTER_SCHEMA rows ("users" per shard, "ctr" per shard, "call", "group") of the products in `sizes`
-    (product id -> viewers), each clustered across tasks, and the frames it cached, which the caller
+    (product id -> viewers; rows_of(keep): the viewers of the products of the small frame `keep`, with their
+    attributes and its columns), each clustered across tasks, and the frames it cached, which the caller
     unpersists once it has materialised the rows. cfg: a RegroupConfig; feats: batch.feature_rows, of which
     each call receives its own product's rows (cogrouped by product, or by (product, shard)).
 
@@ -69,13 +70,13 @@ def cluster_split(rows: DataFrame, cfg, sizes: dict[int, int], feats: DataFrame,
     or shuffle. These caches are on disk, not in the heap: they grow with the products' viewers, and held in a
     1 GiB heap at 600,000 users they left too little for the reads Spark does not budget (the image patches'
     column batches), which failed there (docs/benchmarks.md, sixteenth step)."""
-    spark, t0 = rows.sparkSession, time.perf_counter()
+    spark, t0 = feats.sparkSession, time.perf_counter()
     cols = {"product_id": [int(p) for p in sizes], "n": [int(n) for n in sizes.values()],
             "shards": [-(-int(n) // cfg.rows_per_call) for n in sizes.values()]}  # a product's viewers, its shards
     big = local_frame(spark, cols, "product_id long, n long, shards int")
     shard = F.pmod(F.xxhash64("user_id", F.lit(cfg.seed + 1)), F.col("shards"))  # int on both sides of the cogroups
     n_parts = max(sum(cols["shards"]), cfg.tasks or spark.sparkContext.defaultParallelism)
-    sharded = (rows.join(F.broadcast(big), "product_id").withColumn("shard", shard.cast("int"))
+    sharded = (rows_of(big).withColumn("shard", shard.cast("int"))
                .repartition(n_parts, "product_id", "shard").persist(StorageLevel.DISK_ONLY))
     by_product = feats.join(F.broadcast(big.select("product_id")), "product_id").persist(StorageLevel.DISK_ONLY)
     per_shard = (by_product.join(F.broadcast(big), "product_id")  # a product's features, once per shard
