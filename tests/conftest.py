@@ -1,4 +1,5 @@
-"""One local Spark + Delta session for the whole test run, and one tiny simulated world."""
+"""One local Spark + Delta session for the whole test run, one tiny simulated world, and a scan of the operators
+that would read a GPU tensor back."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -119,3 +120,39 @@ def fault_log():
         "loads": len(loads), "rows_tried": sum(r["rows_in"] for r in loads),
         "bad_rows_tried": sum(r["rejected"] for r in loads), "rows_accepted": sum(r["accepted"] for r in loads),
         "faults": kills, "load_runs": loads})
+
+
+# operators that read a GPU tensor back to the CPU (their output's size or a value), and composite ones that call
+# one inside their CUDA kernel, where a dispatch mode on the CPU does not see the inner call
+READ_BACK = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "masked_select", "equal", "allclose",
+             "unique", "_unique2", "unique_consecutive", "repeat_interleave", "tolist",
+             "masked_scatter_backward"}  # grad.masked_select(mask): the gradient of masked_scatter's source
+INDEXED = {"index", "index_put", "index_put_", "_index_put_impl_"}  # with a boolean index: a nonzero inside
+
+
+def reads_back(func, args) -> bool:
+    import torch
+    name = func.__name__.split(".")[0]
+    if name in INDEXED:  # a boolean index is a nonzero; integer indices are read on the device
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for a in args if isinstance(a, (list, tuple))
+                   for i in a)
+    return name in READ_BACK
+
+
+@pytest.fixture
+def device_reads():
+    """A dispatch mode (a context manager) whose `seen` lists the operators run inside it that would read a GPU
+    tensor back: on a GPU each is a wait of the CPU for the device. It runs on the CPU; a copy from pageable
+    memory, which waits too, reads nothing there and is not seen."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if reads_back(func, args):
+                self.seen.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+    return Reads

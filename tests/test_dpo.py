@@ -122,6 +122,35 @@ def test_lora_trains_only_adapters_and_disabled_adapters_give_the_base_model(pol
             assert torch.equal(value, reference[clean]), name
 
 
+def test_a_robust_group_dpo_step_on_the_single_gpu_plan_never_reads_the_device_back(policy_and_batch, device_reads):
+    """A Group-DPO step with group weights, in a real engine with the single-GPU plan (fused AdamW, bf16
+    autocast), on the CPU: no operator reads a tensor back (it checked its responses on the device, once in each
+    pass), and the step's losses wait in the weights until the next batch's weights are read."""
+    import dataclasses
+    import deepspeed
+    from osmf_core.training.dpo import DPOConfig, dpo_step_loss
+    from osmf_core.training.engine import EngineConfig, engine_config, one_process_step, plan
+    from osmf_core.training.loop import init_distributed, train_step
+    _, policy, _, _, ctx = policy_and_batch
+    init_distributed()
+    p = dataclasses.replace(plan(EngineConfig(), 1, True, 2), compile=False)
+    engine, _, _, _ = deepspeed.initialize(model=policy, model_parameters=[q for q in policy.parameters() if q.requires_grad],
+                                           config=engine_config("cluster/deepspeed/gmllm.json", 2, 1e-3, 10, p))
+    one_process_step(engine)
+    ctx = pd.DataFrame(ctx)
+    pairs = pd.DataFrame({"ctx": [0, 1], "chosen": ["the product, cozy kitchen background", "the product, warm palette"],
+                          "rejected": ["the product", "the product, neon"], "product_id": [7, 7], "group_id": [0, 1]})
+    weights = GroupWeights(zip(pairs["product_id"], pairs["group_id"]), eta=1.0)
+    cfg = DPOConfig(max_len=200)
+    loss_of = lambda b: dpo_step_loss(engine, policy, ctx, b, cfg, weights)  # noqa: E731
+    train_step(engine, loss_of, pairs)  # the first step creates the optimizer's state
+    with device_reads() as reads:
+        train_step(engine, loss_of, pairs)
+    assert reads.seen == []
+    assert len(weights.pending) == 1  # the first step's losses were applied when this step read its weights
+    assert weights.alpha().tolist() != [0.5, 0.5] and not weights.pending
+
+
 def test_generate_is_greedy_deterministic_and_samples_n(policy_and_batch):
     from osmf_core.models.gmllm.policy import core_of, generate
     _, policy, _, _, ctx = policy_and_batch

@@ -87,44 +87,15 @@ def test_a_real_engine_with_the_single_gpu_plan_has_no_zero_optimizer():
         assert engine.module(**batch).logits.dtype == torch.bfloat16  # autocast: the matmuls ran in bf16
 
 
-# ops that read a GPU tensor back to the CPU (the CPU waits there until the device has drained its queue)
-# operators that read a GPU tensor back to the CPU (their output's size or a value), and composite ones that call
-# one inside their CUDA kernel, where a dispatch mode on the CPU does not see the inner call
-READ_BACK = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "masked_select", "equal", "allclose",
-             "unique", "_unique2", "unique_consecutive", "repeat_interleave", "tolist",
-             "masked_scatter_backward"}  # grad.masked_select(mask): the gradient of masked_scatter's source
-INDEXED = {"index", "index_put", "index_put_", "_index_put_impl_"}  # with a boolean index: a nonzero inside
-
-
-def reads_back(func, args) -> bool:
-    name = func.__name__.split(".")[0]
-    if name in INDEXED:  # a boolean index is a nonzero; integer indices are read on the device
-        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for a in args if isinstance(a, (list, tuple))
-                   for i in a)
-    return name in READ_BACK
-
-
 @pytest.mark.parametrize("phase", ["pretrain", "grm", "grm-patches"])
-def test_a_single_gpu_step_never_reads_the_device_back(phase):
+def test_a_single_gpu_step_never_reads_the_device_back(phase, device_reads):
     """The single-GPU plan's step (stage 0 with the one-process step, fused AdamW, bf16 autocast), on the CPU:
     no operator in forward, backward, clipping or the optimizer reads a tensor back, so on a GPU the CPU queues
     the next work while the device runs (transformers' own mask checks did, once a step each, and the gradient of
     the image patches' placement, masked_scatter's). grm-patches: the GRM that pools every patch and reads 5 of
     the 10 percentile points."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from osmf_core.models.gmllm.grm import GRM
     from osmf_core.training.engine import one_process_step
-
-    class Reads(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if reads_back(func, args):
-                self.seen.append(func.__name__)
-            return func(*args, **(kwargs or {}))
 
     init_distributed()
     base = _tiny()
@@ -146,7 +117,7 @@ def test_a_single_gpu_step_never_reads_the_device_back(phase):
         loss_of = lambda b: torch.nn.functional.cross_entropy(engine(**b).float(), torch.zeros(1, dtype=torch.long))  # noqa: E731
     assert not batch["attention_mask"].bool().all()  # padded rows: the case transformers checks
     train_step(engine, loss_of, batch)  # the first step creates the optimizer's state
-    with Reads() as reads:
+    with device_reads() as reads:
         train_step(engine, loss_of, batch)
     assert reads.seen == []
 
@@ -221,6 +192,40 @@ def test_the_fused_step_clips_as_clip_grad_norm_does_without_a_pass_of_its_own()
             if in_step:
                 assert float(engine.optimizer.grad_scale) == pytest.approx((norm + 1e-6) / 1.0, rel=1e-5)
         weights[in_step] = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for k, v in weights[True].items():
+        torch.testing.assert_close(v, weights[False][k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_of_an_unfused_optimizer_resumes_on_the_fused_plan(tmp_path):
+    """A checkpoint's parameter groups replace the optimizer's, "fused" included: one saved by a run without a GPU
+    (unfused) resumes unfused under the fused plan, and its steps clip with clip_grad_norm_ (an unfused step
+    refuses a grad_scale), to the same weights as the run that saved it continued."""
+    import deepspeed
+    from osmf_core.training.engine import one_process_step
+    init_distributed()
+    cpu = plan(EngineConfig(compile=False, precision="fp32"), 1, False, 2)
+    weights = {}
+    for fused in (False, True):
+        model = _tiny(seed=0)
+        p = dataclasses.replace(cpu, fused_optimizer=fused)
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=list(model.parameters()),
+                                               config=engine_config(JSON, 2, 1e-2, 10, p))
+        one_process_step(engine)
+        batch = _batch(model)
+        if not fused:  # the run without a GPU: two steps, a checkpoint, then two more
+            for _ in range(2):
+                engine.backward(engine(**batch).loss * 1e3)
+                engine.step()
+            engine.save_checkpoint(str(tmp_path), tag="step2")
+        else:
+            assert engine.optimizer.defaults["fused"] is True
+            engine.load_checkpoint(str(tmp_path), tag="step2")
+            assert not any(g.get("fused") for g in engine.optimizer.param_groups)
+        for _ in range(2):
+            engine.backward(engine(**batch).loss * 1e3)
+            engine.step()
+        assert not hasattr(engine.optimizer, "grad_scale")
+        weights[fused] = {k: v.detach().clone() for k, v in model.named_parameters()}
     for k, v in weights[True].items():
         torch.testing.assert_close(v, weights[False][k], rtol=1e-5, atol=1e-6)
 

@@ -138,6 +138,8 @@ def test_image_patches_are_placed_as_masked_scatter_places_them_with_the_same_gr
     g_want = torch.autograd.grad((want * weight).sum(), (emb, rows))
     assert all(torch.equal(a, b) for a, b in zip(g_got, g_want))
     assert torch.equal(g_got[1][4], weight[2, 4]) and not g_got[0][where].any()
+    with pytest.raises(IndexError):  # fewer rows than positions: an error, as masked_scatter's, not zeros
+        place_rows(emb, where, rows[:6])
 
 
 def test_the_grm_pools_each_rows_patches_in_order_without_a_boolean_index(tiny):

@@ -146,7 +146,7 @@ def response_inputs(core: GroupLlava, rows, responses, use_group: bool, max_len:
     """Model inputs of context rows and their responses, on `device`: encoded and checked on the CPU (on a GPU
     the check would read the device back), then moved."""
     inputs = policy_inputs(core, rows, responses, use_group, max_len, None)
-    if not (inputs["labels"][:, 1:] != -100).any(dim=1).all():
+    if not (inputs["labels"].numpy()[:, 1:] != -100).any(axis=1).all():
         raise ValueError("a response lost every token to max_len: raise max_len so prompts and answers fit")
     return to_device(inputs, device)
 

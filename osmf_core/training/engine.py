@@ -122,11 +122,13 @@ def one_process_step(engine) -> None:
     max_norm = engine.gradient_clipping()
     params = [p for p in engine.module.parameters() if p.requires_grad]
     opt = engine.optimizer
-    in_step = isinstance(opt, torch.optim.Optimizer) and bool(opt.defaults.get("fused")) \
-        and getattr(opt, "_step_supports_amp_scaling", False)
 
     def clip():  # DeepSpeed calls this before the optimizer step when gradient_clipping > 0
-        if not in_step:
+        # asked each step: a checkpoint's parameter groups replace the optimizer's, "fused" included (one saved
+        # by a run without a GPU resumes unfused), and an unfused step refuses a grad_scale
+        if not (isinstance(opt, torch.optim.Optimizer) and getattr(opt, "_step_supports_amp_scaling", False)
+                and all(g.get("fused") for g in opt.param_groups)):
+            opt.__dict__.pop("grad_scale", None)
             torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
             return
         # the gradients times min(1, max_norm / (norm + 1e-6)), as clip_grad_norm_ scales them

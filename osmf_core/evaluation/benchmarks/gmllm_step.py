@@ -90,13 +90,17 @@ def count_flops(model, base, phase: str, b: pd.DataFrame, width: int, chunk: int
 
 
 def flop_key(cfg, rows_dir: Path, window: int) -> str:
-    """What a run's FLOP count depends on: the model's shape, the phase, the batches (their size, number, seed and
-    length bucketing) and the exported rows (each file's size and modification time); not the variant, the
-    precision or flop_rows (chunks add up to the whole batch's count)."""
-    files = {n: [(rows_dir / n).stat().st_size, (rows_dir / n).stat().st_mtime_ns] for n in (PRETRAIN_FILE, GRM_FILE)}
+    """What a run's FLOP count depends on: the model's shape, the phase, the batches (their size, number, seed,
+    length bucketing and width), the exported rows and the tokenizer (each file's size and modification time),
+    and torch (its FLOP formulas); not the variant, the precision or flop_rows (chunks add up to the whole
+    batch's count)."""
+    paths = [rows_dir / PRETRAIN_FILE, rows_dir / GRM_FILE]
+    if cfg.tokenizer:
+        paths += [Path(cfg.tokenizer) / n for n in ("tokenizer.json", "tokenizer_config.json")]
+    files = {str(f.resolve()): [f.stat().st_size, f.stat().st_mtime_ns] for f in paths if f.is_file()}
     return json.dumps({"shape": cfg.shape, "phase": cfg.phase, "batch_size": cfg.batch_size, "seed": cfg.seed,
-                       "distinct_batches": cfg.distinct_batches, "length_buckets": window,
-                       "rows": str(rows_dir.resolve()), "files": files}, sort_keys=True)
+                       "distinct_batches": cfg.distinct_batches, "length_buckets": window, "max_len": MAX_LEN[cfg.phase],
+                       "files": files, "torch": torch.__version__}, sort_keys=True)
 
 
 def cached_flops(path: str, key: str, count) -> tuple[list[int], bool]:

@@ -238,11 +238,12 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (r, y) in enumerate(zip(rows, labels)):
         ids[i, :len(r)], lab[i, :len(y)], mask[i, :len(r)] = torch.tensor(r), torch.tensor(y), 1
-    n_image = int((ids == model.image_token_id).sum())
+    flat = ids.numpy()  # the checks read the CPU's copy, in numpy: nothing here waits for a device
+    n_image = int((flat == model.image_token_id).sum())
     if n_image != len(pngs) * model.n_image_tokens:
         raise ValueError(f"{n_image} image tokens but {len(pngs) * model.n_image_tokens} image features "
                          f"({len(pngs)} images; an image cut by max_len {max_len}?)")
-    if int((ids == model.group_token_id).sum(dim=1).max()) > 1:
+    if int((flat == model.group_token_id).sum(axis=1).max()) > 1:
         raise ValueError("at most one group token per row")
     out = {"input_ids": ids, "attention_mask": mask, "pixel_values": model.pixels(pngs) if pngs else None}
     if responses is not None:
@@ -277,10 +278,11 @@ def place_rows(emb: torch.Tensor, where: torch.Tensor, rows: torch.Tensor) -> to
     another, in reading order: what emb.masked_scatter(where[..., None], rows) gives, and its gradients, but
     without reading the device back. masked_scatter's gradient for `rows` is a masked_select, whose length a
     GPU must report to the CPU: a wait in every step that trains the projector. Here each position reads its
-    row by index (the count of such positions before it), and a position that takes none reads a row of zeros."""
+    row by index (a row of zeros, then `rows`: the count of such positions up to it), and a position that takes
+    none reads the zeros. More such positions than rows index past the end: an error, as in masked_scatter."""
     flat = where.flatten()
-    slot = torch.where(flat, flat.cumsum(0) - 1, rows.shape[0])
-    picked = torch.cat([rows, rows.new_zeros(1, rows.shape[1])]).index_select(0, slot).view_as(emb)
+    slot = torch.where(flat, flat.cumsum(0), 0)
+    picked = torch.cat([rows.new_zeros(1, rows.shape[1]), rows]).index_select(0, slot).view_as(emb)
     return torch.where(where.unsqueeze(-1), picked, emb)
 
 
