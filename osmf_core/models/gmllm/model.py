@@ -256,12 +256,12 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
 def to_device(tensors: dict, device) -> dict:
     """The dict's tensors (None stays None) on `device`. To a GPU through pinned memory without waiting: a
     plain copy from pageable memory holds the CPU until the GPU has finished everything queued before it.
-    A tensor already pinned (pin_inputs) is copied as it is."""
+    A tensor already pinned (pin_inputs) is copied as it is: pin_memory returns it."""
     device = torch.device(device)
     if device.type != "cuda":
         return {k: v.to(device) if v is not None else None for k, v in tensors.items()}
-    return {k: None if v is None else (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True)
-            if v.device.type == "cpu" else v.to(device) for k, v in tensors.items()}
+    return {k: None if v is None else v.pin_memory().to(device, non_blocking=True) if v.device.type == "cpu"
+            else v.to(device) for k, v in tensors.items()}
 
 
 def pin_inputs(tensors: dict) -> dict:
