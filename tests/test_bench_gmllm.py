@@ -157,7 +157,8 @@ def test_the_model_and_its_inputs_import_without_the_data_stack():
 
 def test_a_smollm2_shape_has_the_published_layer_sizes():
     """SmolLM2-135M: 30 layers of attention (q, o 576x576; k, v 576x192 with 3 KV heads), a SwiGLU MLP of
-    1536 and two norms: 106,202,880 weights outside the embeddings and the final norm."""
+    1536 and two norms: 106,202,880 weights outside the embeddings and the final norm; with `layers`, that many
+    of the same layers."""
     from osmf_core.models.gmllm.builders import build_small_shape
     from osmf_core.models.gmllm.model import GMLLMConfig
     from osmf_core.models.gmllm.tokens import train_tokenizer
@@ -167,6 +168,8 @@ def test_a_smollm2_shape_has_the_published_layer_sizes():
     assert len(layers) == 30 and sum(p.numel() for p in layers.parameters()) == 106_202_880
     assert model.llava.get_input_embeddings().weight.shape == (len(tok), 576)
     assert model.n_image_tokens == 16  # 128 px through MobileNetV2's stride 32
+    shallow = build_small_shape(GMLLMConfig(group_dim=8), "smollm2-135m", tok, layers=2).llava.model.language_model.layers
+    assert len(shallow) == 2 and sum(p.numel() for p in shallow.parameters()) == 106_202_880 // 15
     with pytest.raises(ValueError, match="shape must be one of"):
         build_small_shape(GMLLMConfig(), "smollm2-9b", tok)
 

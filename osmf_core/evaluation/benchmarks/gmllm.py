@@ -84,6 +84,7 @@ class StepConfig:
     rows: str = ROWS_DIR  # what export wrote
     shape: str = field(default="tiny", metadata={"choices": ("tiny", *SMOLLM2_SHAPES)})  # tiny, or a SmolLM2 shape (random weights)
     tokenizer: str = ""  # SmolLM2's tokenizer directory (SmolLM2 shapes; default: the small profile's cached copy)
+    layers: int = 0  # a SmolLM2 shape's language-model layers (0: the shape's; fewer: a quick look on a CPU)
     deepspeed_config: str = "cluster/deepspeed/gmllm.json"  # DeepSpeed JSON (the jobs')
     engine: EngineConfig = field(default_factory=EngineConfig)
     batch_size: int = 16  # per step; a GRM step reads 2x rows (pairs)
@@ -165,7 +166,7 @@ def run_one(cfg: OneConfig) -> dict:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
     rows_dir = Path(cfg.rows)
-    base = build(cfg.shape, rows_dir, cfg.tokenizer, cfg.seed, device if cuda else None)
+    base = build(cfg.shape, rows_dir, cfg.tokenizer, cfg.seed, device if cuda else None, cfg.layers)
     model = base if cfg.phase == "pretrain" else GRM(base, use_group=True, pooling="bilinear")
     if cfg.phase == "grm":  # as train_grm: the vision tower stays frozen
         base.llava.model.vision_tower.requires_grad_(False)
@@ -223,7 +224,7 @@ def run_one(cfg: OneConfig) -> dict:
     step_s = seconds / cfg.steps
     peak = peak_tflops(plan.precision, cfg.peak_tflops)
     achieved = flops / step_s
-    out = {"phase": cfg.phase, "shape": cfg.shape, "variant": cfg.variant, "engine": dataclasses.asdict(plan),
+    out = {"phase": cfg.phase, "shape": cfg.shape, "layers": cfg.layers, "variant": cfg.variant, "engine": dataclasses.asdict(plan),
            "length_buckets": window,
            "precision": plan.precision, "device": str(torch.cuda.get_device_name() if cuda else "cpu"),
            "params": params, "trainable_params": sum(p.numel() for p in trainable), "batch_size": cfg.batch_size,

@@ -103,16 +103,17 @@ SMOLLM2_SHAPES = {
 }
 
 
-def build_small_shape(cfg: GMLLMConfig, shape: str, tokenizer, image_size: int = 128) -> GroupLlava:
+def build_small_shape(cfg: GMLLMConfig, shape: str, tokenizer, image_size: int = 128, layers: int = 0) -> GroupLlava:
     """The small profile's architecture at one of SMOLLM2_SHAPES, every weight random (the vision tower too):
-    for throughput on a node that has neither weights file. `tokenizer`: SmolLM2's (its vocabulary size)."""
+    for throughput on a node that has neither weights file. `tokenizer`: SmolLM2's (its vocabulary size);
+    `layers`: the language model's depth if not 0 (the shape's widths in a shallower model)."""
     from transformers import LlamaConfig
     if shape not in SMOLLM2_SHAPES:
         raise ValueError(f"shape must be one of {sorted(SMOLLM2_SHAPES)}, got {shape!r}")
     text = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, rope_theta=100000.0,
                        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       **SMOLLM2_SHAPES[shape])
+                       **{**SMOLLM2_SHAPES[shape], **({"num_hidden_layers": layers} if layers else {})})
     return _compose_small(cfg, text, tokenizer, image_size, lm=None)
 
 
