@@ -84,7 +84,8 @@ def test_a_real_engine_with_the_single_gpu_plan_has_no_zero_optimizer():
     loss = train_step(engine, lambda b: engine(**b).loss, batch)
     assert torch.isfinite(loss)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert engine.module(**batch).logits.dtype == torch.bfloat16  # autocast: the matmuls ran in bf16
+        unlabelled = {k: v for k, v in batch.items() if k != "labels"}
+        assert engine.module(**unlabelled).logits.dtype == torch.bfloat16  # autocast: the matmuls ran in bf16
 
 
 @pytest.mark.parametrize("phase", ["pretrain", "grm", "grm-patches"])
@@ -261,10 +262,39 @@ def test_a_compiled_step_gives_the_loss_of_an_eager_one(scope, mode):
         whole = compiled and scope == "model"
         assert engine.is_compiled is whole and (model._compiled_call_impl is not None) is whole
         assert all((m._compiled_call_impl is not None) is (compiled and scope == "layers") for m in layers)
+        assert (model.next_token._compiled_call_impl is not None) is (compiled and scope == "layers")
         batch = _batch(model)
         losses[compiled] = [float(train_step(engine, lambda b: engine(**b).loss, batch)) for _ in range(5)]
     assert losses[False][4] < losses[False][0] - 0.01  # the steps train
     assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)
+
+
+def test_the_head_and_the_small_profiles_vision_trunk_are_regions_that_compile_without_a_break():
+    """Scope `layers` compiles, besides the transformer layers, the modules that declare themselves regions: the
+    head with its loss (NextTokenLogprobs) and the small profile's frozen MobileNetV2 trunk. Each traces as one
+    graph for inputs of other lengths or image counts (dynamic shapes), with no graph break."""
+    from torch._dynamo.testing import CompileCounter
+    from osmf_core.models.gmllm.head import NextTokenLogprobs
+    from osmf_core.models.gmllm.model import MobileNetTower
+    from osmf_core.training.engine import regions
+    tower = MobileNetTower(pretrained=False)
+    assert regions(tower) == [tower.net]
+    model = _tiny()
+    found = regions(model)
+    assert model.next_token in found and sum(type(m).__name__.endswith("DecoderLayer") for m in found) == TINY.text_layers
+    head = torch.randn(50, 16)
+    losses = [(torch.randn(2, n, 16), head, None, torch.randint(0, 50, (2, n)).masked_fill_(
+        torch.rand(2, n) < 0.3, -100)) for n in (7, 11, 7)]
+    for module, calls in ((tower.net, [(torch.randn(n, 3, 64, 64),) for n in (2, 3, 2)]),
+                          (NextTokenLogprobs(), losses)):
+        torch._dynamo.reset()
+        counter = CompileCounter()
+        compiled = torch.compile(module, backend=counter, dynamic=True)
+        with torch.no_grad():
+            for args in calls:
+                assert torch.allclose(compiled(*args), module(*args))
+        assert counter.frame_count == 1
+    torch._dynamo.reset()
 
 
 def test_compiled_layers_share_their_graphs_however_deep_the_model():

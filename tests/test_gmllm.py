@@ -69,14 +69,16 @@ def _png(seed):
     return to_png((np.random.default_rng(seed).random((32, 32, 3)) * 255).astype(np.uint8))
 
 
-def _batch(model, group=True, seed=0):
+def _batch(model, group=True, seed=0, labels=True):
+    """Two rows; without labels, a pass returns the logits (with them: the loss and log-probabilities)."""
     from osmf_core.training.gmllm import encode
     instr = [render("prompt_generation", 0, "Nova"), render("group_analysis", 1)]
     if not group:
         instr = [i.replace(GROUP_TOKEN, "them") for i in instr]
     enc = encode(model, instr, ["the product, cozy kitchen background", "member_level: 3"], 200, images=[_png(seed), b""])
     g = torch.from_numpy(np.random.default_rng(seed).normal(size=(2, 11 * TINY.group_dim)).astype(np.float32))
-    return {**enc, "group_features": g}
+    return {**enc, "group_features": g} if labels else {**{k: v for k, v in enc.items() if k != "labels"},
+                                                       "group_features": g}
 
 
 @pytest.mark.parametrize("group", [True, False])
@@ -104,9 +106,10 @@ def test_a_training_pass_builds_the_mask_transformers_would_so_transformers_read
     hook = tiny.llava.model.language_model.register_forward_pre_hook(
         lambda m, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
     tiny.eval()
+    unlabelled = {k: v for k, v in batch.items() if k != "labels"}
     try:
         with torch.no_grad():
-            out, h = tiny(**batch), tiny.hidden(**{k: v for k, v in batch.items() if k != "labels"})
+            out, h = tiny(**unlabelled), tiny.hidden(**unlabelled)
             emb = tiny.embed(batch["input_ids"], batch["pixel_values"], batch["group_features"])
             two_d = tiny.llava(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"],
                                output_hidden_states=True, use_cache=False)
@@ -117,7 +120,42 @@ def test_a_training_pass_builds_the_mask_transformers_would_so_transformers_read
     assert torch.equal(seen[0][1, 0], torch.ones(n, n, dtype=torch.bool).tril() & real[1])  # causal, real keys
     assert torch.allclose(out.logits, two_d.logits, atol=1e-5)
     assert torch.allclose(h, two_d.hidden_states[-1], atol=1e-5)
-    assert torch.allclose(out.loss, two_d.loss, atol=1e-6)
+    with torch.no_grad():  # the training pass: transformers' loss, through the head's region
+        assert torch.allclose(tiny(**batch).loss, two_d.loss, atol=1e-6)
+
+
+def test_the_training_pass_gives_transformers_loss_and_gradients_and_each_tokens_log_probability(tiny):
+    """With labels, forward runs the head and the loss as one region (NextTokenLogprobs) and keeps no logits:
+    the loss and every weight's gradient as transformers' causal-LM loss over the logits gives them, and
+    token_logprobs is log-softmax of the logits at each scored label (0 elsewhere)."""
+    batch = _batch(tiny)
+    tiny.train()
+    grads, losses = {}, {}
+    for way in ("region", "transformers"):
+        tiny.zero_grad()
+        if way == "region":
+            out = tiny(**batch)
+            loss = out.loss
+        else:
+            emb = tiny.embed(batch["input_ids"], batch["pixel_values"], batch["group_features"])
+            ref = tiny.llava(inputs_embeds=emb, attention_mask=tiny.lm_mask(batch["attention_mask"]),
+                             labels=batch["labels"], use_cache=False)
+            loss = ref.loss
+        loss.backward()
+        losses[way] = loss.detach()
+        grads[way] = {k: p.grad.clone() for k, p in tiny.named_parameters() if p.grad is not None}
+    assert not hasattr(out, "logits") and out.token_logprobs.shape == (2, batch["input_ids"].shape[1] - 1)
+    torch.testing.assert_close(losses["region"], losses["transformers"], rtol=1e-6, atol=1e-6)
+    assert grads["region"].keys() == grads["transformers"].keys() and len(grads["region"]) > 10
+    for k, g in grads["region"].items():
+        torch.testing.assert_close(g, grads["transformers"][k], rtol=1e-4, atol=1e-6)
+    target = batch["labels"][:, 1:]
+    expected = torch.log_softmax(ref.logits[:, :-1].detach(), -1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
+    scored = target != -100
+    assert 0 < scored.sum() < scored.numel()  # prompts are not scored
+    torch.testing.assert_close(out.token_logprobs.detach()[scored], expected[scored], rtol=1e-5, atol=1e-5)
+    assert (out.token_logprobs[~scored] == 0).all()
+    assert torch.allclose(-out.token_logprobs.sum() / scored.sum(), out.loss)
 
 
 def test_image_patches_are_placed_as_masked_scatter_places_them_with_the_same_gradients():
@@ -196,13 +234,13 @@ def test_the_group_token_reads_only_the_points_a_model_keeps(tiny):
 
 def test_the_group_token_changes_the_output_distribution(tiny):
     tiny.eval()
-    a = _batch(tiny, seed=0)
+    a = _batch(tiny, seed=0, labels=False)
     b = {**a, "group_features": _batch(tiny, seed=1)["group_features"]}  # another group
     with torch.no_grad():
         pa = torch.softmax(tiny(**a).logits, -1)
         pb = torch.softmax(tiny(**b).logits, -1)
         # without a group token in the input, the features are not read at all
-        na = _batch(tiny, group=False)
+        na = _batch(tiny, group=False, labels=False)
         nb = {**na, "group_features": _batch(tiny, seed=1)["group_features"]}
         same = torch.equal(tiny(**na).logits, tiny(**nb).logits)
     assert (pa - pb).abs().max() > 1e-4 and same
@@ -229,7 +267,7 @@ def test_one_training_step_lowers_the_loss_on_a_fixed_batch(tiny):
 
 def test_save_then_load_gives_identical_logits(tiny, tmp_path):
     tiny.eval()
-    batch = _batch(tiny, seed=5)
+    batch = _batch(tiny, seed=5, labels=False)
     tiny.save(tmp_path / "m")
     back = GroupLlava.load(tmp_path / "m")
     with torch.no_grad():

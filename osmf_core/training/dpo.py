@@ -104,12 +104,8 @@ def add_lora(model: GroupLlava, cfg: DPOConfig):
 
 def sequence_logprob(model, inputs: dict) -> torch.Tensor:
     """Sum of log p(token) over each row's response tokens (labels != -100; response_inputs checks every row
-    has some)."""
-    labels = inputs["labels"][:, 1:]
-    fwd = {k: v for k, v in inputs.items() if k != "labels"}
-    logits = model(**fwd).logits[:, :-1].float()
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (logp * (labels != -100)).sum(dim=1)
+    has some), from the forward pass with labels (the head's region: no logits kept)."""
+    return model(**inputs).token_logprobs.sum(dim=1)
 
 
 # ---------------------------------------------------------------------------------- contexts and ranking

@@ -16,8 +16,10 @@ place that chooses the ZeRO stage, the precision, the optimizer and compilation 
                 with the fused optimizer clips inside its step (one_process_step): one pass over the gradients fewer.
   compile       on by default on a GPU, off on the CPU (CI, the demo: the step stays as it was). Scope `layers`
                 (the default): each transformer layer compiled alone (regional compilation: the layers of a
-                model share one graph, so compiling takes the time of one layer), the rest (vision tower,
-                embeddings, head and loss) eager; measured on a GPU (docs/benchmarks.md). Scope `model`:
+                model share one graph, so compiling takes the time of one layer; measured on a GPU,
+                docs/benchmarks.md), and so are the head with its loss and the small profile's frozen
+                vision trunk (modules that set `compile_region`: one graph each, not yet run on a GPU); the
+                rest (embeddings, projector, group token) eager. Scope `model`:
                 DeepSpeed's engine.compile, the whole trained module as one graph (dynamic shapes: batches
                 differ in length), so nothing in the forward reads the GPU back and the CPU queues steps
                 ahead; a 1.7B bench run with it did not finish within its 200 s on an H100 (where the time
@@ -164,7 +166,7 @@ def build_engine(model: torch.nn.Module, parameters, deepspeed_config: str, batc
     if p.compile and p.compile_scope == "model":
         install_output_hooks(model)
         engine.compile(compile_kwargs={"dynamic": True, **compile_mode(p.compile_mode)})
-    elif p.compile and not compile_layers(model, p.compile_mode):
+    elif p.compile and not compile_regions(model, p.compile_mode):
         raise ValueError("--compile: the model holds no transformer layer to compile")
     return engine, p
 
@@ -174,13 +176,21 @@ def compile_mode(mode: str) -> dict:
     return {} if mode == "default" else {"mode": mode}
 
 
-def compile_layers(module: torch.nn.Module, mode: str = "default") -> int:
-    """torch.compile every transformer layer inside `module` (dynamic shapes: batches differ in length, and
-    one graph serves them all) in `mode`; how many were compiled."""
-    layers = [m for m in module.modules() if type(m).__name__.endswith(LAYER_SUFFIXES)]
-    for m in layers:
+def regions(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """What scope `layers` compiles inside `module`, each alone: every transformer layer, and every module that
+    declares itself a region (`compile_region`: the G-MLLM's head and loss, the small profile's frozen vision
+    trunk). The layers of a model share one graph; each other region is one graph of its own."""
+    return [m for m in module.modules()
+            if type(m).__name__.endswith(LAYER_SUFFIXES) or getattr(m, "compile_region", False)]
+
+
+def compile_regions(module: torch.nn.Module, mode: str = "default") -> int:
+    """torch.compile every region of `module` (dynamic shapes: batches differ in length and in images, and one
+    graph serves them all) in `mode`; how many transformer layers were among them."""
+    found = regions(module)
+    for m in found:
         m.compile(dynamic=True, **compile_mode(mode))
-    return len(layers)
+    return sum(type(m).__name__.endswith(LAYER_SUFFIXES) for m in found)
 
 
 def install_output_hooks(module: torch.nn.Module) -> int:

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from osmf_core.models.encoders import MobileNetV2Features, mobilenet_v2_imagenet
+from osmf_core.models.gmllm.head import NextTokenLogprobs, TrainingOutput, mean_nll
 from osmf_core.models.gmllm.tokens import GROUP_TOKEN, GROUP_WORD, IMAGE_TOKEN
 
 MODEL_DIR, GROUP_FILE, META_FILE = "llava", "group_mlp.pt", "gmllm.json"
@@ -96,6 +97,7 @@ class GroupLlava(nn.Module):
         self.llava, self.tokenizer = llava, tokenizer
         hidden = llava.config.text_config.hidden_size
         self.group_mlp = GroupTokenMLP(group_dim, group_points, group_hidden, hidden)
+        self.next_token = NextTokenLogprobs()  # the head and the loss, a region of its own (no weights)
         vc = llava.config.vision_config
         self.image_size, self.patch_size = vc.image_size, vc.patch_size
         self.n_image_tokens = (vc.image_size // vc.patch_size) ** 2
@@ -155,9 +157,15 @@ class GroupLlava(nn.Module):
     # compiled layers stopped sharing a graph and past torch's 8 recompiles ran eager (found on a GPU)
     def forward(self, input_ids, attention_mask, pixel_values=None, group_features=None, labels=None,
                 n_points: int | None = None):
-        emb = self.embed(input_ids, pixel_values, group_features, n_points)
-        return self.llava(inputs_embeds=emb, attention_mask=self.lm_mask(attention_mask), labels=labels,
-                          use_cache=False)
+        """With labels (a training pass): a TrainingOutput, the loss and each position's next-token
+        log-probability through the head's region (no logits); without: transformers' output (`logits`)."""
+        if labels is None:
+            emb = self.embed(input_ids, pixel_values, group_features, n_points)
+            return self.llava(inputs_embeds=emb, attention_mask=self.lm_mask(attention_mask), use_cache=False)
+        head = self.llava.lm_head
+        logp = self.next_token(self.hidden(input_ids, attention_mask, pixel_values, group_features, n_points),
+                               head.weight, head.bias, labels)
+        return TrainingOutput(loss=mean_nll(logp, labels), token_logprobs=logp)
 
     def hidden(self, input_ids, attention_mask, pixel_values=None, group_features=None, n_points=None):
         """Last-layer hidden states (B, L, H) of the language model."""
@@ -315,6 +323,7 @@ class MobileNetTower(nn.Module):
         super().__init__()
         self.net = mobilenet_v2_imagenet() if pretrained else MobileNetV2Features()
         self.net.requires_grad_(False)
+        self.net.compile_region = True  # the training engine compiles the frozen trunk alone (training.engine)
 
     def train(self, mode: bool = True):
         super().train(mode)

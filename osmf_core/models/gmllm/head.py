@@ -1,0 +1,44 @@
+"""The language model's head and the log-probability of each position's next token: the part of a training pass
+where the whole vocabulary is in play, as a module of its own, which the training engine compiles alone
+(`compile_region`; osmf_core.training.engine).
+
+Eager, the loss over a (rows x positions x vocabulary) tensor costs more memory traffic than its FLOPs: the
+head's logits are copied to full precision, log-softmax writes them again, and both stay for the backward pass,
+which writes two more tensors of that size. Compiled, the log-sum-exp, the label's logit and their gradient
+become passes over the head's own logits (bf16 under autocast), and no full-precision copy is kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+IGNORE = -100  # a label not scored (prompt and padding), as transformers marks it
+
+
+class NextTokenLogprobs(nn.Module):
+    """(hidden states, head weight and bias, labels) -> log p(labels[:, i + 1] | positions <= i), (B, L - 1),
+    0 where the label is IGNORE. The loss of pre-training is minus their mean over scored labels (transformers'
+    causal-LM cross-entropy); Group-DPO sums them per row."""
+
+    compile_region = True  # training.engine compiles it as a region of its own
+
+    def forward(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                labels: torch.Tensor) -> torch.Tensor:
+        logits = nn.functional.linear(hidden[:, :-1], weight, bias).float()
+        target = labels[:, 1:]
+        picked = logits.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return torch.where(target != IGNORE, picked - logits.logsumexp(-1), 0.0)
+
+
+@dataclass
+class TrainingOutput:
+    """What the G-MLLM's forward pass with labels returns (no logits: the head's region keeps none)."""
+    loss: torch.Tensor  # mean_nll of token_logprobs
+    token_logprobs: torch.Tensor  # (B, L - 1), NextTokenLogprobs'
+
+
+def mean_nll(logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Minus the mean log-probability over the scored labels (NaN where none is, as cross-entropy's mean)."""
+    return -logprobs.sum() / (labels[:, 1:] != IGNORE).sum()
