@@ -4,7 +4,7 @@ where the whole vocabulary is in play, as a module of its own, which the trainin
 
 Eager, the loss over a (rows x positions x vocabulary) tensor costs more memory traffic than its FLOPs: the
 head's logits are copied to full precision, log-softmax writes them again, and both stay for the backward pass,
-which writes two more tensors of that size. Compiled, the log-sum-exp, the label's logit and their gradient
+which writes two more tensors of that size. Compiled, the log-softmax of the labels alone and its gradient
 become passes over the head's own logits (bf16 under autocast), and no full-precision copy is kept.
 """
 from __future__ import annotations
@@ -28,8 +28,10 @@ class NextTokenLogprobs(nn.Module):
                 labels: torch.Tensor) -> torch.Tensor:
         logits = nn.functional.linear(hidden[:, :-1], weight, bias).float()
         target = labels[:, 1:]
-        picked = logits.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return torch.where(target != IGNORE, picked - logits.logsumexp(-1), 0.0)
+        # log-softmax then gather, as cross-entropy does: eager, one pass writes it (logits minus their
+        # log-sum-exp costs two more on a CPU); compiled, it fuses with the gather
+        picked = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return torch.where(target != IGNORE, picked, 0.0)
 
 
 @dataclass
