@@ -190,3 +190,27 @@ def test_a_shape_whose_device_fails_is_built_on_the_cpu(rows, tmp_path, capfd):
     assert {p.device.type for p in model.parameters()} == {"cpu"}
     assert len(model.llava.model.language_model.layers) == 30
     assert "building on cuda failed" in capfd.readouterr().err
+
+
+def test_the_gpu_script_runs_its_targets_in_order_with_the_flags_the_bench_takes(tmp_path):
+    """cluster/bench_gmllm_gpu.sh, with a stand-in for Python that records its arguments and exits: the five
+    runs in their order of priority, each a `run` of bench_gmllm.py whose flags the bench's parser accepts
+    (a typo there would cost a GPU session), each with its report and a time limit within the budget."""
+    stub, calls = tmp_path / "python", tmp_path / "calls.txt"
+    stub.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    stub.chmod(0o755)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", "cluster/bench_gmllm_gpu.sh", "ROWS", "TOK", str(out), "600"], cwd=ROOT,
+                          env={**os.environ, "PYTHON": str(stub)}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    runs = [line.split() for line in calls.read_text().splitlines()]
+    assert [r[r.index("--report") + 1].rsplit("/", 1)[1] for r in runs] == [
+        "pre17_b16.json", "pre135_b64.json", "grm17_b32.json", "pre135_b128.json", "pre17_b32.json"]
+    from osmf_core.data.flags import job_parser
+    ap = job_parser("")
+    gmllm.add_args(ap, gmllm.BenchConfig)
+    for r in runs:
+        assert r[:2] == ["jobs/bench_gmllm.py", "run"]
+        args = ap.parse_args(r[2:])
+        assert args.rows == "ROWS" and args.tokenizer == "TOK" and 60 <= args.run_timeout <= 600
+    assert "done in" in (out / "log.txt").read_text()

@@ -180,14 +180,10 @@ def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int =
             seen[str(task)] = seen.get(str(task), 0) + len(rows)
             sub = {k: v[rows] for k, v in batch.items()}
             inputs = batch_inputs(model, sub, max_len, device, use_group)
-            labels = inputs.pop("labels")
-            logits = model(**inputs).logits[:, :-1]
-            target = labels[:, 1:]
-            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
-                                                   ignore_index=-100, reduction="sum")
+            logp = model(**inputs).token_logprobs  # through the head's region: no logits kept
             acc = total.setdefault(str(task), [0.0, 0.0])
-            acc[0] += float(ce)
-            acc[1] += float((target != -100).sum())
+            acc[0] -= float(logp.sum())
+            acc[1] += float((inputs["labels"][:, 1:] != -100).sum())
     # None: every response of that task was cut off by max_len (nothing to score)
     return {t: round(s / n, 4) if n else None for t, (s, n) in sorted(total.items())}
 
