@@ -168,7 +168,8 @@ def test_a_smollm2_shape_has_the_published_layer_sizes():
     assert len(layers) == 30 and sum(p.numel() for p in layers.parameters()) == 106_202_880
     assert model.llava.get_input_embeddings().weight.shape == (len(tok), 576)
     assert model.n_image_tokens == 16  # 128 px through MobileNetV2's stride 32
-    shallow = build_small_shape(GMLLMConfig(group_dim=8), "smollm2-135m", tok, layers=2).llava.model.language_model.layers
+    shallow = build_small_shape(GMLLMConfig(group_dim=8), "smollm2-135m", tok, layers=2).llava.model.language_model
+    shallow = shallow.layers
     assert len(shallow) == 2 and sum(p.numel() for p in shallow.parameters()) == 106_202_880 // 15
     with pytest.raises(ValueError, match="shape must be one of"):
         build_small_shape(GMLLMConfig(), "smollm2-9b", tok)

@@ -77,8 +77,9 @@ def _batch(model, group=True, seed=0, labels=True):
         instr = [i.replace(GROUP_TOKEN, "them") for i in instr]
     enc = encode(model, instr, ["the product, cozy kitchen background", "member_level: 3"], 200, images=[_png(seed), b""])
     g = torch.from_numpy(np.random.default_rng(seed).normal(size=(2, 11 * TINY.group_dim)).astype(np.float32))
-    return {**enc, "group_features": g} if labels else {**{k: v for k, v in enc.items() if k != "labels"},
-                                                       "group_features": g}
+    if not labels:
+        enc = {k: v for k, v in enc.items() if k != "labels"}
+    return {**enc, "group_features": g}
 
 
 @pytest.mark.parametrize("group", [True, False])

@@ -224,8 +224,8 @@ def run_one(cfg: OneConfig) -> dict:
     step_s = seconds / cfg.steps
     peak = peak_tflops(plan.precision, cfg.peak_tflops)
     achieved = flops / step_s
-    out = {"phase": cfg.phase, "shape": cfg.shape, "layers": cfg.layers, "variant": cfg.variant, "engine": dataclasses.asdict(plan),
-           "length_buckets": window,
+    out = {"phase": cfg.phase, "shape": cfg.shape, "layers": cfg.layers, "variant": cfg.variant,
+           "engine": dataclasses.asdict(plan), "length_buckets": window,
            "precision": plan.precision, "device": str(torch.cuda.get_device_name() if cuda else "cpu"),
            "params": params, "trainable_params": sum(p.numel() for p in trainable), "batch_size": cfg.batch_size,
            "rows_per_step": len(batches[0]["input_ids"]), "warmup": warmup, "steps": cfg.steps, "step_s": step_s,

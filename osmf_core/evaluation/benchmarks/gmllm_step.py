@@ -30,8 +30,9 @@ MAX_LEN = {"pretrain": 384, "grm": 128}  # tokens per row, PretrainConfig's and 
 
 def build(shape: str, rows_dir: Path, tokenizer: str, seed: int, device=None, layers: int = 0):
     """The model of `shape` (a SmolLM2 shape with `layers` language-model layers if not 0), its group token as
-    wide as the rows' group features (PAAG's d times 1 + the percentile points). A SmolLM2 shape is initialised on `device` when given (a GPU draws 1.7B random weights
-    in a moment; a CPU takes a minute), and on the CPU if that fails."""
+    wide as the rows' group features (PAAG's d times 1 + the percentile points). A SmolLM2 shape is initialised
+    on `device` when given (a GPU draws 1.7B random weights in a moment; a CPU takes a minute), and on the CPU
+    if that fails."""
     torch.manual_seed(seed)
     width = len(pd.read_parquet(rows_dir / GRM_FILE, columns=["group_features"])["group_features"].iloc[0])
     points = GMLLMConfig.group_points
@@ -90,16 +91,17 @@ def count_flops(model, base, phase: str, b: pd.DataFrame, width: int, chunk: int
 
 
 def flop_key(cfg, rows_dir: Path, window: int) -> str:
-    """What a run's FLOP count depends on: the model's shape and depth, the phase, the batches (their size, number, seed,
-    length bucketing and width), the exported rows and the tokenizer (each file's size and modification time),
-    and torch (its FLOP formulas); not the variant, the precision or flop_rows (chunks add up to the whole
-    batch's count)."""
+    """What a run's FLOP count depends on: the model's shape and depth, the phase, the batches (their size,
+    number, seed, length bucketing and width), the exported rows and the tokenizer (each file's size and
+    modification time), and torch (its FLOP formulas); not the variant, the precision or flop_rows (chunks add
+    up to the whole batch's count)."""
     paths = [rows_dir / PRETRAIN_FILE, rows_dir / GRM_FILE]
     if cfg.tokenizer:
         paths += [Path(cfg.tokenizer) / n for n in ("tokenizer.json", "tokenizer_config.json")]
     files = {str(f.resolve()): [f.stat().st_size, f.stat().st_mtime_ns] for f in paths if f.is_file()}
-    return json.dumps({"shape": cfg.shape, "layers": cfg.layers, "phase": cfg.phase, "batch_size": cfg.batch_size, "seed": cfg.seed,
-                       "distinct_batches": cfg.distinct_batches, "length_buckets": window, "max_len": MAX_LEN[cfg.phase],
+    return json.dumps({"shape": cfg.shape, "layers": cfg.layers, "phase": cfg.phase, "batch_size": cfg.batch_size,
+                       "seed": cfg.seed, "distinct_batches": cfg.distinct_batches, "length_buckets": window,
+                       "max_len": MAX_LEN[cfg.phase],
                        "files": files, "torch": torch.__version__}, sort_keys=True)
 
 

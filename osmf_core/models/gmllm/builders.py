@@ -103,7 +103,8 @@ SMOLLM2_SHAPES = {
 }
 
 
-def build_small_shape(cfg: GMLLMConfig, shape: str, tokenizer, image_size: int = 128, layers: int = 0) -> GroupLlava:
+def build_small_shape(cfg: GMLLMConfig, shape: str, tokenizer, image_size: int = 128,
+                      layers: int = 0) -> GroupLlava:
     """The small profile's architecture at one of SMOLLM2_SHAPES, every weight random (the vision tower too):
     for throughput on a node that has neither weights file. `tokenizer`: SmolLM2's (its vocabulary size);
     `layers`: the language model's depth if not 0 (the shape's widths in a shallower model)."""
