@@ -159,6 +159,20 @@ def test_the_training_pass_gives_transformers_loss_and_gradients_and_each_tokens
     assert torch.allclose(-out.token_logprobs.sum() / scored.sum(), out.loss)
 
 
+def test_deepspeed_finds_the_training_outputs_tensors_and_prepares_their_backward_pass_once(tiny):
+    """The training pass's output is a dict, as transformers' outputs are: DeepSpeed's engine registers its hooks
+    on the tensors it finds in a module's output, and its one call before the backward pass (the ZeRO
+    optimizers' bookkeeping and the accumulation boundary) runs once. In an object that is not a dict, list or
+    tuple it finds no tensor, and that call never runs."""
+    from deepspeed.runtime.utils import register_output_backward_hooks
+    tiny.train()
+    out, calls = tiny(**_batch(tiny)), []
+    keep = register_output_backward_hooks(out, lambda: calls.append("before backward"))
+    out.loss.backward()
+    assert calls == ["before backward"] and keep is not None
+    assert set(out) == {"loss", "token_logprobs"} and out["loss"] is out.loss
+
+
 def test_image_patches_are_placed_as_masked_scatter_places_them_with_the_same_gradients():
     """place_rows (embed's placement of the image patches, whose gradient reads nothing back) against
     masked_scatter on rows of 2, 0 and 1 images' positions, one of them at a row's end: the same embeddings, and

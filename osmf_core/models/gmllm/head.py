@@ -3,13 +3,11 @@ where the whole vocabulary is in play, as a module of its own, which the trainin
 (`compile_region`; osmf_core.training.engine).
 
 Eager, the loss over a (rows x positions x vocabulary) tensor costs more memory traffic than its FLOPs: the
-head's logits are copied to full precision, log-softmax writes them again, and both stay for the backward pass,
-which writes two more tensors of that size. Compiled, the log-softmax of the labels alone and its gradient
-become passes over the head's own logits (bf16 under autocast), and no full-precision copy is kept.
+head's logits are copied to full precision, log-softmax writes them again and is kept for the backward pass
+(4 bytes an entry), which writes two more tensors of that size. Compiled, the log-softmax of the labels alone and
+its gradient become passes over the head's own logits (bf16 under autocast), which are all it keeps (2 bytes).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,15 +16,15 @@ IGNORE = -100  # a label not scored (prompt and padding), as transformers marks 
 
 
 class NextTokenLogprobs(nn.Module):
-    """(hidden states, head weight and bias, labels) -> log p(labels[:, i + 1] | positions <= i), (B, L - 1),
-    0 where the label is IGNORE. The loss of pre-training is minus their mean over scored labels (transformers'
-    causal-LM cross-entropy); Group-DPO sums them per row."""
+    """(hidden states, the head, labels) -> log p(labels[:, i + 1] | positions <= i), (B, L - 1), 0 where the
+    label is IGNORE. The loss of pre-training is minus their mean over scored labels (transformers' causal-LM
+    cross-entropy); Group-DPO sums them per row. The head is called as a module, so that whatever hooks it has
+    run (ZeRO-3 gathers its partitioned weight in one)."""
 
     compile_region = True  # training.engine compiles it as a region of its own
 
-    def forward(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                labels: torch.Tensor) -> torch.Tensor:
-        logits = nn.functional.linear(hidden[:, :-1], weight, bias).float()
+    def forward(self, hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> torch.Tensor:
+        logits = head(hidden[:, :-1]).float()
         target = labels[:, 1:]
         # log-softmax then gather, as cross-entropy does: eager, one pass writes it (logits minus their
         # log-sum-exp costs two more on a CPU); compiled, it fuses with the gather
@@ -34,11 +32,21 @@ class NextTokenLogprobs(nn.Module):
         return torch.where(target != IGNORE, picked, 0.0)
 
 
-@dataclass
-class TrainingOutput:
-    """What the G-MLLM's forward pass with labels returns (no logits: the head's region keeps none)."""
-    loss: torch.Tensor  # mean_nll of token_logprobs
-    token_logprobs: torch.Tensor  # (B, L - 1), NextTokenLogprobs'
+class TrainingOutput(dict):
+    """What the G-MLLM's forward pass with labels returns: `loss` (mean_nll of the log-probabilities) and
+    `token_logprobs` (B, L - 1), no logits (the head's region keeps none). A dict, as transformers' outputs
+    are, so that DeepSpeed's engine finds its tensors and runs its bookkeeping before their backward pass."""
+
+    def __init__(self, loss: torch.Tensor, token_logprobs: torch.Tensor):
+        super().__init__(loss=loss, token_logprobs=token_logprobs)
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return self["loss"]
+
+    @property
+    def token_logprobs(self) -> torch.Tensor:
+        return self["token_logprobs"]
 
 
 def mean_nll(logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

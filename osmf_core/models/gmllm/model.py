@@ -162,9 +162,8 @@ class GroupLlava(nn.Module):
         if labels is None:
             emb = self.embed(input_ids, pixel_values, group_features, n_points)
             return self.llava(inputs_embeds=emb, attention_mask=self.lm_mask(attention_mask), use_cache=False)
-        head = self.llava.lm_head
         logp = self.next_token(self.hidden(input_ids, attention_mask, pixel_values, group_features, n_points),
-                               head.weight, head.bias, labels)
+                               self.llava.lm_head, labels)
         return TrainingOutput(loss=mean_nll(logp, labels), token_logprobs=logp)
 
     def hidden(self, input_ids, attention_mask, pixel_values=None, group_features=None, n_points=None):
