@@ -25,6 +25,7 @@ from osmf_core.data.config import default_warehouse
 from osmf_core.data.reader import run_of
 from osmf_core.features.contexts import CONTEXT_TABLES, load_contexts
 from osmf_core.models.gmllm.grm import GRM, score_candidates
+from osmf_core.models.gmllm.head import scored
 from osmf_core.models.gmllm.model import GroupLlava, to_device
 from osmf_core.models.gmllm.policy import ADAPTER_SUBDIR, META_FILE, core_of, generate, policy_inputs
 from osmf_core.rendering.procedural import ProceduralRenderer, RenderJob
@@ -142,7 +143,7 @@ def response_inputs(core: GroupLlava, rows, responses, use_group: bool, max_len:
     """Model inputs of context rows and their responses, on `device`: encoded and checked on the CPU (on a GPU
     the check would read the device back), then moved."""
     inputs = policy_inputs(core, rows, responses, use_group, max_len, None)
-    if not (inputs["labels"].numpy()[:, 1:] != -100).any(axis=1).all():
+    if not scored(inputs["labels"].numpy()).any(axis=1).all():
         raise ValueError("a response lost every token to max_len: raise max_len so prompts and answers fit")
     return to_device(inputs, device)
 

@@ -176,12 +176,16 @@ def compile_mode(mode: str) -> dict:
     return {} if mode == "default" else {"mode": mode}
 
 
+def is_layer(m: torch.nn.Module) -> bool:
+    """A transformer layer: transformers' name of a model's repeated block."""
+    return type(m).__name__.endswith(LAYER_SUFFIXES)
+
+
 def regions(module: torch.nn.Module) -> list[torch.nn.Module]:
     """What scope `layers` compiles inside `module`, each alone: every transformer layer, and every module that
     declares itself a region (`compile_region`: the G-MLLM's head and loss, the small profile's frozen vision
     trunk). The layers of a model share one graph; each other region is one graph of its own."""
-    return [m for m in module.modules()
-            if type(m).__name__.endswith(LAYER_SUFFIXES) or getattr(m, "compile_region", False)]
+    return [m for m in module.modules() if is_layer(m) or getattr(m, "compile_region", False)]
 
 
 def compile_regions(module: torch.nn.Module, mode: str = "default") -> int:
@@ -190,7 +194,7 @@ def compile_regions(module: torch.nn.Module, mode: str = "default") -> int:
     found = regions(module)
     for m in found:
         m.compile(dynamic=True, **compile_mode(mode))
-    return sum(type(m).__name__.endswith(LAYER_SUFFIXES) for m in found)
+    return sum(is_layer(m) for m in found)
 
 
 def install_output_hooks(module: torch.nn.Module) -> int:

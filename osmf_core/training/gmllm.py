@@ -20,6 +20,7 @@ from osmf_core.data.reader import read_columns, row_batches, run_of
 from osmf_core.features.split import training_partition
 from osmf_core.models.gmllm.builders import build_small, build_tiny, from_local
 from osmf_core.models.gmllm.grm import grm_instruction
+from osmf_core.models.gmllm.head import scored
 from osmf_core.models.gmllm.model import SMALL, GMLLMConfig, GroupLlava, approx_tokens, encode
 from osmf_core.models.gmllm.tokens import train_tokenizer
 from osmf_core.training.engine import EngineConfig, build_engine
@@ -183,7 +184,7 @@ def task_losses(model: GroupLlava, warehouse: str, run_date: str, max_len: int =
             logp = model(**inputs).token_logprobs  # through the head's region: no logits kept
             acc = total.setdefault(str(task), [0.0, 0.0])
             acc[0] -= float(logp.sum())
-            acc[1] += float((inputs["labels"][:, 1:] != -100).sum())
+            acc[1] += float(scored(inputs["labels"]).sum())
     # None: every response of that task was cut off by max_len (nothing to score)
     return {t: round(s / n, 4) if n else None for t, (s, n) in sorted(total.items())}
 

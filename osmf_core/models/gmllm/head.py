@@ -49,6 +49,11 @@ class TrainingOutput(dict):
         return self["token_logprobs"]
 
 
+def scored(labels):
+    """Which next-token labels (labels[:, 1:], a tensor or an array) are scored: where token_logprobs count."""
+    return labels[:, 1:] != IGNORE
+
+
 def mean_nll(logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Minus the mean log-probability over the scored labels (NaN where none is, as cross-entropy's mean)."""
-    return -logprobs.sum() / (labels[:, 1:] != IGNORE).sum()
+    return -logprobs.sum() / scored(labels).sum()

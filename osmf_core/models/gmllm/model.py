@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from osmf_core.models.encoders import MobileNetV2Features, mobilenet_v2_imagenet
-from osmf_core.models.gmllm.head import NextTokenLogprobs, TrainingOutput, mean_nll
+from osmf_core.models.gmllm.head import IGNORE, NextTokenLogprobs, TrainingOutput, mean_nll
 from osmf_core.models.gmllm.tokens import GROUP_TOKEN, GROUP_WORD, IMAGE_TOKEN
 
 MODEL_DIR, GROUP_FILE, META_FILE = "llava", "group_mlp.pt", "gmllm.json"
@@ -222,7 +222,7 @@ class GroupLlava(nn.Module):
 def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, use_group: bool = True,
            images=None, group_features=None, device=None, pad_to: int = 0) -> dict:
     """Token ids, attention mask and (with responses) labels of a batch, right-padded (to at least `pad_to`
-    positions); pixel values of the images of the rows whose instruction shows one, in row order. Labels are -100 except on the response.
+    positions); pixel values of the images of the rows whose instruction shows one, in row order. Labels are IGNORE (-100) except on the response.
     With `group_features` (one flat G_{s,k} per row, empty for none), also the (B, width) tensor the group
     MLP reads; with `device`, every tensor moved there."""
     tok = model.tokenizer
@@ -233,7 +233,7 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
         answer = [] if responses is None else tok(" " + str(responses[i]), add_special_tokens=False).input_ids + [tok.eos_token_id]
         ids = (prompt + answer)[:max_len]
         rows.append(ids)
-        labels.append(([-100] * len(prompt) + answer)[:max_len])
+        labels.append(([IGNORE] * len(prompt) + answer)[:max_len])
         if IMAGE_TOKEN in str(instruction):
             n = str(instruction).count(IMAGE_TOKEN)
             if images is None:
@@ -241,7 +241,7 @@ def encode(model: GroupLlava, instructions, responses=None, max_len: int = 384, 
             pngs.extend(images[i] if n > 1 else [images[i]])
     width = max(pad_to, *(len(r) for r in rows))
     ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-    lab = torch.full((len(rows), width), -100, dtype=torch.long)
+    lab = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (r, y) in enumerate(zip(rows, labels)):
         ids[i, :len(r)], lab[i, :len(y)], mask[i, :len(r)] = torch.tensor(r), torch.tensor(y), 1
