@@ -173,6 +173,8 @@ def test_a_smollm2_shape_has_the_published_layer_sizes():
     assert len(shallow) == 2 and sum(p.numel() for p in shallow.parameters()) == 106_202_880 // 15
     with pytest.raises(ValueError, match="shape must be one of"):
         build_small_shape(GMLLMConfig(), "smollm2-9b", tok)
+    with pytest.raises(ValueError, match="layers must be >= 0"):
+        build_small_shape(GMLLMConfig(), "smollm2-135m", tok, layers=-1)
 
 
 def test_a_stopped_run_names_the_stage_it_was_in():

@@ -111,6 +111,8 @@ def build_small_shape(cfg: GMLLMConfig, shape: str, tokenizer, image_size: int =
     from transformers import LlamaConfig
     if shape not in SMOLLM2_SHAPES:
         raise ValueError(f"shape must be one of {sorted(SMOLLM2_SHAPES)}, got {shape!r}")
+    if layers < 0:
+        raise ValueError(f"layers must be >= 0 (0: the shape's), got {layers}")
     text = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, rope_theta=100000.0,
                        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
